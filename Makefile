@@ -1,0 +1,40 @@
+# oneiric — two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+VAR    := $(CURDIR)/var
+
+.PHONY: venv run test lint typecheck unit bench clean deb e2e-systemd check-units
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	mkdir -p $(VAR)/run $(VAR)/state
+	ONEIRIC_CONFIG=$(CURDIR)/examples/oneiricd.toml RUNTIME_DIRECTORY=$(VAR)/run \
+	STATE_DIRECTORY=$(VAR)/state PYTHONPATH=$(CURDIR)/examples \
+	$(VENV)/bin/oneiricd --log-level info
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest --cov --cov-report=term -q
+
+test: $(STAMP) lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) bench/run.py --out bench/results.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var
