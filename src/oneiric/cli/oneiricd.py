@@ -1,0 +1,160 @@
+"""``oneiricd``: the daemon's command line (SPEC §6)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from oneiric._const import EXIT_CONFIG, EXIT_OK, VERSION
+
+EPILOG = """\b
+Examples:
+  oneiricd                                  # foreground, systemd Type=notify
+  oneiricd --config ./oneiricd.toml --socket /tmp/o.sock --state-dir /tmp/o
+  oneiricd --check                          # validate config and factories; exit 0 or 78
+  oneiricd --daemonize --pidfile /run/oneiricd.pid   # init systems without notify support
+
+\b
+Exit status: 0 clean stop, 1 runtime failure, 75 another daemon answers on the socket,
+78 configuration error.
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config",
+    metavar="PATH",
+    help="Config file [default: $ONEIRIC_CONFIG or /etc/oneiric/oneiricd.toml].",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    metavar="PATH",
+    help="Control socket [default: $RUNTIME_DIRECTORY/oneiricd.sock].",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    help="Durable state (operator intent) [default: $STATE_DIRECTORY].",
+)
+@click.option(
+    "--health-file",
+    metavar="PATH",
+    help="Health snapshot file [default: $RUNTIME_DIRECTORY/health.json].",
+)
+@click.option(
+    "--log-level",
+    default=None,
+    metavar="LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Overrides [daemon] log_level.",
+)
+@click.option("--check", is_flag=True, help="Validate the config and factories, then exit.")
+@click.option(
+    "--daemonize",
+    is_flag=True,
+    help="Detach (python-daemon). Never under systemd; needs --pidfile.",
+)
+@click.option("--pidfile", metavar="PATH", help="Locked pidfile for --daemonize.")
+@click.option(
+    "--logfile",
+    metavar="PATH",
+    help="With --daemonize: append stdout/stderr here (default: keep them).",
+)
+@click.version_option(VERSION, prog_name="oneiricd")
+def cli(
+    config: str | None,
+    socket_path: str | None,
+    state_dir: str | None,
+    health_file: str | None,
+    log_level: str | None,
+    check: bool,
+    daemonize: bool,
+    pidfile: str | None,
+    logfile: str | None,
+) -> None:
+    """Run the oneiric host daemon in the foreground."""
+    from oneiric.daemon import Daemon, Options, StartupError
+    from oneiric.logging_setup import configure_logging
+
+    daemon = Daemon(
+        Options(config=config, socket=socket_path, state_dir=state_dir, health_file=health_file)
+    )
+    try:
+        cfg = daemon.load()
+    except StartupError as exc:
+        click.echo(f"oneiricd: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    if check:
+        from oneiric.config import check_factories
+
+        problems = check_factories(cfg)
+        for p in problems:
+            click.echo(f"oneiricd: {p}", err=True)
+        if problems:
+            sys.exit(EXIT_CONFIG)
+        click.echo(f"{cfg.path}: OK ({len(cfg.components)} components, {len(cfg.files)} file(s))")
+        sys.exit(EXIT_OK)
+    if daemonize and not pidfile:
+        raise click.UsageError("--daemonize needs --pidfile PATH")
+    configure_logging(log_level or cfg.daemon.log_level)
+    if daemonize:
+        assert pidfile is not None
+        _detach(pidfile, logfile)
+    sys.exit(_run(daemon))
+
+
+def _run(daemon: object) -> int:
+    import logging
+
+    import anyio
+
+    from oneiric.daemon import Daemon, StartupError
+
+    assert isinstance(daemon, Daemon)
+    try:
+        anyio.run(daemon.run)
+    except StartupError as exc:
+        logging.getLogger("oneiricd").error("%s", exc)
+        return exc.exit_status
+    except KeyboardInterrupt:  # pragma: no cover - the signal receiver handles SIGINT
+        return 1
+    return 0
+
+
+def _detach(pidfile: str, logfile: str | None) -> None:
+    """Detach with python-daemon, keeping stdio (or sending it to ``logfile``), a sane umask,
+    and a locked pidfile. SIGTERM is left to the daemon's own handler (drain, then exit)."""
+    import daemon as pydaemon  # python-daemon
+    import daemon.pidfile as pyd_pidfile
+
+    out = open(logfile, "a", buffering=1) if logfile else sys.stderr  # noqa: SIM115
+    lock = pyd_pidfile.TimeoutPIDLockFile(os.path.abspath(pidfile), acquire_timeout=0)
+    ctx = pydaemon.DaemonContext(
+        pidfile=lock,
+        umask=0o022,
+        working_directory="/",
+        stdout=out,
+        stderr=out,
+        files_preserve=[out],
+        signal_map={},  # keep Python's/anyio's handlers: SIGTERM means drain, not exit
+        detach_process=True,
+    )
+    try:
+        ctx.open()
+    except Exception as exc:
+        click.echo(
+            f"oneiricd: cannot daemonize: {exc} (is another instance holding {pidfile}?)", err=True
+        )
+        sys.exit(75)
+
+
+def main() -> None:
+    cli(prog_name="oneiricd")
+
+
+if __name__ == "__main__":
+    main()

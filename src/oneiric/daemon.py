@@ -1,0 +1,419 @@
+"""oneiricd's orchestrator: one root task group owning the runtime, the control server, the
+health file, the config watcher, the domains and the systemd conversation.
+
+Start-up order is the contract of SPEC §6: load config (exit 78 when broken) → restore intent →
+bind the control socket (exit 75 when a live daemon answers) → activate the selected components
+→ ``READY=1``. Every long-lived task is started with ``tg.start`` and reports ready only when it
+is. Shutdown drains everything (bounded by ``stop_timeout``), stops the components, writes the
+final ``stopped`` health file and removes the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
+from oneiric.config import Config, ResolvedPaths, default_paths, load_config
+from oneiric.control.server import AlreadyRunning, bind_control_socket, serve
+from oneiric.errors import ConfigError, OneiricError
+from oneiric.runtime.core import Runtime, Timeouts
+from oneiric.runtime.health import (
+    ConfigHealth,
+    HealthSnapshot,
+    RemoteHealth,
+    write_health,
+)
+from oneiric.runtime.intent import IntentStore
+from oneiric.runtime.registry import Candidate
+from oneiric.systemd import Notifier, listen_fds, watchdog_loop
+
+log = logging.getLogger(__name__)
+
+#: [daemon] settings that take effect on reload; the others need a restart.
+LIVE_SETTINGS = frozenset(
+    {
+        "drain_timeout",
+        "stop_timeout",
+        "activation_timeout",
+        "health_interval",
+        "log_level",
+        "idle_timeout",
+        "watch",
+    }
+)
+
+
+class StartupError(OneiricError):
+    """Start-up failed; ``exit_status`` is what oneiricd exits with."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """oneiricd's command-line flags (None = default of SPEC §5)."""
+
+    config: str | None = None
+    socket: str | None = None
+    state_dir: str | None = None
+    health_file: str | None = None
+
+
+class ReloadResult(msgspec.Struct, kw_only=True):
+    changed: list[str]
+    not_live: list[str]
+    outcomes: dict[str, str]
+
+
+def candidates_of(config: Config) -> list[Candidate]:
+    return [
+        Candidate(
+            domain=c.domain,
+            key=c.key,
+            provider=c.provider,
+            factory=c.factory,
+            priority=c.priority,
+            stack_level=c.stack_level,
+            settings=dict(c.settings),
+            source=c.source,
+            every=c.every,
+            topics=tuple(c.topics),
+            concurrency=c.concurrency,
+            queue_size=c.queue_size,
+        )
+        for c in config.components
+    ]
+
+
+def timeouts_of(config: Config) -> Timeouts:
+    d = config.daemon
+    return Timeouts(
+        activation=d.activation_timeout,
+        stop=d.stop_timeout,
+        drain=d.drain_timeout,
+        health_interval=d.health_interval,
+    )
+
+
+class Daemon:
+    """Composes everything. ``await tg.start(daemon.run)`` returns once READY."""
+
+    def __init__(self, options: Options, *, environ: dict[str, str] | None = None) -> None:
+        self.options = options
+        self.environ = dict(os.environ if environ is None else environ)
+        self.notifier = Notifier.from_environ(self.environ)
+        self.state = "starting"
+        self.started_at = time.time()
+        self.config: Config | None = None
+        self.config_loaded_at: float | None = None
+        self.config_error: str | None = None
+        self.paths: ResolvedPaths | None = None
+        self.runtime: Runtime | None = None
+        self.remote = RemoteHealth()
+        self._sock: socket.socket | None = None
+        self._owns_socket_file = False
+        self._reload_lock = anyio.Lock()
+        self._stop = anyio.Event()
+        self._signals = 0
+        self._on_config: list[Callable[[Config], Any]] = []
+
+    # -- start-up --------------------------------------------------------------------------------
+    def load(self) -> Config:
+        """Load config and resolve paths (blocking). Raises StartupError(78)."""
+        path = default_paths(
+            config=self.options.config,
+            socket=None,
+            state_dir=None,
+            health_file=None,
+            daemon=None,
+            environ=self.environ,
+        ).config
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+        self.config = config
+        self.config_loaded_at = time.time()
+        self.paths = default_paths(
+            config=path,
+            socket=self.options.socket,
+            state_dir=self.options.state_dir,
+            health_file=self.options.health_file,
+            daemon=config.daemon,
+            environ=self.environ,
+        )
+        return config
+
+    def _open_socket(self, config: Config) -> socket.socket:
+        assert self.paths is not None
+        inherited = [
+            s
+            for s in listen_fds(self.environ)
+            if s.family == socket.AF_UNIX and s.type == socket.SOCK_STREAM
+        ]
+        if inherited:
+            log.info("using the control socket passed by the service manager (LISTEN_FDS)")
+            return inherited[0]
+        try:
+            sock = bind_control_socket(
+                self.paths.socket, mode=config.daemon.socket_mode, group=config.daemon.admin_group
+            )
+        except AlreadyRunning as exc:
+            raise StartupError(
+                f"another oneiricd already answers on {self.paths.socket}; not starting a second "
+                "one (stop it first, or pass --socket)",
+                EXIT_ALREADY_RUNNING,
+            ) from exc
+        self._owns_socket_file = True
+        return sock
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = (
+            self.config if self.config is not None else await anyio.to_thread.run_sync(self.load)
+        )
+        assert self.paths is not None
+        self.notifier.status("starting: restoring operator intent")
+        os.makedirs(self.paths.state_dir, exist_ok=True)
+        store = IntentStore(Path(self.paths.state_dir) / "intent.json")
+        try:
+            await anyio.to_thread.run_sync(store.load)
+        except ConfigError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+        self._sock = self._open_socket(config)
+        try:
+            async with Runtime(intent=store, timeouts=timeouts_of(config)) as rt:
+                self.runtime = rt
+                await self._serve(rt, config, task_status)
+        finally:
+            self._close_socket()
+            await self._write_final_health()
+
+    async def _serve(
+        self, rt: Runtime, config: Config, task_status: anyio.abc.TaskStatus[Daemon]
+    ) -> None:
+        from oneiric.handlers import ControlHandler
+
+        assert self._sock is not None
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._health_writer, rt)
+            await tg.start(watchdog_loop, self.notifier)
+            await tg.start(self._signal_loop)
+            handler = ControlHandler(self)
+            await tg.start(
+                lambda task_status: serve(
+                    self._sock,  # type: ignore[arg-type]
+                    handler,
+                    admin_group=config.daemon.admin_group,
+                    idle_timeout=config.daemon.idle_timeout,
+                    task_status=task_status,
+                )
+            )
+            self.notifier.status("starting: activating components")
+            keys = rt.apply_candidates(
+                {c.source for c in config.components} | {config.path},
+                candidates_of(config),
+                config.selections,
+            )
+            await rt.reconcile_many(keys)
+            await self._start_extensions(tg, rt, config)
+            self._set_state("running")
+            self.notifier.ready(self.status_line())
+            log.info("oneiricd %s ready (pid %d): %s", VERSION, os.getpid(), self.status_line())
+            task_status.started(self)
+            await self._stop.wait()
+            await self._shutdown(rt, config)
+            tg.cancel_scope.cancel()
+
+    async def _start_extensions(self, tg: anyio.abc.TaskGroup, rt: Runtime, config: Config) -> None:
+        """Domains and the config watcher; each reports ready through tg.start."""
+
+    def status_line(self) -> str:
+        rt = self.runtime
+        if rt is None:
+            return self.state
+        comps = rt.components()
+        ready = sum(1 for c in comps if c.lifecycle == "ready")
+        paused = sum(1 for c in comps if c.admin != "active")
+        bad = sum(1 for c in comps if c.lifecycle in ("failed", "degraded"))
+        parts = [f"{self.state}: {ready}/{len(comps)} components ready"]
+        if paused:
+            parts.append(f"{paused} paused/drained")
+        if bad:
+            parts.append(f"{bad} failed/degraded")
+        if self.config_error:
+            parts.append("config error (running the previous config)")
+        return ", ".join(parts)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        if self.runtime is not None:
+            self.runtime.touch()
+
+    # -- signals and shutdown --------------------------------------------------------------------
+    async def _signal_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            task_status.started()
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading configuration")
+                    try:
+                        await self.reload(trigger="SIGHUP")
+                    except OneiricError as exc:
+                        log.error("reload failed, keeping the running config: %s", exc)
+                    continue
+                self._signals += 1
+                if self._signals == 1:
+                    log.info("%s: draining and stopping", signal.Signals(signum).name)
+                    self.request_stop()
+                else:
+                    log.warning("second %s: exiting now", signal.Signals(signum).name)
+                    self._close_socket()
+                    os._exit(1)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self, rt: Runtime, config: Config) -> None:
+        budget = config.daemon.stop_timeout
+        self._set_state("draining")
+        self.notifier.stopping(f"stopping: draining (up to {budget:g}s)")
+        self.notifier.extend_timeout(budget + config.daemon.stop_timeout + 5)
+        left = await rt.shutdown(budget)
+        if left:
+            log.warning("drain budget of %gs passed; still in flight: %s", budget, left)
+        self._set_state("stopping")
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            if self._owns_socket_file and self.paths is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.paths.socket)
+            self._sock.close()
+            self._sock = None
+
+    # -- health file -----------------------------------------------------------------------------
+    def snapshot(self, domain: str | None = None, key: str | None = None) -> HealthSnapshot:
+        rt = self.runtime
+        config = self.config
+        assert config is not None
+        return HealthSnapshot(
+            version=VERSION,
+            pid=os.getpid(),
+            state=self.state,  # type: ignore[arg-type]
+            started_at=self.started_at,
+            updated_at=time.time(),
+            heartbeat_s=config.daemon.health_interval,
+            config=ConfigHealth(
+                path=config.path,
+                loaded_at=self.config_loaded_at,
+                last_error=self.config_error,
+                files=list(config.files),
+            ),
+            remote=self.remote,
+            components=rt.components(domain, key) if rt is not None else [],
+        )
+
+    async def _health_writer(self, rt: Runtime, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        assert self.paths is not None and self.config is not None
+        path = self.paths.health_file
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        seen = -1
+        first = True
+        last_status = ""
+        while True:
+            snap = self.snapshot()
+            seen = rt.version
+            await anyio.to_thread.run_sync(write_health, path, snap)
+            line = self.status_line()
+            if line != last_status and self.state == "running":
+                self.notifier.status(line)
+                last_status = line
+            if first:
+                task_status.started()
+                first = False
+            with anyio.move_on_after(self.config.daemon.health_interval):
+                await rt.wait_changed(seen)
+
+    async def _write_final_health(self) -> None:
+        if self.paths is None or self.config is None:
+            return
+        self.state = "stopped"
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(
+                    write_health, self.paths.health_file, self.snapshot()
+                )
+            except OSError as exc:
+                log.error("cannot write the final health file: %s", exc)
+
+    # -- reload ----------------------------------------------------------------------------------
+    async def reload(self, *, trigger: str) -> ReloadResult:
+        """Re-read the config; apply what changed. A broken config keeps the running one and
+        raises ConfigError (also recorded in status and the health file)."""
+        rt = self.runtime
+        assert rt is not None and self.config is not None and self.paths is not None
+        async with self._reload_lock:
+            previous_state = self.state
+            self._set_state("reloading")
+            self.notifier.reloading()
+            try:
+                try:
+                    new = await anyio.to_thread.run_sync(load_config, self.paths.config)
+                except ConfigError as exc:
+                    self.config_error = str(exc)
+                    log.error(
+                        "config reload (%s) failed, keeping the running config: %s", trigger, exc
+                    )
+                    raise
+                result = await self.apply_config(new, force=True)
+                log.info("config reloaded (%s): %d key(s) changed", trigger, len(result.changed))
+                return result
+            finally:
+                self._set_state(previous_state if previous_state != "reloading" else "running")
+                self.notifier.ready(self.status_line())
+
+    async def apply_config(self, new: Config, *, force: bool) -> ReloadResult:
+        rt = self.runtime
+        old = self.config
+        assert rt is not None and old is not None
+        not_live = [
+            f"daemon.{f}"
+            for f in new.daemon.__struct_fields__
+            if f not in LIVE_SETTINGS and getattr(new.daemon, f) != getattr(old.daemon, f)
+        ]
+        if not_live:
+            log.warning("changed settings need a restart to take effect: %s", ", ".join(not_live))
+        rt.timeouts = timeouts_of(new)
+        if new.daemon.log_level != old.daemon.log_level:
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+        sources = {c.source for c in old.components} | {c.source for c in new.components}
+        sources |= {old.path, new.path}
+        keys = rt.apply_candidates(sources, candidates_of(new), new.selections)
+        self.config = new
+        self.config_loaded_at = time.time()
+        self.config_error = None
+        for cb in self._on_config:
+            cb(new)
+        outcomes = await rt.reconcile_many(keys, force=force)
+        return ReloadResult(
+            changed=sorted(f"{d}/{k}" for d, k in keys),
+            not_live=not_live,
+            outcomes={f"{d}/{k}": v for (d, k), v in outcomes.items()},
+        )

@@ -1,0 +1,216 @@
+"""The daemon's answers to control requests (SPEC §7–§8): translate each op into runtime calls.
+
+Runs inside the control server's per-request task; raises :class:`OneiricError` subclasses,
+which the server turns into error replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from oneiric._const import VERSION
+from oneiric.control.protocol import (
+    DrainRequest,
+    EmitRequest,
+    ExplainRequest,
+    HealthRequest,
+    ListRequest,
+    PauseRequest,
+    PingRequest,
+    ReloadRequest,
+    Request,
+    ResumeRequest,
+    RunRequest,
+    StatusRequest,
+    SwapRequest,
+    SyncRequest,
+    WatchRequest,
+)
+from oneiric.control.server import Emit, Peer
+from oneiric.errors import OneiricError, Timeout, Unavailable
+
+if TYPE_CHECKING:
+    from oneiric.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class DrainTimeout(Timeout):
+    """Drain gave up; ``detail`` names what is still in flight."""
+
+    def __init__(self, message: str, in_flight: dict[str, int]) -> None:
+        super().__init__(message)
+        self.detail = {"in_flight": in_flight}
+
+
+class SwapFailed(OneiricError):
+    code = "unavailable"
+
+
+def _names(keys: list[tuple[str, str]]) -> list[str]:
+    return [f"{d}/{k}" for d, k in keys]
+
+
+class ControlHandler:
+    """Callable the control server invokes per request."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    @property
+    def rt(self) -> Any:
+        rt = self.daemon.runtime
+        if rt is None:
+            raise Unavailable("the daemon is still starting")
+        return rt
+
+    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Any:
+        d = self.daemon
+        rt = self.rt
+        match request:
+            case PingRequest():
+                return {
+                    "version": VERSION,
+                    "pid": os.getpid(),
+                    "uptime_s": round(time.time() - d.started_at, 3),
+                    "state": d.state,
+                }
+            case StatusRequest(domain=domain, key=key):
+                return d.snapshot(domain, key)
+            case HealthRequest():
+                return d.snapshot()
+            case ExplainRequest(domain=domain, key=key):
+                return rt.explain(domain, key)
+            case ListRequest(domain=domain, shadowed=shadowed):
+                return {"candidates": self._list(domain, shadowed)}
+            case PauseRequest(domain=domain, key=key, note=note):
+                keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
+                return {"affected": _names(keys), "state": "paused"}
+            case ResumeRequest(domain=domain, key=key):
+                keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
+                return {"affected": _names(keys), "state": "active"}
+            case DrainRequest():
+                return await self._drain(request, peer, emit)
+            case SwapRequest(domain=domain, key=key, provider=provider, clear=clear):
+                return await self._swap(domain, key, None if clear else provider, peer)
+            case ReloadRequest():
+                return await d.reload(trigger=f"oneiricctl (uid {peer.uid})")
+            case WatchRequest():
+                return await self._watch(emit)
+            case RunRequest() | EmitRequest():
+                domains = getattr(d, "domains", None)
+                if domains is None:
+                    raise Unavailable("this daemon does not run tasks or events")
+                if isinstance(request, RunRequest):
+                    return await domains.run(
+                        request.domain, request.key, request.payload, wait=request.wait
+                    )
+                return await domains.emit(request.topic, request.data)
+            case SyncRequest():
+                raise Unavailable(
+                    "no [remote] source is configured; remote manifests are not supported by "
+                    "this version"
+                )
+        raise OneiricError(f"unhandled op {type(request).__name__}")  # pragma: no cover
+
+    def _list(self, domain: str | None, shadowed: bool) -> list[dict[str, Any]]:
+        rt = self.rt
+        out: list[dict[str, Any]] = []
+        for d, k in rt.registry.keys(domain=domain):
+            res = rt.registry.resolve(
+                d,
+                k,
+                override=rt.intent.override(d, k),
+                selection=rt.selections.get(d, {}).get(k),
+            )
+            st = rt.states.get((d, k))
+            active = st.slot.current if st is not None else None
+            for r in rt.registry.ranked(d, k):
+                c = r.candidate
+                winner = res.winner is not None and res.winner.candidate == c
+                if not shadowed and not winner:
+                    continue
+                out.append(
+                    {
+                        "domain": d,
+                        "key": k,
+                        "provider": c.provider,
+                        "factory": c.factory,
+                        "source": c.source,
+                        "priority": c.priority,
+                        "stack_level": c.stack_level,
+                        "winner": winner,
+                        "active": active is not None and active.candidate == c,
+                    }
+                )
+        return out
+
+    async def _swap(self, domain: str, key: str, provider: str | None, peer: Peer) -> Any:
+        rt = self.rt
+        st = rt.state(domain, key)
+        previous = st.slot.current.provider if st.slot.current is not None else None
+        started = time.monotonic()
+        outcome = await rt.set_override(domain, key, provider, uid=peer.uid, pid=peer.pid)
+        if outcome == "failed":
+            raise SwapFailed(
+                f"swap of {domain}/{key} failed, {previous!r} keeps serving: {st.last_error}"
+            )
+        current = st.slot.current.provider if st.slot.current is not None else None
+        return {
+            "provider": st.parked.provider if st.parked is not None else current,
+            "previous": previous,
+            "parked": outcome == "parked",
+            "outcome": outcome,
+            "swap_ms": round((time.monotonic() - started) * 1000, 3),
+        }
+
+    async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> Any:
+        rt = self.rt
+        keys = await rt.drain(req.domain, req.key, uid=peer.uid, pid=peer.pid, note=req.note or "")
+        started = time.monotonic()
+        if not req.wait:
+            return {
+                "drained": not rt.in_flight(keys),
+                "affected": _names(keys),
+                "in_flight": rt.in_flight(keys),
+                "elapsed_s": 0.0,
+            }
+
+        async def progress(in_flight: dict[str, int]) -> None:
+            await emit(
+                {
+                    "type": "progress",
+                    "in_flight": in_flight,
+                    "elapsed_s": round(time.monotonic() - started, 3),
+                }
+            )
+
+        with anyio.move_on_after(req.timeout if req.timeout is not None else float("inf")):
+            await rt.wait_idle(keys, progress=progress)
+            return {
+                "drained": True,
+                "affected": _names(keys),
+                "elapsed_s": round(time.monotonic() - started, 3),
+            }
+        left = rt.in_flight(keys)
+        raise DrainTimeout(
+            f"drain timed out after {req.timeout:g}s; still in flight: "
+            + ", ".join(f"{k} ({n})" for k, n in sorted(left.items())),
+            left,
+        )
+
+    async def _watch(self, emit: Emit) -> Any:
+        d = self.daemon
+        rt = self.rt
+        seen = -1
+        while True:
+            seen = rt.version
+            await emit({"type": "snapshot", "snapshot": d.snapshot()})
+            if d.state == "stopped":
+                return {"ended": "daemon stopping"}
+            await rt.wait_changed(seen)

@@ -1,0 +1,208 @@
+"""The health snapshot file (SPEC §5): Structs, atomic writer, reader and staleness judge.
+
+``oneiricctl health`` reads this file without the daemon, so this module stays import-light:
+stdlib and msgspec only (never anyio). The daemon writes it on every change and at least every
+``heartbeat_s`` seconds; a reader decides from ``pid`` and ``updated_at`` whether the writer is
+still alive. Field names are a public contract: add fields freely (with defaults, so old and new
+readers and writers interoperate), never rename or remove them; bump ``SCHEMA`` only for an
+incompatible change.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Final, Literal
+
+import msgspec
+
+from oneiric._files import atomic_write
+
+__all__ = [
+    "SCHEMA",
+    "Admin",
+    "ComponentHealth",
+    "ConfigHealth",
+    "DaemonState",
+    "HealthSnapshot",
+    "Lifecycle",
+    "RemoteHealth",
+    "Staleness",
+    "decode_snapshot",
+    "encode_snapshot",
+    "judge",
+    "read_health",
+    "unhealthy",
+    "worst_lifecycle",
+    "write_health",
+]
+
+SCHEMA: Final = 1
+STALE_HEARTBEATS: Final = 3  # a snapshot older than this many heartbeats is stale
+
+Admin = Literal["active", "paused", "draining", "drained"]
+Lifecycle = Literal["inactive", "activating", "ready", "degraded", "failed", "stopping"]
+DaemonState = Literal["starting", "running", "reloading", "draining", "stopping", "stopped"]
+
+_UNHEALTHY: Final = frozenset({"failed", "degraded"})
+
+
+class ComponentHealth(msgspec.Struct, kw_only=True):
+    """One (domain, key): who serves it, the operator's intent and how it is doing."""
+
+    domain: str
+    key: str
+    provider: str | None = None
+    admin: Admin = "active"
+    lifecycle: Lifecycle = "inactive"
+    in_flight: int = 0
+    parked_provider: str | None = None  # a selection change waiting for resume
+    note: str | None = None  # the operator's --note of the intent in force
+    last_error: str | None = None
+    swaps: int = 0
+    failed_swaps: int = 0
+    last_swap_ms: float | None = None
+    # extras
+    paused_by: str | None = None  # "key" | "domain" | "global": where the intent lives
+    intent_uid: int | None = None
+    intent_at: float | None = None
+    winner: str | None = None  # the ranked winner, when it differs from ``provider``
+    restarts: int = 0  # service
+    backoff_s: float | None = None  # service: delay before the next restart
+    runs: int = 0  # task
+    skipped_runs: int = 0
+    failed_runs: int = 0
+    held_events: int = 0  # event
+    dropped_events: int = 0
+    delivered: int = 0
+
+
+class ConfigHealth(msgspec.Struct, kw_only=True):
+    path: str
+    loaded_at: float | None = None
+    last_error: str | None = None  # the last failed reload; the running config is kept
+    files: list[str] = []  # main file and drop-ins, in merge order
+
+
+class RemoteHealth(msgspec.Struct, kw_only=True):
+    status: str = "disabled"
+    url: str | None = None
+    serial: int | None = None
+    last_sync: float | None = None
+    last_error: str | None = None
+    expires: float | None = None
+
+
+class HealthSnapshot(msgspec.Struct, kw_only=True):
+    """The whole file. Timestamps are epoch seconds."""
+
+    schema: int = SCHEMA
+    version: str
+    pid: int
+    state: DaemonState
+    started_at: float
+    updated_at: float
+    heartbeat_s: float  # the writer's heartbeat interval, for staleness
+    config: ConfigHealth
+    remote: RemoteHealth
+    components: list[ComponentHealth] = []
+
+
+class _SchemaOnly(msgspec.Struct):
+    schema: int = SCHEMA
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_DECODER: Final = msgspec.json.Decoder(HealthSnapshot)
+_PEEK: Final = msgspec.json.Decoder(_SchemaOnly)
+
+
+def encode_snapshot(s: HealthSnapshot) -> bytes:
+    return _ENCODER.encode(s)
+
+
+def decode_snapshot(data: bytes) -> HealthSnapshot:
+    """Parse a snapshot. Unknown fields are ignored (newer writers); anything else that does
+    not fit raises ``ValueError`` saying what was wrong."""
+    try:
+        schema = _PEEK.decode(data).schema
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a oneiric health snapshot: {exc}") from exc
+    if schema > SCHEMA:
+        raise ValueError(
+            f"health snapshot schema {schema} is newer than this oneiric understands "
+            f"({SCHEMA}); use the oneiricctl that matches the running daemon"
+        )
+    try:
+        return _DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a oneiric health snapshot: {exc}") from exc
+
+
+def write_health(path: str | os.PathLike[str], s: HealthSnapshot) -> None:
+    """Replace the file atomically (readers never see a torn file). Blocking: the daemon calls
+    it off the event loop. World-readable: status is not a secret, and readers need no socket
+    access."""
+    atomic_write(path, encode_snapshot(s), mode=0o644)
+
+
+def read_health(path: str | os.PathLike[str]) -> HealthSnapshot:
+    """Read and parse the file; ``FileNotFoundError`` passes through (daemon never ran or the
+    runtime dir is gone), a bad file raises ``ValueError`` naming it."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return decode_snapshot(data)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from exc
+
+
+class Staleness(msgspec.Struct, frozen=True):
+    stale: bool
+    reason: str | None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives address process groups, never one daemon
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, it just is not ours
+        return True
+    return True
+
+
+def judge(s: HealthSnapshot, *, now: float | None = None) -> Staleness:
+    """Is the writer of this snapshot still behind it? A clean ``stopped`` file is not stale
+    (it is the final word of a daemon that exited properly; the reason says ``stopped``). Any
+    other state is stale when its pid is gone (the daemon crashed) or when it is older than
+    three heartbeats (the daemon hangs, or the pid was reused)."""
+    if s.state == "stopped":
+        return Staleness(stale=False, reason="stopped")
+    if not _pid_alive(s.pid):
+        return Staleness(stale=True, reason=f"pid {s.pid} is not running (the daemon died)")
+    now = time.time() if now is None else now
+    age = now - s.updated_at
+    limit = STALE_HEARTBEATS * s.heartbeat_s
+    if s.heartbeat_s > 0 and age > limit:
+        return Staleness(
+            stale=True,
+            reason=(
+                f"last updated {age:.1f}s ago, more than {STALE_HEARTBEATS} heartbeats "
+                f"({limit:g}s); the daemon (pid {s.pid}) is not responding"
+            ),
+        )
+    return Staleness(stale=False, reason=None)
+
+
+def unhealthy(s: HealthSnapshot) -> list[ComponentHealth]:
+    """Components whose lifecycle is ``failed`` or ``degraded``. Paused or drained components
+    are operator intent, not failure, and are not listed."""
+    return [c for c in s.components if c.lifecycle in _UNHEALTHY]
+
+
+def worst_lifecycle(s: HealthSnapshot) -> bool:
+    """True when any component is ``failed`` or ``degraded`` (``status``/``health`` exit 1)."""
+    return any(c.lifecycle in _UNHEALTHY for c in s.components)

@@ -1,0 +1,165 @@
+"""Activation and retirement of component instances.
+
+``activate`` runs import → construct → ``start()`` → health gate, each stage bounded, and on any
+failure stops what it built and raises :class:`ActivationError` naming the stage. ``retire``
+waits for the instance's leases to end (bounded by the drain timeout) and then stops it exactly
+once. Component methods may be sync or async; sync ones run inline on the loop (they are
+expected to be quick — long blocking work belongs in a thread the component starts itself).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from oneiric.errors import ActivationError
+from oneiric.runtime.leases import Binding
+
+log = logging.getLogger(__name__)
+
+
+async def call_maybe_async(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``; await the result when it is awaitable."""
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def import_factory(path: str) -> Callable[..., Any]:
+    """Resolve ``package.module:attr`` (attr may be dotted)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"factory {path!r} is not of the form 'package.module:attr'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"factory {path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def check_health(instance: Any, timeout: float) -> tuple[bool, str | None]:
+    """Run the instance's ``health()`` (if any) bounded by ``timeout``: (healthy, error)."""
+    probe = getattr(instance, "health", None)
+    if probe is None:
+        return True, None
+    try:
+        with anyio.fail_after(timeout):
+            ok = await call_maybe_async(probe)
+    except TimeoutError:
+        return False, f"health() did not answer within {timeout:g}s"
+    except Exception as exc:
+        return False, f"health() raised {describe(exc)}"
+    if ok is False:
+        return False, "health() returned false"
+    return True, None
+
+
+async def stop_instance(instance: Any, timeout: float, name: str) -> str | None:
+    """Call ``stop()`` once, shielded and bounded; return an error text or None."""
+    stop = getattr(instance, "stop", None)
+    if stop is None:
+        return None
+    with anyio.move_on_after(timeout, shield=True) as scope:
+        try:
+            await call_maybe_async(stop)
+        except Exception as exc:
+            log.warning("%s: stop() raised %s", name, describe(exc))
+            return f"stop() raised {describe(exc)}"
+    if scope.cancelled_caught:
+        log.warning("%s: stop() did not finish within %gs", name, timeout)
+        return f"stop() did not finish within {timeout:g}s"
+    return None
+
+
+async def activate(
+    candidate: Any,
+    *,
+    name: str,
+    activation_timeout: float,
+    stop_timeout: float,
+    generation: int,
+) -> Binding:
+    """Build a ready instance for ``candidate`` or raise ActivationError (nothing leaks)."""
+    provider = candidate.provider
+    try:
+        factory = import_factory(candidate.factory)
+    except Exception as exc:
+        raise ActivationError(
+            f"{name}: cannot import {candidate.factory!r} for provider {provider!r}: "
+            f"{describe(exc)}"
+        ) from exc
+    try:
+        instance = await call_maybe_async(factory, **dict(candidate.settings))
+    except Exception as exc:
+        raise ActivationError(
+            f"{name}: constructing provider {provider!r} raised {describe(exc)}"
+        ) from exc
+    stage = "start()"
+    try:
+        with anyio.fail_after(activation_timeout):
+            start = getattr(instance, "start", None)
+            if start is not None:
+                await call_maybe_async(start)
+            stage = "health gate"
+            probe = getattr(instance, "health", None)
+            if probe is not None:
+                ok = await call_maybe_async(probe)
+                if ok is False:
+                    raise ActivationError(
+                        f"{name}: provider {provider!r} failed its health gate (health() false)"
+                    )
+    except ActivationError:
+        await stop_instance(instance, stop_timeout, name)
+        raise
+    except TimeoutError as exc:
+        await stop_instance(instance, stop_timeout, name)
+        raise ActivationError(
+            f"{name}: provider {provider!r} {stage} did not finish within {activation_timeout:g}s"
+        ) from exc
+    except Exception as exc:
+        await stop_instance(instance, stop_timeout, name)
+        raise ActivationError(
+            f"{name}: provider {provider!r} {stage} raised {describe(exc)}"
+        ) from exc
+    return Binding(instance, candidate, provider, generation)
+
+
+async def retire(binding: Binding, *, drain_timeout: float, stop_timeout: float, name: str) -> str:
+    """Wait for ``binding``'s leases to end (bounded), then stop it once. Returns a summary
+    line for the log/status: whether the drain completed or timed out with leases in flight."""
+    started = time.monotonic()
+    outcome = "drained"
+    with anyio.move_on_after(drain_timeout, shield=True) as scope:
+        await binding.wait_idle()
+    if scope.cancelled_caught:
+        outcome = (
+            f"drain timeout ({drain_timeout:g}s) passed with {binding.in_flight} lease(s) "
+            f"still in flight on {binding.provider!r}; stopping it anyway"
+        )
+        log.warning("%s: %s", name, outcome)
+    if not binding.stopped:
+        binding.stopped = True
+        err = await stop_instance(binding.instance, stop_timeout, name)
+        if err:
+            outcome = f"{outcome}; {err}"
+    log.info(
+        "%s: retired provider %r after %.1f ms (%s)",
+        name,
+        binding.provider,
+        (time.monotonic() - started) * 1000,
+        outcome,
+    )
+    return outcome

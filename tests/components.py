@@ -1,0 +1,98 @@
+"""Components written for the tests: each behaviour is switched by a setting, and anything that
+blocks waits on an ``anyio.Event`` the test controls through :data:`GATES`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import anyio
+
+GATES: dict[str, anyio.Event] = {}
+CALLS: Counter[str] = Counter()
+LIVE: set[str] = set()  # names of constructed-but-not-stopped instances
+ERRORS: list[str] = []
+
+
+def gate(name: str) -> anyio.Event:
+    ev = GATES.get(name)
+    if ev is None:
+        ev = GATES[name] = anyio.Event()
+    return ev
+
+
+def reset() -> None:
+    GATES.clear()
+    CALLS.clear()
+    LIVE.clear()
+    ERRORS.clear()
+
+
+class Thing:
+    """Async component. Settings: name, fail ('init'|'start'|'health'|'health_raise'),
+    block ('start'|'health'|'stop': waits on gate '<name>.<stage>'), value."""
+
+    def __init__(self, name: str = "thing", fail: str = "", block: str = "", value: Any = None):
+        if fail == "init":
+            raise RuntimeError(f"{name} refuses to construct")
+        self.name, self.fail, self.block, self.value = name, fail, block, value
+        self.stopped = 0
+        CALLS[f"{name}.init"] += 1
+        LIVE.add(name)
+
+    async def start(self) -> None:
+        CALLS[f"{self.name}.start"] += 1
+        if self.block == "start":
+            await gate(f"{self.name}.start").wait()
+        if self.fail == "start":
+            raise RuntimeError(f"{self.name} cannot start")
+
+    async def health(self) -> bool:
+        CALLS[f"{self.name}.health"] += 1
+        if self.block == "health":
+            await gate(f"{self.name}.health").wait()
+        if self.fail == "health_raise":
+            raise RuntimeError("probe exploded")
+        return self.fail != "health"
+
+    async def stop(self) -> None:
+        CALLS[f"{self.name}.stop"] += 1
+        self.stopped += 1
+        if self.stopped > 1:
+            ERRORS.append(f"{self.name} stopped twice")
+        if self.block == "stop":
+            await gate(f"{self.name}.stop").wait()
+        LIVE.discard(self.name)
+
+
+class SyncThing:
+    """Same idea with plain methods."""
+
+    def __init__(self, name: str = "sync", healthy: bool = True) -> None:
+        self.name, self.healthy = name, healthy
+        CALLS[f"{name}.init"] += 1
+        LIVE.add(name)
+
+    def start(self) -> None:
+        CALLS[f"{self.name}.start"] += 1
+
+    def health(self) -> bool:
+        return self.healthy
+
+    def stop(self) -> None:
+        CALLS[f"{self.name}.stop"] += 1
+        LIVE.discard(self.name)
+
+
+class Bare:
+    """No lifecycle methods at all."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+
+
+def not_callable_factory() -> None:  # pragma: no cover - referenced by path only
+    return None
+
+
+NOT_CALLABLE = 42
