@@ -129,8 +129,9 @@ class Daemon:
         self._owns_socket_file = False
         self._reload_lock = anyio.Lock()
         self._stop = anyio.Event()
+        self._health_written = anyio.Event()
         self._signals = 0
-        self._on_config: list[Callable[[Config], Any]] = []
+        self.config_listeners: list[Callable[[Config], Any]] = []
 
     # -- start-up --------------------------------------------------------------------------------
     def load(self) -> Config:
@@ -341,6 +342,8 @@ class Daemon:
             snap = self.snapshot()
             seen = rt.version
             await anyio.to_thread.run_sync(write_health, path, snap)
+            self._health_written.set()
+            self._health_written = anyio.Event()
             line = self.status_line()
             if line != last_status and self.state == "running":
                 self.notifier.status(line)
@@ -350,6 +353,10 @@ class Daemon:
                 first = False
             with anyio.move_on_after(self.config.daemon.health_interval):
                 await rt.wait_changed(seen)
+
+    async def health_written(self) -> None:
+        """Return after the next health file write (tests and watchers follow the file)."""
+        await self._health_written.wait()
 
     async def _write_final_health(self) -> None:
         if self.paths is None or self.config is None:
@@ -364,30 +371,40 @@ class Daemon:
                 log.error("cannot write the final health file: %s", exc)
 
     # -- reload ----------------------------------------------------------------------------------
-    async def reload(self, *, trigger: str) -> ReloadResult:
+    async def reload(
+        self, *, trigger: str, force: bool = True, notify: bool = True
+    ) -> ReloadResult:
         """Re-read the config; apply what changed. A broken config keeps the running one and
-        raises ConfigError (also recorded in status and the health file)."""
+        raises ConfigError (also recorded in status and the health file).
+
+        SIGHUP and ``oneiricctl reload`` use the defaults (systemd sees RELOADING=1 … READY=1
+        and failed swaps are retried); the file watcher passes ``notify=False``.
+        """
         rt = self.runtime
         assert rt is not None and self.config is not None and self.paths is not None
         async with self._reload_lock:
             previous_state = self.state
-            self._set_state("reloading")
-            self.notifier.reloading()
+            if notify:
+                self._set_state("reloading")
+                self.notifier.reloading()
             try:
                 try:
                     new = await anyio.to_thread.run_sync(load_config, self.paths.config)
                 except ConfigError as exc:
-                    self.config_error = str(exc)
+                    if self.config_error != str(exc):
+                        self.config_error = str(exc)
+                        rt.touch()
                     log.error(
                         "config reload (%s) failed, keeping the running config: %s", trigger, exc
                     )
                     raise
-                result = await self.apply_config(new, force=True)
+                result = await self.apply_config(new, force=force)
                 log.info("config reloaded (%s): %d key(s) changed", trigger, len(result.changed))
                 return result
             finally:
-                self._set_state(previous_state if previous_state != "reloading" else "running")
-                self.notifier.ready(self.status_line())
+                if notify:
+                    self._set_state(previous_state if previous_state != "reloading" else "running")
+                    self.notifier.ready(self.status_line())
 
     async def apply_config(self, new: Config, *, force: bool) -> ReloadResult:
         rt = self.runtime
@@ -409,7 +426,7 @@ class Daemon:
         self.config = new
         self.config_loaded_at = time.time()
         self.config_error = None
-        for cb in self._on_config:
+        for cb in self.config_listeners:
             cb(new)
         outcomes = await rt.reconcile_many(keys, force=force)
         return ReloadResult(
