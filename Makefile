@@ -31,7 +31,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest --cov --cov-report=term -q
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck check-units unit
+
+check-units:
+	bash contrib/systemd/check-units.sh
+
+deb: $(STAMP)
+	bash packaging/build-deb.sh
+
+e2e-systemd: deb
+	bash tests/e2e/systemd.sh
 
 bench: $(STAMP)
 	$(PY) bench/run.py --out bench/results.json

@@ -3,6 +3,7 @@ blocks waits on an ``anyio.Event`` the test controls through :data:`GATES`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -96,3 +97,44 @@ def not_callable_factory() -> None:  # pragma: no cover - referenced by path onl
 
 
 NOT_CALLABLE = 42
+
+
+class LeaseHolder:
+    """Holds leases on ``target`` ("domain/key") for a test running the daemon in another
+    process. Listens on the Unix socket ``control``: each connection takes one lease and answers
+    "held\\n" once it holds it; the lease ends when the client sends anything or hangs up."""
+
+    def __init__(self, target: str, control: str) -> None:
+        self.target = tuple(target.split("/", 1))
+        self.control = control
+        self._listener: Any = None
+
+    async def start(self) -> None:
+        import os
+
+        from oneiric.runtime.core import current_runtime
+
+        rt = current_runtime()
+        if os.path.exists(self.control):
+            os.unlink(self.control)
+        self._listener = await anyio.create_unix_listener(self.control)
+        domain, key = self.target
+
+        async def serve(stream: Any) -> None:
+            async with stream:
+                async with rt.use(domain, key):
+                    await stream.send(b"held\n")
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        await stream.receive()
+
+        self._scope = anyio.CancelScope()
+
+        async def accept_loop() -> None:
+            with self._scope:
+                async with self._listener:
+                    await self._listener.serve(serve)
+
+        rt.task_group.start_soon(accept_loop)
+
+    async def stop(self) -> None:
+        self._scope.cancel()

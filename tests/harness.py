@@ -1,7 +1,7 @@
 """Run a real Daemon in-process for tests: real config file, real Unix socket, real health file.
 
-    async with running_daemon(CONFIG) as h:
-        result = await h.call("pause", domain="adapter", key="cache")
+async with running_daemon(CONFIG) as h:
+    result = await h.call("pause", domain="adapter", key="cache")
 """
 
 from __future__ import annotations

@@ -62,7 +62,9 @@ async def test_status_pause_swap_parked_resume() -> None:
 
 
 async def test_swap_failure_reports_and_keeps_serving() -> None:
-    bad = CONFIG + """
+    bad = (
+        CONFIG
+        + """
 [[component]]
 domain = "adapter"
 key = "cache"
@@ -70,6 +72,7 @@ provider = "bad"
 factory = "components:Thing"
 settings = { name = "bad", fail = "start" }
 """
+    )
     async with running_daemon(bad) as h:
         with pytest.raises(RemoteError) as err:
             await h.call("swap", domain="adapter", key="cache", provider="bad")

@@ -103,6 +103,7 @@ def cli(
     configure_logging(log_level or cfg.daemon.log_level)
     if daemonize:
         assert pidfile is not None
+        _refuse_if_running(daemon)
         _detach(pidfile, logfile)
     sys.exit(_run(daemon))
 
@@ -123,6 +124,20 @@ def _run(daemon: object) -> int:
     except KeyboardInterrupt:  # pragma: no cover - the signal receiver handles SIGINT
         return 1
     return 0
+
+
+def _refuse_if_running(daemon: object) -> None:
+    """Before detaching, so the exit status reaches the caller: 75 when a live daemon answers
+    on the socket (the detached child would find the same and could only log it)."""
+    from oneiric.control.server import AlreadyRunning, probe_live
+    from oneiric.daemon import Daemon
+
+    assert isinstance(daemon, Daemon) and daemon.paths is not None
+    try:
+        probe_live(daemon.paths.socket)
+    except AlreadyRunning as exc:
+        click.echo(f"oneiricd: {exc}", err=True)
+        sys.exit(75)
 
 
 def _detach(pidfile: str, logfile: str | None) -> None:

@@ -1,0 +1,162 @@
+"""The control plane: oneiricctl's wall time against the bare interpreter, and in-daemon
+requests/s with p50/p99 latency for `status` and pause/resume pairs over 1 and 64 connections.
+
+The daemon runs as a real subprocess on a real Unix socket; the load comes from one asyncio
+process pipelining nothing (each connection waits for its reply before the next request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+CONFIG = """
+[daemon]
+health_interval = "1h"
+watch = false
+[[component]]
+domain = "adapter"
+key = "cache"
+provider = "m"
+factory = "bench_core:Cache"
+"""
+
+
+def _wall(cmd: list[str], n: int = 25) -> float:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def _start(d: Path) -> subprocess.Popen[bytes]:
+    (d / "oneiricd.toml").write_text(CONFIG)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(d / "notify"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(HERE),
+        NOTIFY_SOCKET=str(d / "notify"),
+        ONEIRIC_CONFIG=str(d / "oneiricd.toml"),
+        RUNTIME_DIRECTORY=str(d),
+        STATE_DIRECTORY=str(d / "state"),
+    )
+    proc = subprocess.Popen([str(BIN / "oneiricd"), "--log-level", "warning"], env=env)
+    notify.settimeout(30)
+    while b"READY=1" not in notify.recv(4096):
+        pass
+    notify.close()
+    return proc
+
+
+async def _load(path: str, conns: int, requests: list[bytes], per_conn: int) -> dict[str, float]:
+    lat: list[float] = []
+
+    async def client() -> None:
+        async with await anyio.connect_unix(path) as s:
+            buf = b""
+            for i in range(per_conn):
+                req = requests[i % len(requests)]
+                t0 = time.perf_counter()
+                await s.send(req)
+                while b"\n" not in buf:
+                    buf += await s.receive(65536)
+                line, _, buf = buf.partition(b"\n")
+                lat.append(time.perf_counter() - t0)
+                if b'"ok":true' not in line:
+                    raise RuntimeError(line.decode()[:200])
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(conns):
+            tg.start_soon(client)
+    elapsed = time.perf_counter() - t0
+    lat.sort()
+    return {
+        "rps": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000,
+        "p99": lat[int(len(lat) * 0.99)] * 1000,
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    bare = _wall([sys.executable, "-c", "pass"])
+    bare_s = _wall([sys.executable, "-S", "-c", "pass"])
+    d = Path(tempfile.mkdtemp(prefix="onb", dir="/tmp"))
+    proc = _start(d)
+    sock = str(d / "oneiricd.sock")
+    try:
+        ctl = _wall([str(BIN / "oneiricctl"), "--socket", sock, "status"])
+        ctl_m = _wall([sys.executable, "-m", "oneiric.cli.oneiricctl", "--socket", sock, "status"])
+        rows += [
+            {"name": "bare interpreter start (python -c pass)", "unit": "ms", "p50": bare},
+            {"name": "bare interpreter start, -S (no site)", "unit": "ms", "p50": bare_s},
+            {
+                "name": "oneiricctl status (console script)",
+                "unit": "ms",
+                "p50": ctl,
+                "value": f"+{ctl - bare:.1f} ms",
+                "goal": "< +45 ms",
+                "met": ctl - bare < 45,
+            },
+            {
+                "name": "python -m oneiric.cli.oneiricctl status",
+                "unit": "ms",
+                "p50": ctl_m,
+                "value": f"+{ctl_m - bare:.1f} ms",
+            },
+        ]
+        status = [b'{"id":1,"op":"status"}\n']
+        pair = [
+            b'{"id":1,"op":"pause","domain":"adapter","key":"cache","note":"bench"}\n',
+            b'{"id":2,"op":"resume","domain":"adapter","key":"cache"}\n',
+        ]
+        for label, reqs, conns, per in [
+            ("status", status, 1, 3000),
+            ("status", status, 64, 150),
+            ("pause+resume", pair, 1, 1000),
+            ("pause+resume", pair, 64, 60),
+        ]:
+            r = anyio.run(_load, sock, conns, reqs, per)
+            row: dict[str, Any] = {
+                "name": f"{label} over {conns} connection(s)",
+                "unit": "ms",
+                "p50": r["p50"],
+                "p99": r["p99"],
+                "value": f"{r['rps']:,.0f} req/s",
+            }
+            if label == "status":
+                row["goal"] = "> 10,000 req/s" + ("; p99 < 10 ms" if conns == 64 else "")
+                row["met"] = r["rps"] > 10_000 and (conns == 1 or r["p99"] < 10)
+            elif conns == 64:
+                row["goal"] = "p99 < 10 ms"
+                row["met"] = r["p99"] < 10
+            rows.append(row)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        shutil.rmtree(d, ignore_errors=True)
+    return rows
+
+
+if __name__ == "__main__":
+    from run import print_table
+
+    print(json.dumps(run(), indent=1)) if "--json" in sys.argv else print_table(run())

@@ -1,0 +1,312 @@
+"""The control protocol (SPEC §8), sans-IO: framing, request Structs, reply encoding.
+
+Nothing here touches a socket, so the server, tests and any future transport share one
+definition of the wire format and it is unit-tested without I/O. Requests are a msgspec
+tagged union (``op`` is the tag) decoded by one module-level Decoder; the Structs ignore
+unknown fields so a newer client can talk to an older daemon.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from oneiric._const import Domain
+from oneiric.errors import OneiricError
+
+__all__ = [
+    "KNOWN_OPS",
+    "MAX_LINE",
+    "MUTATING_OPS",
+    "DrainRequest",
+    "EmitRequest",
+    "ExplainRequest",
+    "Frame",
+    "HealthRequest",
+    "LineFramer",
+    "ListRequest",
+    "PauseRequest",
+    "PingRequest",
+    "ProtocolError",
+    "ReloadRequest",
+    "Request",
+    "ResumeRequest",
+    "RunRequest",
+    "StatusRequest",
+    "SwapRequest",
+    "SyncRequest",
+    "TooLong",
+    "WatchRequest",
+    "decode_request",
+    "encode_error",
+    "encode_event",
+    "encode_ok",
+]
+
+MAX_LINE: Final = 64 * 1024
+
+# ---------------------------------------------------------------------------------------------
+# Framing
+
+
+class TooLong(msgspec.Struct, frozen=True):
+    """Marks a line longer than ``limit`` bytes; its content was discarded."""
+
+    limit: int
+
+
+Frame = bytes | TooLong
+
+
+class LineFramer:
+    """Split a byte stream into newline-terminated lines with bounded memory.
+
+    A line longer than ``max_line`` (not counting ``\\r\\n``) yields one :class:`TooLong` and
+    the rest of it is dropped up to its newline, so a hostile or broken peer cannot make the
+    daemon buffer without limit; framing resumes cleanly on the next line. Blank lines are
+    skipped so ``socat`` users may press Enter freely.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be positive")
+        self._max = max_line
+        self._buf = bytearray()
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete line held so far."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        start, end = 0, len(data)
+        while start < end:
+            nl = data.find(b"\n", start)
+            if self._discarding:
+                if nl < 0:
+                    break
+                self._discarding = False
+                start = nl + 1
+                continue
+            if nl < 0:
+                self._buf += data[start:]
+                # +1 leaves room for a "\r" whose "\n" has not arrived yet.
+                if len(self._buf) > self._max + 1:
+                    self._buf.clear()
+                    self._discarding = True
+                    frames.append(TooLong(self._max))
+                break
+            if self._buf:
+                self._buf += data[start:nl]
+                line = bytes(self._buf)
+                self._buf.clear()
+            else:
+                line = data[start:nl]
+            start = nl + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self._max:
+                frames.append(TooLong(self._max))
+            elif line.strip():
+                frames.append(line)
+        return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+class _Request(msgspec.Struct, tag_field="op", kw_only=True):
+    id: int
+
+
+def _check_key(domain: str | None, key: str | None) -> None:
+    if key is not None and domain is None:
+        raise ValueError("`key` needs `domain`")
+
+
+class PingRequest(_Request, tag="ping"):
+    pass
+
+
+class StatusRequest(_Request, tag="status"):
+    domain: Domain | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_key(self.domain, self.key)
+
+
+class ExplainRequest(_Request, tag="explain"):
+    domain: Domain
+    key: str
+
+
+class ListRequest(_Request, tag="list"):
+    domain: Domain | None = None
+    shadowed: bool = False
+
+
+class PauseRequest(_Request, tag="pause"):
+    domain: Domain | None = None
+    key: str | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_key(self.domain, self.key)
+
+
+class ResumeRequest(_Request, tag="resume"):
+    domain: Domain | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_key(self.domain, self.key)
+
+
+class DrainRequest(_Request, tag="drain"):
+    domain: Domain | None = None
+    key: str | None = None
+    note: str | None = None
+    timeout: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    wait: bool = True
+
+    def __post_init__(self) -> None:
+        _check_key(self.domain, self.key)
+
+
+class SwapRequest(_Request, tag="swap"):
+    domain: Domain
+    key: str
+    provider: str | None = None
+    clear: bool = False
+
+    def __post_init__(self) -> None:
+        if self.clear == (self.provider is not None):
+            raise ValueError("swap needs exactly one of `provider` or `clear: true`")
+
+
+class ReloadRequest(_Request, tag="reload"):
+    pass
+
+
+class WatchRequest(_Request, tag="watch"):
+    pass
+
+
+class RunRequest(_Request, tag="run"):
+    domain: Literal["task", "workflow"]
+    key: str
+    payload: Any = None
+    wait: bool = True
+
+
+class EmitRequest(_Request, tag="emit"):
+    topic: str
+    data: Any = None
+
+
+class SyncRequest(_Request, tag="sync"):
+    pass
+
+
+class HealthRequest(_Request, tag="health"):
+    pass
+
+
+Request = (
+    PingRequest
+    | StatusRequest
+    | ExplainRequest
+    | ListRequest
+    | PauseRequest
+    | ResumeRequest
+    | DrainRequest
+    | SwapRequest
+    | ReloadRequest
+    | WatchRequest
+    | RunRequest
+    | EmitRequest
+    | SyncRequest
+    | HealthRequest
+)
+
+_REQUEST_TYPES: Final[tuple[type[_Request], ...]] = Request.__args__
+KNOWN_OPS: Final[tuple[str, ...]] = tuple(str(t.__struct_config__.tag) for t in _REQUEST_TYPES)
+MUTATING_OPS: Final = frozenset(
+    {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync"}
+)
+
+
+class ProtocolError(OneiricError):
+    """A request line could not be turned into a :data:`Request`.
+
+    ``id`` is the request's id when it was readable, so the error reply can be correlated.
+    """
+
+    def __init__(self, code: str, message: str, id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+class _Envelope(msgspec.Struct):
+    id: Any = None
+    op: Any = None
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_request_decoder: Final[msgspec.json.Decoder[Request]] = msgspec.json.Decoder(Request)
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request line; raise :class:`ProtocolError` saying what is wrong."""
+    try:
+        env = _envelope_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):  # valid JSON, but not an object
+            raise ProtocolError("bad_request", f"a request must be a JSON object: {exc}") from None
+        raise ProtocolError("bad_request", f"invalid JSON: {exc}") from None
+    req_id = env.id if type(env.id) is int else None
+    if req_id is None:
+        raise ProtocolError("bad_request", "field `id` is missing or not an integer")
+    if not isinstance(env.op, str):
+        raise ProtocolError("bad_request", "field `op` is missing or not a string", req_id)
+    if env.op not in KNOWN_OPS:
+        raise ProtocolError(
+            "unknown_op",
+            f"unknown op {env.op!r}; known ops: {', '.join(KNOWN_OPS)}",
+            req_id,
+        )
+    try:
+        return _request_decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("bad_request", f"invalid {env.op!r} request: {exc}", req_id) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode_ok(id: int | None, result: Any) -> bytes:
+    """``{"id":…,"ok":true,"result":…}\\n``; raises TypeError if ``result`` is not encodable."""
+    return _encoder.encode({"id": id, "ok": True, "result": result}) + b"\n"
+
+
+def encode_error(id: int | None, code: str, message: str, detail: Any = None) -> bytes:
+    """``{"id":…,"ok":false,"error":{"code":…,"message":…[,"detail":…]}}\\n``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if detail is not None:
+        error["detail"] = detail
+    return _encoder.encode({"id": id, "ok": False, "error": error}) + b"\n"
+
+
+def encode_event(id: int | None, event: Any) -> bytes:
+    """``{"id":…,"event":…}\\n`` — one streamed item before the final reply."""
+    return _encoder.encode({"id": id, "event": event}) + b"\n"

@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# tests/e2e/systemd.sh - end-to-end test of the Debian package under a real systemd.
+# Run by `make e2e-systemd` (which builds the .deb first). Needs root and the Debian archive.
+#
+# Boots systemd 252 as PID 1 in a systemd-nspawn container (tests/e2e/nspawn.sh: cached
+# debootstrap root filesystem + a throw-away overlay per run), installs dist/oneiric_*.deb
+# and checks what an operator relies on: start returns after READY=1, StatusText, the control
+# socket's access rules (alice in group oneiric is an admin, bob is refused with exit 4),
+# pause/drain/status, a reload with a broken config fails and keeps the old one, restart
+# keeps operator intent, the watchdog restarts a hung (SIGSTOPped) daemon, stop drains and
+# exits cleanly, and the package removes (remove) and purges (purge) cleanly.
+#
+# Output: one `== step: NAME` block per step with its evidence, then PASS/FAIL/SKIP NAME; the
+# last line is `N passed, M failed, K skipped`; exit status 0 only if nothing failed.
+# Logs (container console, journal) go to $E2E_LOGS (default build/e2e).
+#
+# Env: DEB (default: newest dist/oneiric_*.deb), E2E_CACHE (default /var/cache/oneiric-e2e),
+#      E2E_REBUILD=1 (rebuild the cached root filesystem), E2E_KEEP=1 (leave the container
+#      running at the end for inspection; tear it down with Ctrl-C), MIRROR.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/nspawn.sh
+. "$HERE/nspawn.sh"
+
+E2E_LOGS=${E2E_LOGS:-$REPO/build/e2e}
+CONF=/etc/oneiric/oneiricd.toml
+SOCK=/run/oneiric/oneiricd.sock
+HEALTH=/run/oneiric/health.json
+
+[ "$(id -u)" = 0 ] || { echo "tests/e2e/systemd.sh must run as root" >&2; exit 2; }
+DEB=${DEB:-$(ls -t "$REPO"/dist/oneiric_*.deb 2>/dev/null | head -1)}
+[ -n "$DEB" ] && [ -f "$DEB" ] || { echo "no dist/oneiric_*.deb: run make deb (or make e2e-systemd)" >&2; exit 2; }
+
+NS_DIR=$(mktemp -d /tmp/oneiric-e2e.XXXXXX)
+NS_MACHINE=oneiric-e2e-$$
+mkdir -p "$E2E_LOGS"
+T_START=$SECONDS
+
+cleanup() {
+  local rc=$?
+  if [ "${E2E_KEEP:-0}" = 1 ] && ns_leader >/dev/null 2>&1; then
+    echo "E2E_KEEP=1: container $NS_MACHINE is up (nsenter -t $(ns_leader) -a); Ctrl-C tears it down"
+    trap 'true' INT
+    sleep infinity
+  fi
+  ns_down >/dev/null 2>&1 || true
+  [ -f "$NS_DIR/console.log" ] && cp "$NS_DIR/console.log" "$E2E_LOGS/console.log"
+  rm -rf "$NS_DIR"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --------------------------------------------------------------------------- step machinery
+passed=0 failed=0 skipped=0 STEP_OK=1 aborted=""
+note() { printf '%s\n' "$*"; }
+# expect DESC CMD...: run CMD, record a failed expectation (the step continues)
+expect() {
+  local desc=$1; shift
+  if "$@"; then note "ok: $desc"; else note "NOT OK: $desc"; STEP_OK=0; fi
+}
+bad() { note "NOT OK: $*"; STEP_OK=0; }
+step() {   # step NAME FUNC [fatal]
+  local name=$1 fn=$2 fatal=${3:-} t0=$SECONDS out
+  printf '== step: %s\n' "$name"
+  if [ -n "$aborted" ]; then
+    printf 'SKIP %s (%s)\n' "$name" "$aborted"; skipped=$((skipped + 1)); return 0
+  fi
+  out=$NS_DIR/step.log
+  STEP_OK=1
+  "$fn" >"$out" 2>&1 || STEP_OK=0
+  sed 's/^/    /' "$out"
+  if [ "$STEP_OK" = 1 ]; then
+    printf 'PASS %s (%d s)\n' "$name" $((SECONDS - t0)); passed=$((passed + 1))
+  else
+    printf 'FAIL %s (%d s)\n' "$name" $((SECONDS - t0)); failed=$((failed + 1))
+    [ -n "$fatal" ] && aborted="after '$name' failed"
+  fi
+}
+
+# --------------------------------------------------------------------------- helpers
+cx() { ns_exec timeout "${CX_TIMEOUT:-60}" "$@"; }   # run in the container, bounded
+as() { local user=$1; shift; cx runuser -u "$user" -- "$@"; }
+prop() { cx systemctl show -P "$1" oneiricd.service; }
+# the live status document (as alice, an admin), queried with e2e-json
+status_q() { as alice oneiricctl --json status | cx e2e-json "$1"; }
+health_q() { cx e2e-json "$1" "$HEALTH"; }
+health_admin_is() { [ "$(health_q "comp(\"$1\", \"$2\")[\"admin\"]" 2>/dev/null)" = "$3" ]; }
+eq() { [ "$1" = "$2" ] || { note "   expected '$2', got '$1'"; return 1; }; }
+wait_for() {   # wait_for SECONDS CMD...: poll every 0.2 s, bounded
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.2; done
+}
+journal_tail() { cx journalctl -u oneiricd.service --no-pager -o short-monotonic -n "${1:-15}"; }
+
+# --------------------------------------------------------------------------- steps
+s_host() {
+  ns_setup >"$E2E_LOGS/host-setup.log" 2>&1 || { tail -20 "$E2E_LOGS/host-setup.log"; return 1; }
+  tail -1 "$E2E_LOGS/host-setup.log"
+  note "$(systemd-nspawn --version | head -1); $(dpkg-query -W -f='debootstrap ${Version}' debootstrap)"
+}
+
+s_rootfs() { ns_rootfs; }
+
+s_boot() {
+  ns_mount_root || return 1
+  install -m 0755 "$HERE/e2e-json.py" "$(NS_ROOT)/usr/local/bin/e2e-json"
+  install -m 0644 "$DEB" "$(NS_ROOT)/var/tmp/oneiric.deb"
+  local t0=$SECONDS
+  ns_boot || return 1
+  note "booted in $((SECONDS - t0)) s"
+}
+
+s_install() {
+  note "package: $(basename "$DEB")"
+  # postinst starts the service and waits for READY=1 (TimeoutStartSec=90s)
+  CX_TIMEOUT=150 expect "dpkg -i installs the package" cx dpkg -i /var/tmp/oneiric.deb
+  expect "status 'install ok installed'" eq "$(cx dpkg-query -W -f='${Status}' oneiric)" "install ok installed"
+  expect "system user oneiric" cx sh -c 'getent passwd oneiric | grep -q ":/var/lib/oneiric:/usr/sbin/nologin$"'
+  expect "group oneiric" cx getent group oneiric
+  expect "/usr/bin/oneiricd -> /opt/oneiric/bin/oneiricd" eq "$(cx readlink /usr/bin/oneiricd)" /opt/oneiric/bin/oneiricd
+  expect "/usr/bin/oneiricctl -> /opt/oneiric/bin/oneiricctl" eq "$(cx readlink /usr/bin/oneiricctl)" /opt/oneiric/bin/oneiricctl
+  expect "$CONF is a conffile" cx sh -c "dpkg-query -W -f='\${Conffiles}' oneiric | grep -q ' $CONF '"
+  expect "/var/lib/oneiric is oneiric's, mode 750" eq "$(cx stat -c '%U:%G %a' /var/lib/oneiric)" "oneiric:oneiric 750"
+  expect "oneiricd.service is enabled" eq "$(cx systemctl is-enabled oneiricd.service)" enabled
+  expect "oneiricd.socket is not enabled (optional)" eq "$(cx systemctl is-enabled oneiricd.socket)" disabled
+  expect "dpkg --verify finds nothing changed" eq "$(cx dpkg --verify oneiric)" ""
+  # users for the access tests: alice administers (group oneiric), bob does not
+  cx useradd --create-home --groups oneiric alice && cx useradd --create-home bob
+  expect "alice is in group oneiric" cx sh -c 'id -nG alice | grep -qw oneiric'
+}
+
+s_python() {
+  cx python3 -I -c "import sys; sys.path.insert(0, '/opt/oneiric/lib'); import msgspec, anyio, click, watchfiles, daemon, oneiric; print(sys.version.split()[0], sys.executable); print(*(m.__file__ for m in (msgspec, watchfiles, oneiric)), sep='\n')" >"$NS_DIR/py.out" 2>&1
+  local rc=$?
+  cat "$NS_DIR/py.out"
+  expect "bundled libraries import on Debian's python3 (rc $rc)" test $rc = 0
+  expect "Debian's interpreter (3.11, /usr/bin/python3)" grep -q '^3\.11\.[0-9]* /usr/bin/python3$' "$NS_DIR/py.out"
+  expect "modules come from /opt/oneiric/lib" test "$(grep -c '^/opt/oneiric/lib/' "$NS_DIR/py.out")" = 3
+  expect "wrappers use /usr/bin/python3 -I" eq "$(cx head -1 /opt/oneiric/bin/oneiricctl)" '#!/usr/bin/python3 -I'
+}
+
+s_cli() {
+  local rc heavy
+  cx oneiricd --help >"$NS_DIR/o.out" 2>&1; rc=$?
+  head -5 "$NS_DIR/o.out"
+  expect "oneiricd --help (rc $rc)" test $rc = 0
+  cx oneiricctl --help >"$NS_DIR/o.out" 2>&1; rc=$?
+  head -5 "$NS_DIR/o.out"
+  expect "oneiricctl --help (rc $rc)" test $rc = 0
+  # oneiricctl must stay import-light: no anyio/watchfiles, no entry-point scanning
+  heavy=$(cx python3 -I -X importtime /opt/oneiric/bin/oneiricctl --help 2>&1 >/dev/null \
+    | grep -E '\| (anyio|watchfiles|pkg_resources|importlib\.metadata|oneiric\.daemon)$' | awk -F'|' '{print $3}' | tr -d ' ' | tr '\n' ' ')
+  expect "oneiricctl imports no anyio/watchfiles/pkg_resources/importlib.metadata (${heavy:-none})" test -z "$heavy"
+  local t0 t1
+  t0=$(date +%s%N); cx oneiricctl --help >/dev/null 2>&1; t1=$(date +%s%N)
+  note "oneiricctl --help: $(((t1 - t0) / 1000000)) ms (nsenter included)"
+  cx runuser -u oneiric -- oneiricd --check >"$NS_DIR/o.out" 2>&1; rc=$?
+  cat "$NS_DIR/o.out"
+  expect "oneiricd --check accepts the default config as user oneiric (rc $rc)" test $rc = 0
+}
+
+s_started_by_postinst() {
+  note "after install: $(prop ActiveState)/$(prop SubState), MainPID $(prop MainPID)"
+  expect "the package's postinst started oneiricd" eq "$(prop ActiveState)" active
+}
+
+s_start() {
+  cx systemctl stop oneiricd.service
+  cx systemctl reset-failed oneiricd.service 2>/dev/null
+  local t0 t1 rc
+  t0=$(date +%s%N)
+  cx systemctl start oneiricd.service; rc=$?
+  t1=$(date +%s%N)
+  note "systemctl start: rc $rc in $(((t1 - t0) / 1000000)) ms"
+  # Type=notify: start returns only after READY=1, so all of this holds at once
+  expect "systemctl start succeeds" test $rc = 0
+  expect "active/running right after start" eq "$(prop ActiveState)/$(prop SubState)" active/running
+  expect "control socket exists when start returns" cx test -S $SOCK
+  expect "health file says running" eq "$(health_q 'd["state"]')" running
+  expect "health file pid is MainPID" eq "$(health_q 'd["pid"]')" "$(prop MainPID)"
+  expect "adapter/cache is ready on provider memory (the default config's selection)" \
+    eq "$(status_q 'comp("adapter", "cache")["provider"] + "/" + comp("adapter", "cache")["lifecycle"]')" memory/ready
+  expect "service/heartbeat is ready" eq "$(status_q 'comp("service", "heartbeat")["lifecycle"]')" ready
+  [ "$STEP_OK" = 1 ] || journal_tail 20
+}
+
+s_sandbox() {
+  local pid exposure
+  pid=$(prop MainPID)
+  cx touch /tmp/.e2e-host-tmp
+  cx grep -E '^(Uid|Gid|NoNewPrivs|Seccomp|CapEff|CapBnd):' "/proc/$pid/status"
+  expect "runs as oneiric:oneiric" eq "$(prop User):$(prop Group)" oneiric:oneiric
+  expect "NoNewPrivs and a seccomp filter in effect" \
+    cx sh -c "grep -q '^NoNewPrivs:.1' /proc/$pid/status && grep -q '^Seccomp:.2' /proc/$pid/status"
+  expect "no capabilities (bounding set empty)" cx sh -c "grep -q '^CapBnd:.0000000000000000' /proc/$pid/status"
+  # its mount namespace: the OS read-only, its state directory writable, /home and /tmp private
+  expect "/usr, /etc, /opt are read-only for it; /var/lib/oneiric is writable" \
+    cx nsenter -t "$pid" -m -- sh -c 'for d in /usr /etc /opt /var; do
+        findmnt -no OPTIONS -T $d | grep -qE "(^|,)ro(,|$)" || exit 1; done
+      findmnt -no OPTIONS -T /var/lib/oneiric | grep -qE "(^|,)rw(,|$)"'
+  expect "/home is inaccessible, /tmp is private" \
+    cx nsenter -t "$pid" -m -- sh -c '! ls /home/alice >/dev/null 2>&1 && ! test -e /tmp/.e2e-host-tmp'
+  exposure=$(cx systemd-analyze security --no-pager oneiricd.service | sed -n 's/.*Overall exposure level for oneiricd.service: \([0-9.]*\).*/\1/p')
+  note "systemd-analyze security (live): exposure $exposure"
+  expect "live exposure <= 2.0" awk -v s="${exposure:-99}" 'BEGIN{exit !(s <= 2.0)}'
+}
+
+s_status_text() {
+  local text; text=$(prop StatusText)
+  note "StatusText: '$text'"
+  expect "StatusText is set" test -n "$text"
+  expect "StatusText says more than a word" test ${#text} -ge 8
+  expect "StatusText is not a start-up message after READY" test -z "$(printf '%s' "$text" | grep -i 'starting')"
+}
+
+s_socket() {
+  local st; st=$(cx stat -c '%A %U:%G' $SOCK)
+  note "socket: $st; health file: $(cx stat -c '%A %U:%G' $HEALTH)"
+  expect "socket mode 0660, oneiric:oneiric" eq "$st" "srw-rw---- oneiric:oneiric"
+  expect "/run/oneiric is 0755 oneiric:oneiric" eq "$(cx stat -c '%a %U:%G' /run/oneiric)" "755 oneiric:oneiric"
+}
+
+s_alice_pause() {
+  local rc
+  as alice oneiricctl pause adapter cache --note "e2e pause"; rc=$?
+  expect "alice: oneiricctl pause adapter cache (rc $rc)" test $rc = 0
+  expect "adapter/cache is paused" eq "$(status_q 'comp("adapter", "cache")["admin"]')" paused
+  expect "the note is kept" eq "$(status_q 'comp("adapter", "cache")["note"]')" "e2e pause"
+  expect "other keys stay active" eq "$(status_q 'comp("service", "heartbeat")["admin"]')" active
+  expect "the health file shows the pause" wait_for 5 health_admin_is adapter cache paused
+}
+
+s_alice_status() {
+  local rc
+  as alice oneiricctl status >"$NS_DIR/o.out" 2>&1; rc=$?
+  cat "$NS_DIR/o.out"
+  expect "alice: oneiricctl status exits 0 (paused is intent, not failure; rc $rc)" test $rc = 0
+  expect "the table lists adapter cache as paused" grep -Eq 'adapter +cache +.*paused' "$NS_DIR/o.out"
+  as alice oneiricctl health >/dev/null 2>&1; rc=$?
+  expect "alice: oneiricctl health reads the health file (rc $rc)" test $rc = 0
+}
+
+s_bob() {
+  local rc op
+  for op in "pause adapter cache" "resume adapter cache" "drain --no-wait" "reload"; do
+    # shellcheck disable=SC2086
+    as bob oneiricctl $op >"$NS_DIR/o.out" 2>&1; rc=$?
+    note "bob: oneiricctl $op -> rc $rc: $(head -1 "$NS_DIR/o.out")"
+    expect "bob: oneiricctl $op is refused with exit 4" test $rc = 4
+  done
+  expect "adapter/cache is still paused with alice's note" \
+    eq "$(status_q 'comp("adapter", "cache")["admin"] + "/" + comp("adapter", "cache")["note"]')" "paused/e2e pause"
+}
+
+s_reload_broken() {
+  local pid rc err provider
+  pid=$(prop MainPID)
+  provider=$(status_q 'comp("adapter", "cache")["provider"]')
+  cx cp -p $CONF /root/oneiricd.toml.good
+  # an atomic replace, as editors do; a TOML syntax error
+  cx sh -c "cp $CONF $CONF.new && printf '\n[daemon\nbroken = \n' >>$CONF.new && mv $CONF.new $CONF"
+  cx systemctl reload oneiricd.service; rc=$?
+  note "systemctl reload with a broken config: rc $rc"
+  expect "systemctl reload fails" test $rc != 0
+  expect "the service is still active" eq "$(prop ActiveState)/$(prop SubState)" active/running
+  expect "same MainPID" eq "$(prop MainPID)" "$pid"
+  err=$(status_q 'd["config"]["last_error"]')
+  note "config.last_error: $err"
+  expect "status reports the config error" test -n "$err" -a "$err" != null -a "$err" != None
+  expect "the running config is kept (adapter/cache provider unchanged: $provider)" \
+    eq "$(status_q 'comp("adapter", "cache")["provider"]')" "$provider"
+  note "StatusText: $(prop StatusText)"
+  # restore the good config and reload
+  cx cp -p /root/oneiricd.toml.good $CONF
+  cx systemctl reload oneiricd.service; rc=$?
+  expect "systemctl reload of the restored config succeeds (rc $rc)" test $rc = 0
+  err=$(status_q 'd["config"]["last_error"]')
+  expect "config error cleared (last_error: $err)" test -z "$err" -o "$err" = null -o "$err" = None
+  expect "still the same MainPID" eq "$(prop MainPID)" "$pid"
+  [ "$STEP_OK" = 1 ] || journal_tail 15
+}
+
+s_restart_keeps_pause() {
+  local pid rc
+  pid=$(prop MainPID)
+  cx systemctl restart oneiricd.service; rc=$?
+  note "MainPID $pid -> $(prop MainPID)"
+  expect "systemctl restart (rc $rc)" test $rc = 0
+  expect "a new MainPID" test "$(prop MainPID)" != "$pid" -a "$(prop MainPID)" != 0
+  expect "adapter/cache is still paused after restart" eq "$(status_q 'comp("adapter", "cache")["admin"]')" paused
+  expect "with its note" eq "$(status_q 'comp("adapter", "cache")["note"]')" "e2e pause"
+}
+
+s_drain() {
+  local rc
+  as alice oneiricctl drain --timeout 20 >"$NS_DIR/o.out" 2>&1; rc=$?
+  cat "$NS_DIR/o.out"
+  expect "alice: oneiricctl drain (everything) exits 0 (rc $rc)" test $rc = 0
+  expect "every component is drained" \
+    eq "$(status_q 'sorted(set(c["admin"] for c in comps))')" '["drained"]'
+  as alice oneiricctl status >"$NS_DIR/o.out" 2>&1; rc=$?
+  cat "$NS_DIR/o.out"
+  expect "status exits 0 while drained (rc $rc)" test $rc = 0
+  as alice oneiricctl resume --all; rc=$?
+  expect "alice: oneiricctl resume --all (rc $rc)" test $rc = 0
+  as alice oneiricctl resume adapter cache >/dev/null 2>&1
+  expect "every component is active again" \
+    eq "$(status_q 'sorted(set(c["admin"] for c in comps))')" '["active"]'
+}
+
+s_watchdog() {
+  local pid new="" t0 rc
+  cx mkdir -p /run/systemd/system/oneiricd.service.d
+  printf '[Service]\nWatchdogSec=3s\n' | cx sh -c 'cat >/run/systemd/system/oneiricd.service.d/50-e2e-watchdog.conf'
+  cx systemctl daemon-reload
+  cx systemctl restart oneiricd.service; rc=$?
+  expect "restart with WatchdogSec=3s (rc $rc)" test $rc = 0
+  expect "WatchdogUSec is 3s" eq "$(prop WatchdogUSec)" 3s
+  pid=$(prop MainPID)
+  local restarts; restarts=$(prop NRestarts)
+  t0=$SECONDS
+  cx kill -STOP "$pid"
+  note "SIGSTOP to MainPID $pid"
+  local deadline=$((SECONDS + 40))
+  while [ $SECONDS -lt $deadline ]; do
+    new=$(prop MainPID)
+    if [ -n "$new" ] && [ "$new" != 0 ] && [ "$new" != "$pid" ] && [ "$(prop ActiveState)" = active ]; then break; fi
+    new=""
+    sleep 0.5
+  done
+  note "new MainPID '${new:-none}' after $((SECONDS - t0)) s; NRestarts $restarts -> $(prop NRestarts)"
+  expect "the watchdog restarted the hung daemon (new MainPID within 40 s)" test -n "$new"
+  expect "NRestarts went up" test "$(prop NRestarts)" -gt "$restarts"
+  expect "the journal says why" cx sh -c 'journalctl -u oneiricd.service --no-pager -o cat | grep -q "Watchdog timeout"'
+  expect "the old process is gone" sh -c "! cx kill -0 $pid 2>/dev/null"
+  cx rm -rf /run/systemd/system/oneiricd.service.d
+  cx systemctl daemon-reload
+  cx systemctl restart oneiricd.service
+  expect "back to the shipped WatchdogSec=30s" eq "$(prop WatchdogUSec)" 30s
+  [ "$STEP_OK" = 1 ] || journal_tail 15
+}
+
+s_stop() {
+  local rc t0 t1
+  expect "running before stop" eq "$(prop ActiveState)" active
+  t0=$(date +%s%N)
+  cx systemctl stop oneiricd.service; rc=$?
+  t1=$(date +%s%N)
+  note "systemctl stop: rc $rc in $(((t1 - t0) / 1000000)) ms"
+  expect "systemctl stop succeeds" test $rc = 0
+  expect "Result=success" eq "$(prop Result)" success
+  expect "exited with status 0" eq "$(prop ExecMainCode)/$(prop ExecMainStatus)" 1/0
+  expect "inactive/dead" eq "$(prop ActiveState)/$(prop SubState)" inactive/dead
+  expect "health file says stopped" eq "$(health_q 'd["state"]')" stopped
+  expect "control socket removed" cx test ! -e $SOCK
+  journal_tail 8
+}
+
+s_socket_activation() {
+  local rc
+  cx systemctl stop oneiricd.service
+  cx systemctl start oneiricd.socket; rc=$?
+  expect "systemctl start oneiricd.socket (rc $rc)" test $rc = 0
+  expect "systemd holds the socket: 0660 oneiric:oneiric" eq "$(cx stat -c '%A %U:%G' $SOCK)" "srw-rw---- oneiric:oneiric"
+  expect "the service is not running yet" eq "$(prop ActiveState)" inactive
+  as alice oneiricctl ping; rc=$?
+  expect "alice: oneiricctl ping starts the daemon through the socket (rc $rc)" test $rc = 0
+  expect "the service is active" eq "$(prop ActiveState)" active
+  cx systemctl stop oneiricd.service
+  expect "the socket outlives a stop of the service" cx test -S $SOCK
+  as alice oneiricctl ping >/dev/null 2>&1; rc=$?
+  expect "the next connection starts it again (oneiricctl ping rc $rc)" test $rc = 0 -a "$(prop ActiveState)" = active
+  cx systemctl stop oneiricd.socket oneiricd.service
+  expect "socket file removed with the socket unit" cx test ! -e $SOCK
+  cx systemctl start oneiricd.service; rc=$?
+  expect "oneiricd.service starts on its own again, binding the socket itself (rc $rc)" test $rc = 0
+  [ "$STEP_OK" = 1 ] || journal_tail 15
+}
+
+s_remove() {
+  local rc
+  cx systemctl start oneiricd.service
+  note "before remove: $(prop ActiveState), processes of oneiric: $(cx pgrep -u oneiric | wc -l)"
+  cx dpkg -r oneiric; rc=$?
+  expect "dpkg -r (rc $rc)" test $rc = 0
+  expect "status 'deinstall ok config-files'" eq "$(cx dpkg-query -W -f='${Status}' oneiric)" "deinstall ok config-files"
+  expect "no process of user oneiric left" test "$(cx pgrep -u oneiric | wc -l)" = 0
+  expect "/opt/oneiric removed" cx test ! -e /opt/oneiric
+  expect "/usr/bin/oneiricd and oneiricctl removed" cx test ! -e /usr/bin/oneiricd -a ! -L /usr/bin/oneiricctl
+  expect "unit files removed" cx test ! -e /lib/systemd/system/oneiricd.service -a ! -e /lib/systemd/system/oneiricd.socket
+  expect "config kept" cx test -f $CONF
+  expect "state kept" cx test -d /var/lib/oneiric
+  expect "user kept" cx getent passwd oneiric
+}
+
+s_purge() {
+  local rc links
+  cx dpkg -P oneiric; rc=$?
+  expect "dpkg -P (rc $rc)" test $rc = 0
+  expect "package unknown to dpkg" test -z "$(cx dpkg-query -W -f='${Status}' oneiric 2>/dev/null)"
+  expect "/etc/oneiric removed" cx test ! -e /etc/oneiric
+  expect "/var/lib/oneiric removed" cx test ! -e /var/lib/oneiric
+  expect "/run/oneiric removed" cx test ! -e /run/oneiric
+  links=$(cx find /etc/systemd/system -name 'oneiricd.*' 2>/dev/null | tr '\n' ' ')
+  expect "no unit symlinks or masks left in /etc/systemd/system (${links:-none})" test -z "$links"
+  expect "systemd no longer knows oneiricd.service" sh -c "! cx systemctl cat oneiricd.service >/dev/null 2>&1"
+  note "the oneiric user and group are kept (Debian practice): $(cx getent passwd oneiric)"
+}
+
+s_teardown() {
+  cx journalctl --no-pager -o short-monotonic >"$E2E_LOGS/journal.log" 2>&1
+  note "container journal saved to $E2E_LOGS/journal.log"
+  local t0=$SECONDS
+  expect "container powered off, cgroups and overlay removed" ns_down
+  note "teardown in $((SECONDS - t0)) s"
+  expect "no mount left under $NS_DIR" test -z "$(grep " $NS_DIR" /proc/self/mountinfo)"
+  expect "no container process left" test -z "$(pgrep -f "systemd-nspawn.*-M $NS_MACHINE" || true)"
+  local d left=""
+  for d in $(ns_cg_dirs); do [ -d "$d/$(ns_cg_name)" ] && left="$left $d"; done
+  expect "no cgroup left (${left:-none})" test -z "$left"
+}
+
+# --------------------------------------------------------------------------- run
+echo "oneiric e2e: $(basename "$DEB") on systemd-nspawn, run dir $NS_DIR, cache $E2E_CACHE"
+step "host tools (systemd-container pinned to the host's systemd, debootstrap)" s_host fatal
+step "root filesystem $(ns_rootfs_path)" s_rootfs fatal
+step "boot systemd as PID 1 in the container" s_boot fatal
+step "install the .deb" s_install fatal
+step "bundled libraries run on Debian's /usr/bin/python3" s_python
+step "oneiricd / oneiricctl wrappers, oneiricd --check" s_cli
+step "package install started oneiricd" s_started_by_postinst
+step "systemctl start returns after READY=1" s_start
+step "StatusText is meaningful" s_status_text
+step "sandbox in effect" s_sandbox
+step "control socket and runtime directory permissions" s_socket
+step "alice (group oneiric): oneiricctl pause adapter cache" s_alice_pause
+step "alice: oneiricctl status" s_alice_status
+step "bob (not in group oneiric): mutations refused with exit 4" s_bob
+step "systemctl reload with a broken config fails and keeps the old one" s_reload_broken
+step "systemctl restart keeps the pause" s_restart_keeps_pause
+step "alice: oneiricctl drain, then resume" s_drain
+step "watchdog restarts a SIGSTOPped daemon" s_watchdog
+step "systemctl stop drains and exits cleanly" s_stop
+step "socket activation with the optional oneiricd.socket" s_socket_activation
+step "dpkg -r removes the program, keeps config and state" s_remove
+step "dpkg -P purges config, state and run-time files" s_purge
+aborted=""   # teardown runs even after a fatal failure
+step "teardown (container, overlay, cgroups)" s_teardown
+echo "total $((SECONDS - T_START)) s; logs in $E2E_LOGS"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]

@@ -1,0 +1,197 @@
+"""configure_logging: the line format with and without journald, multiline records, levels."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import pytest
+
+from oneiric.logging_setup import LEVELS, configure_logging
+
+# 2026-11-25T10:00:00.123Z in UTC
+FIXED_TIME = 1795600800.123
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.fixture
+def journal_stream(tmp_path: Path) -> Iterator[tuple[TextIO, dict[str, str]]]:
+    """A real file standing in for the journald stream, and the JOURNAL_STREAM naming it."""
+    with open(tmp_path / "journal", "w+") as stream:
+        st = os.fstat(stream.fileno())
+        yield stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def emit(level: int, msg: str, *args: object, name: str = "oneiric.test") -> None:
+    """Log through the logger tree (up to the root handler) with a fixed creation time."""
+    record = logging.getLogger(name).makeRecord(name, level, __file__, 1, msg, args, None)
+    record.created = FIXED_TIME
+    record.msecs = 123.0
+    logging.getLogger(name).handle(record)
+
+
+def read(stream: TextIO) -> str:
+    stream.flush()
+    stream.seek(0)
+    return stream.read()
+
+
+def test_plain_format() -> None:
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out)
+    emit(logging.INFO, "hello %s", "world")
+    emit(logging.WARNING, "careful")
+    assert out.getvalue() == (
+        "2026-11-25T10:00:00.123Z INFO oneiric.test: hello world\n"
+        "2026-11-25T10:00:00.123Z WARNING oneiric.test: careful\n"
+    )
+
+
+def test_plain_format_real_clock() -> None:
+    out = io.StringIO()
+    configure_logging("debug", environ={}, stream=out)
+    logging.getLogger("component.x").debug("from a plug-in logger")
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z DEBUG component\.x: from a plug-in logger\n",
+        out.getvalue(),
+    )
+
+
+def test_journal_format(journal_stream: tuple[TextIO, dict[str, str]]) -> None:
+    stream, env = journal_stream
+    configure_logging("debug", environ=env, stream=stream)
+    emit(logging.DEBUG, "d")
+    emit(logging.INFO, "i")
+    emit(logging.WARNING, "w")
+    emit(logging.ERROR, "e")
+    emit(logging.CRITICAL, "c")
+    emit(logging.INFO + 5, "custom level rounds down")
+    assert read(stream) == (
+        "<7>oneiric.test: d\n"
+        "<6>oneiric.test: i\n"
+        "<4>oneiric.test: w\n"
+        "<3>oneiric.test: e\n"
+        "<2>oneiric.test: c\n"
+        "<6>oneiric.test: custom level rounds down\n"
+    )
+
+
+def test_journal_stream_must_match_the_actual_stream(
+    journal_stream: tuple[TextIO, dict[str, str]],
+) -> None:
+    """Inherited JOURNAL_STREAM with stderr redirected elsewhere: plain format."""
+    _, env = journal_stream
+    out = io.StringIO()
+    configure_logging("info", environ=env, stream=out)
+    emit(logging.INFO, "hi")
+    assert out.getvalue() == "2026-11-25T10:00:00.123Z INFO oneiric.test: hi\n"
+
+
+def test_multiline_plain_is_indented() -> None:
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out)
+    emit(logging.ERROR, "first\nsecond\r\nthird\n")
+    assert out.getvalue() == (
+        "2026-11-25T10:00:00.123Z ERROR oneiric.test: first\n  second\n  third\n"
+    )
+
+
+def test_traceback_plain_stays_one_record() -> None:
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("oneiric.test").exception("activation failed")
+    head, *rest = out.getvalue().splitlines()
+    assert re.fullmatch(r"\S+Z ERROR oneiric\.test: activation failed", head)
+    assert rest[0] == "  Traceback (most recent call last):"
+    assert rest[-1] == "  RuntimeError: boom"
+    assert all(line.startswith("  ") for line in rest)
+
+
+def test_traceback_under_journal_keeps_priority(
+    journal_stream: tuple[TextIO, dict[str, str]],
+) -> None:
+    stream, env = journal_stream
+    configure_logging("info", environ=env, stream=stream)
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("oneiric.test").exception("swap failed")
+    lines = read(stream).splitlines()
+    assert lines[0] == "<3>oneiric.test: swap failed"
+    assert lines[1] == "<3>  Traceback (most recent call last):"
+    assert lines[-1] == "<3>  ValueError: bad"
+    assert all(line.startswith("<3>  ") for line in lines[1:])
+
+
+def test_empty_message() -> None:
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out)
+    emit(logging.INFO, "")
+    assert out.getvalue() == "2026-11-25T10:00:00.123Z INFO oneiric.test: \n"
+
+
+def test_level_filters() -> None:
+    out = io.StringIO()
+    configure_logging("WARNING", environ={}, stream=out)
+    logging.getLogger("oneiric.test").info("hidden")
+    logging.getLogger("oneiric.test").warning("shown")
+    assert "hidden" not in out.getvalue()
+    assert "shown" in out.getvalue()
+    assert logging.getLogger().level == logging.WARNING
+
+
+@pytest.mark.parametrize("bad", ["verbose", "", "warn", "10", "notset"])
+def test_unknown_level_is_rejected(bad: str) -> None:
+    before = logging.getLogger().handlers[:]
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging(bad, environ={}, stream=io.StringIO())
+    assert logging.getLogger().handlers == before  # nothing half-configured
+
+
+def test_every_advertised_level_is_accepted() -> None:
+    for name in LEVELS:
+        configure_logging(name, environ={}, stream=io.StringIO())
+        assert logging.getLogger().level == logging.getLevelName(name.upper())
+    configure_logging(" Debug ", environ={}, stream=io.StringIO())
+    assert logging.getLogger().level == logging.DEBUG
+
+
+def test_idempotent() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    count = len(root.handlers)
+    configure_logging("info", environ={}, stream=first)
+    configure_logging("info", environ={}, stream=first)
+    configure_logging("info", environ={}, stream=second)
+    assert len(root.handlers) == count + 1
+    emit(logging.INFO, "once")
+    assert first.getvalue() == ""
+    assert second.getvalue().count("once") == 1
+
+
+def test_default_stream_is_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", fake)
+    configure_logging(environ={})
+    emit(logging.INFO, "to stderr")
+    assert fake.getvalue().endswith("INFO oneiric.test: to stderr\n")

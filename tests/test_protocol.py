@@ -1,0 +1,289 @@
+"""Sans-IO tests of the control protocol: framing, request decoding, reply shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oneiric.control.protocol import (
+    KNOWN_OPS,
+    MAX_LINE,
+    MUTATING_OPS,
+    DrainRequest,
+    EmitRequest,
+    ExplainRequest,
+    LineFramer,
+    ListRequest,
+    PauseRequest,
+    PingRequest,
+    ProtocolError,
+    RunRequest,
+    StatusRequest,
+    SwapRequest,
+    TooLong,
+    decode_request,
+    encode_error,
+    encode_event,
+    encode_ok,
+)
+from oneiric.errors import OneiricError
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def test_many_lines_in_one_feed() -> None:
+    f = LineFramer()
+    assert f.feed(b"a\nbb\nccc\n") == [b"a", b"bb", b"ccc"]
+    assert f.buffered == 0
+
+
+def test_partial_lines_across_feeds() -> None:
+    f = LineFramer()
+    assert f.feed(b'{"id":') == []
+    assert f.buffered == 6
+    assert f.feed(b'1}\n{"id"') == [b'{"id":1}']
+    assert f.feed(b":2}") == []
+    assert f.feed(b"\n") == [b'{"id":2}']
+
+
+def test_crlf_and_blank_lines() -> None:
+    f = LineFramer()
+    assert f.feed(b"a\r\n\r\n\n  \nb\r") == [b"a"]
+    assert f.feed(b"\n") == [b"b"]
+
+
+def test_line_of_exactly_max_is_accepted_even_with_cr_split() -> None:
+    f = LineFramer(max_line=4)
+    assert f.feed(b"abcd\n") == [b"abcd"]
+    assert f.feed(b"wxyz\r") == []  # the \r may belong to a \r\n still in transit
+    assert f.feed(b"\n") == [b"wxyz"]
+    assert f.feed(b"abcde\n") == [TooLong(4)]
+
+
+def test_oversize_line_is_reported_once_then_framing_resumes() -> None:
+    f = LineFramer(max_line=8)
+    assert f.feed(b"0123456789") == [TooLong(8)]
+    assert f.buffered == 0  # nothing of the long line is kept
+    assert f.feed(b"x" * 1000) == []
+    assert f.buffered == 0
+    assert f.feed(b"tail\ngood\n") == [b"good"]
+
+
+def test_oversize_complete_line_in_one_feed_then_good_line() -> None:
+    f = LineFramer(max_line=8)
+    assert f.feed(b"0123456789ABC\nok\n") == [TooLong(8), b"ok"]
+
+
+def test_oversize_line_across_buffer_and_feed() -> None:
+    f = LineFramer(max_line=8)
+    assert f.feed(b"01234") == []
+    assert f.feed(b"56789\nok\n") == [TooLong(8), b"ok"]
+
+
+def test_default_limit_is_64_kib() -> None:
+    f = LineFramer()
+    assert f.feed(b"y" * MAX_LINE + b"\n") == [b"y" * MAX_LINE]
+    assert f.feed(b"y" * (MAX_LINE + 1) + b"\n") == [TooLong(MAX_LINE)]
+
+
+def test_max_line_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        LineFramer(max_line=0)
+
+
+@given(
+    lines=st.lists(st.binary(min_size=1, max_size=20).filter(lambda b: b"\n" not in b)),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+)
+def test_any_split_gives_the_same_frames(lines: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    whole = LineFramer(max_line=12).feed(stream)
+    f = LineFramer(max_line=12)
+    pieces: list[Any] = []
+    prev = 0
+    for cut in [*sorted({min(c, len(stream)) for c in cuts}), len(stream)]:
+        pieces.extend(f.feed(stream[prev:cut]))
+        prev = cut
+    assert pieces == whole
+    expected = [
+        TooLong(12) if len(x.removesuffix(b"\r")) > 12 else x.removesuffix(b"\r")
+        for x in lines
+        if x.removesuffix(b"\r").strip() or len(x.removesuffix(b"\r")) > 12
+    ]
+    assert whole == expected
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def _err(line: bytes | str) -> ProtocolError:
+    raw = line.encode() if isinstance(line, str) else line
+    with pytest.raises(ProtocolError) as info:
+        decode_request(raw)
+    assert isinstance(info.value, OneiricError)
+    return info.value
+
+
+def test_every_op_is_known_and_mutating_is_a_subset() -> None:
+    assert set(KNOWN_OPS) == {
+        "ping",
+        "status",
+        "explain",
+        "list",
+        "pause",
+        "resume",
+        "drain",
+        "swap",
+        "reload",
+        "watch",
+        "run",
+        "emit",
+        "sync",
+        "health",
+    }
+    assert MUTATING_OPS == {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync"}
+
+
+@pytest.mark.parametrize(
+    "op",
+    ["ping", "status", "list", "pause", "resume", "drain", "reload", "watch", "sync", "health"],
+)
+def test_ops_without_required_args_decode(op: str) -> None:
+    req = decode_request(json.dumps({"id": 3, "op": op}).encode())
+    assert req.id == 3
+    assert type(req).__struct_config__.tag == op
+
+
+def test_arguments_and_defaults() -> None:
+    assert decode_request(b'{"id":1,"op":"status","domain":"adapter","key":"cache"}') == (
+        StatusRequest(id=1, domain="adapter", key="cache")
+    )
+    assert decode_request(b'{"id":1,"op":"list"}') == ListRequest(id=1, shadowed=False)
+    assert decode_request(b'{"id":2,"op":"pause","domain":"task","note":"maint"}') == (
+        PauseRequest(id=2, domain="task", note="maint")
+    )
+    drain = decode_request(b'{"id":3,"op":"drain","timeout":2.5}')
+    assert drain == DrainRequest(id=3, timeout=2.5, wait=True)
+    assert decode_request(b'{"id":4,"op":"swap","domain":"adapter","key":"c","clear":true}') == (
+        SwapRequest(id=4, domain="adapter", key="c", clear=True)
+    )
+    run = decode_request(b'{"id":5,"op":"run","domain":"task","key":"k","payload":{"a":[1]}}')
+    assert run == RunRequest(id=5, domain="task", key="k", payload={"a": [1]}, wait=True)
+    assert decode_request(b'{"id":6,"op":"emit","topic":"t"}') == EmitRequest(id=6, topic="t")
+    assert decode_request(b'{"id":7,"op":"explain","domain":"service","key":"s"}') == (
+        ExplainRequest(id=7, domain="service", key="s")
+    )
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    assert decode_request(b'{"id":1,"op":"ping","future":{"x":1}}') == PingRequest(id=1)
+
+
+def test_invalid_json() -> None:
+    e = _err(b'{"id":1,"op":')
+    assert (e.code, e.id) == ("bad_request", None)
+    assert "invalid JSON" in e.message
+
+
+@pytest.mark.parametrize("line", ["[1,2]", '"ping"', "3"])
+def test_not_an_object(line: str) -> None:
+    e = _err(line)
+    assert (e.code, e.id) == ("bad_request", None)
+    assert "JSON object" in e.message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"op":"ping"}',
+        '{"id":"1","op":"ping"}',
+        '{"id":true,"op":"ping"}',
+        '{"id":1.5,"op":"ping"}',
+    ],
+)
+def test_missing_or_invalid_id(line: str) -> None:
+    e = _err(line)
+    assert (e.code, e.id) == ("bad_request", None)
+    assert "`id`" in e.message
+
+
+@pytest.mark.parametrize("line", ['{"id":4}', '{"id":4,"op":7}'])
+def test_missing_op_keeps_id(line: str) -> None:
+    e = _err(line)
+    assert (e.code, e.id) == ("bad_request", 4)
+    assert "`op`" in e.message
+
+
+def test_unknown_op_lists_known_ops() -> None:
+    e = _err('{"id":9,"op":"frobnicate"}')
+    assert (e.code, e.id) == ("unknown_op", 9)
+    assert "'frobnicate'" in e.message
+    assert all(op in e.message for op in KNOWN_OPS)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"id":5,"op":"explain","domain":"adapter"}', "key"),
+        ('{"id":5,"op":"status","domain":"nope"}', "domain"),
+        ('{"id":5,"op":"status","key":"k"}', "key"),
+        ('{"id":5,"op":"pause","key":"k"}', "key"),
+        ('{"id":5,"op":"resume","key":"k"}', "key"),
+        ('{"id":5,"op":"drain","key":"k"}', "key"),
+        ('{"id":5,"op":"drain","timeout":-1}', "timeout"),
+        ('{"id":5,"op":"list","shadowed":"yes"}', "shadowed"),
+        ('{"id":5,"op":"swap","domain":"adapter","key":"k"}', "provider"),
+        ('{"id":5,"op":"swap","domain":"adapter","key":"k","provider":"p","clear":true}', "clear"),
+        ('{"id":5,"op":"run","domain":"service","key":"k"}', "domain"),
+        ('{"id":5,"op":"emit"}', "topic"),
+    ],
+)
+def test_invalid_arguments_name_the_field(line: str, field: str) -> None:
+    e = _err(line)
+    assert (e.code, e.id) == ("bad_request", 5)
+    assert field in e.message
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def test_ok_reply_shape() -> None:
+    line = encode_ok(1, {"a": 1})
+    assert line == b'{"id":1,"ok":true,"result":{"a":1}}\n'
+    assert encode_ok(2, PingRequest(id=2)).endswith(b"\n")
+    assert json.loads(encode_ok(2, PingRequest(id=2))) == {
+        "id": 2,
+        "ok": True,
+        "result": {"op": "ping", "id": 2},
+    }
+
+
+def test_error_reply_shape_with_and_without_detail() -> None:
+    assert encode_error(1, "not_found", "no such key") == (
+        b'{"id":1,"ok":false,"error":{"code":"not_found","message":"no such key"}}\n'
+    )
+    assert json.loads(encode_error(None, "bad_request", "m", detail={"at": "$.id"})) == {
+        "id": None,
+        "ok": False,
+        "error": {"code": "bad_request", "message": "m", "detail": {"at": "$.id"}},
+    }
+
+
+def test_event_shape() -> None:
+    assert encode_event(3, [1, "x"]) == b'{"id":3,"event":[1,"x"]}\n'
+
+
+def test_unencodable_result_raises_type_error() -> None:
+    with pytest.raises(TypeError):
+        encode_ok(1, object())
+
+
+def test_every_reply_is_exactly_one_line() -> None:
+    for line in (encode_ok(1, "a\nb"), encode_error(1, "c", "x\ny"), encode_event(1, "\n")):
+        assert line.count(b"\n") == 1
+        assert msgspec.json.decode(line)
