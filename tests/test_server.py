@@ -298,10 +298,11 @@ async def test_in_flight_limit_applies_back_pressure() -> None:
     handler = FakeHandler()
     async with running_server(handler, max_in_flight=1) as path:
         conn = await Raw.open(path)
-        await conn.send(b'{"id":1,"op":"watch"}\n{"id":2,"op":"ping"}\n')
+        # (emit is not answered inline, so it counts against the in-flight limit)
+        await conn.send(b'{"id":1,"op":"watch"}\n{"id":2,"op":"emit","topic":"t"}\n')
         first = [await conn.recv(), await conn.recv()]
         assert first == [{"id": 1, "event": {"n": 1}}, {"id": 1, "event": {"n": 2}}]
-        assert ("start", "PingRequest") not in handler.log
+        assert ("start", "EmitRequest") not in handler.log
         handler.gate.set()
         rest = [await conn.recv() for _ in range(3)]
         assert [r["id"] for r in rest] == [1, 1, 2]

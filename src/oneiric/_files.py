@@ -8,9 +8,15 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so that a reader (or a crash) sees the old or the new
-    content, never a torn or empty file. Blocking: call it off the event loop."""
+    content, never a torn or empty file. Blocking: call it off the event loop.
+
+    ``durable=False`` skips the fsyncs: readers still never see a torn file (rename is atomic),
+    but a power cut may lose the latest version — right for snapshots rewritten every few
+    seconds anyway (the health file), wrong for operator intent."""
     target = Path(path)
     directory = target.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -19,12 +25,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
             fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

@@ -61,6 +61,13 @@ MAX_IN_FLIGHT: Final = 64
 ROLE_CACHE_TTL: Final = 60.0
 ACCEPT_BACKOFF: Final = 0.1
 RECV_SIZE: Final = 65536
+#: Ops answered inline by the connection's reader (no task per request): they return promptly
+#: (pause/resume wait only for their durable commit), so pipelined requests keep their order and
+#: the common case costs one loop turn. Ops that may wait long (watch, drain, swap, run, reload)
+#: get a task each, bounded by ``max_in_flight``.
+INLINE_OPS: Final = frozenset({"ping", "status", "health", "explain", "list", "pause", "resume"})
+#: A connection that always has data ready yields to the loop after this many reads.
+FAIR_READS: Final = 16
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 Role = Literal["admin", "reader"]
@@ -367,6 +374,7 @@ class _Connection:
         self._last_activity = anyio.current_time()
         self._scope = anyio.CancelScope()
         self._peer = Peer(pid=0, uid=-1, gid=-1, role="reader")
+        self._reads_without_wait = 0
 
     async def run(self) -> None:
         try:
@@ -400,7 +408,10 @@ class _Connection:
 
     async def _receive(self) -> bytes | None:
         """Next chunk; ``b""`` at EOF; None when broken or idle for ``idle_timeout``."""
-        await anyio.lowlevel.checkpoint()  # a flooding peer must not starve the loop
+        self._reads_without_wait += 1
+        if self._reads_without_wait >= FAIR_READS:  # a flooding peer must not starve the loop
+            self._reads_without_wait = 0
+            await anyio.lowlevel.checkpoint()
         while True:
             try:
                 data = self._sock.recv(RECV_SIZE)
@@ -416,6 +427,7 @@ class _Connection:
                 wait = self._idle
             else:
                 wait = self._last_activity + self._idle - anyio.current_time()
+            self._reads_without_wait = 0
             with anyio.move_on_after(wait):
                 await anyio.wait_readable(self._sock)
                 continue
@@ -438,6 +450,10 @@ class _Connection:
             self._audit(req, "permission_denied")
             await self._send(encode_error(req.id, "permission_denied", self._denied(op)))
             return
+        if op in INLINE_OPS:  # runs in the reader itself: adds no concurrency to bound
+            self._in_flight += 1
+            await self._handle(req, bounded=False)
+            return
         await self._slots.acquire()
         self._in_flight += 1
         tg.start_soon(self._handle, req)
@@ -448,7 +464,7 @@ class _Connection:
             who = f"only root, the daemon's own user and members of group '{self._admin_group}'"
         return f"{op!r} changes the daemon; {who} may do this"
 
-    async def _handle(self, req: Request) -> None:
+    async def _handle(self, req: Request, bounded: bool = True) -> None:
         op = _op(req)
         outcome = "cancelled"
 
@@ -472,12 +488,24 @@ class _Connection:
         finally:
             self._in_flight -= 1
             self._last_activity = anyio.current_time()
-            self._slots.release()
+            if bounded:
+                self._slots.release()
             if op in MUTATING_OPS:
                 self._audit(req, outcome)
 
     async def _send(self, data: bytes) -> None:
         """Write one line; a dead or stuck peer ends this connection, never the daemon."""
+        if not self._send_lock.locked():
+            # Fast path: nobody is mid-write and the kernel buffer takes the whole line.
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the slow path below reports the broken peer
+            if sent == len(data):
+                return
+            data = data[sent:]
         async with self._send_lock:
             try:
                 with anyio.fail_after(self._idle):

@@ -143,7 +143,7 @@ def write_health(path: str | os.PathLike[str], s: HealthSnapshot) -> None:
     """Replace the file atomically (readers never see a torn file). Blocking: the daemon calls
     it off the event loop. World-readable: status is not a secret, and readers need no socket
     access."""
-    atomic_write(path, encode_snapshot(s), mode=0o644)
+    atomic_write(path, encode_snapshot(s), mode=0o644, durable=False)
 
 
 def read_health(path: str | os.PathLike[str]) -> HealthSnapshot:
