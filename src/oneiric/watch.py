@@ -1,0 +1,487 @@
+"""Live configuration: file saves → validated config → only what changed is applied.
+
+Two tasks, data flowing one way:
+
+* The **watcher** turns filesystem events into a *dirty mark*. It watches directories, not
+  files (a rename-save replaces the file's inode, so only a directory watch sees it), each one
+  non-recursively, and lets through only the main file, files matching the ``include`` globs
+  and the directories on the way to them. When one of those directories appears or vanishes
+  (``conf.d`` created after start, ``rm -r conf.d``) it re-arms on the new set and marks the
+  config dirty once armed, so a drop-in written into a brand-new directory is never missed.
+* The **worker** waits for the mark, clears it, and calls :meth:`Daemon.reload` — the single
+  reload path that SIGHUP and ``oneiricctl reload`` use too. Saves landing during a reload set
+  the mark again, so any burst costs one reload in flight plus one that reads the latest files.
+
+Diffing, parking a change that hits a paused key, replacing a parked change, per-key swap
+serialisation and failed-swap bookkeeping all live in the daemon and the runtime; this module
+only decides *when* to reload. No polling: the only timers are watchfiles' own ``step`` and
+``debounce``, set here deliberately (its defaults add about 1.6 s to every change).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+import re
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+
+from oneiric.config import Config, load_config
+from oneiric.errors import ConfigError
+
+if TYPE_CHECKING:
+    from oneiric.daemon import Daemon, ReloadResult
+
+__all__ = ["ConfigWatcher", "WatchPlan", "make_plan", "watch_config", "watcher_of"]
+
+log = logging.getLogger(__name__)
+
+#: How often watchfiles' thread checks for news (ms). A save is reported after one quiet step,
+#: so it adds 5–10 ms of latency; each step costs the thread one GIL round trip.
+STEP_MS = 5
+#: Upper bound (ms) on how long watchfiles keeps collecting while events keep arriving, so a
+#: long stream of saves is still delivered in batches rather than held back.
+DEBOUNCE_MS = 50
+
+_WATCHERS: weakref.WeakKeyDictionary[Daemon, ConfigWatcher] = weakref.WeakKeyDictionary()
+
+
+def watcher_of(daemon: Daemon) -> ConfigWatcher | None:
+    """The config watcher running for ``daemon`` (tests and diagnostics), if any."""
+    return _WATCHERS.get(daemon)
+
+
+# --------------------------------------------------------------------------- what to watch
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """Component-wise glob match with :func:`glob.glob`'s rules: ``*`` stays within one path
+    component and does not match a leading dot (editor temp files like ``.x.toml.swp``)."""
+    names, parts = path.split(os.sep), pattern.split(os.sep)
+    if len(names) != len(parts):
+        return False
+    for name, part in zip(names, parts, strict=True):
+        if name == part:
+            continue
+        if name.startswith(".") and not part.startswith("."):
+            return False
+        if not fnmatch.fnmatchcase(name, part):
+            return False
+    return True
+
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _chain(directory: str) -> list[str]:
+    """``/a/b/c`` → ``["/", "/a", "/a/b", "/a/b/c"]``."""
+    parts = directory.split(os.sep)
+    return [os.sep.join(parts[:i]) or os.sep for i in range(1, len(parts) + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPlan:
+    """Which directories to hand to watchfiles and which event paths matter."""
+
+    mains: tuple[str, ...]  # the main file, and its real path when it is reached via symlinks
+    patterns: tuple[str, ...]  # absolute include globs
+    levels: tuple[str, ...]  # directory patterns leading to the main file and the drop-ins
+    dirs: tuple[str, ...]  # existing directories to watch, non-recursively
+
+    def relevant(self, path: str) -> bool:
+        return self.is_config(path) or self.is_level(path)
+
+    def is_config(self, path: str) -> bool:
+        return path in self.mains or any(_matches(path, p) for p in self.patterns)
+
+    def is_level(self, path: str) -> bool:
+        return any(_matches(path, p) for p in self.levels)
+
+
+def _symlink_hops(path: str, limit: int = 40) -> list[str]:
+    """The symlinks met while resolving ``path`` (the file itself or any directory on the way),
+    then the real path; ``[]`` when there are none. Swapping one of them (``ln -sfn``, a
+    Kubernetes ConfigMap's ``..data``) changes what the main file is."""
+    hops: list[str] = []
+    current = path
+    for _ in range(limit):
+        link = next((p for p in _chain(current)[1:] if os.path.islink(p)), None)
+        if link is None:
+            break
+        try:
+            target = os.path.join(os.path.dirname(link), os.readlink(link))
+        except OSError:  # replaced between the two calls: the event that follows re-plans
+            break
+        hops.append(link)
+        rest = os.path.relpath(current, link) if current != link else ""
+        current = os.path.normpath(os.path.join(target, rest) if rest else target)
+    return [*hops, current] if hops else []
+
+
+def make_plan(main: str, include: Iterable[str]) -> WatchPlan:
+    """Plan the watch for a main file and its ``include`` globs (blocking: globs and stats).
+
+    For each directory a config file may live in: watch the deepest existing directory of its
+    wildcard-free prefix (the nearest existing ancestor when that prefix does not exist yet),
+    plus every existing directory matching the deeper, wildcarded levels. A main file reached
+    through symlinks also gets the directories of the links and of its real path watched."""
+    main = os.path.abspath(main)
+    base = os.path.dirname(main)
+    patterns = tuple(dict.fromkeys(os.path.normpath(os.path.join(base, p)) for p in include))
+    hops = _symlink_hops(main)
+    levels: dict[str, None] = dict.fromkeys(hops[:-1])  # a swapped link: plan again
+    dirs: set[str] = set()
+    targets = [base, *(os.path.dirname(p) for p in patterns), *map(os.path.dirname, hops)]
+    for target in dict.fromkeys(targets):
+        chain = _chain(target)
+        levels.update(dict.fromkeys(chain[1:]))
+        fixed = next((i - 1 for i, d in enumerate(chain) if _MAGIC.search(d)), len(chain) - 1)
+        start = fixed
+        while start > 0 and not os.path.isdir(chain[start]):
+            start -= 1
+        dirs.add(chain[start])
+        if start == fixed:
+            for level in chain[fixed + 1 :]:
+                dirs.update(d for d in glob.glob(level) if os.path.isdir(d))
+    mains = (main, hops[-1]) if hops else (main,)
+    return WatchPlan(mains, patterns, tuple(levels), tuple(sorted(dirs)))
+
+
+class _ArmedStop:
+    """The ``stop_event`` handed to :func:`watchfiles.awatch`; it also reports when the watch
+    is armed. watchfiles creates its Rust watcher (and every inotify watch) on the first
+    iteration and then calls ``stop_event.is_set()`` from its thread on every step; the first
+    such call therefore proves events are being recorded. Thread-safe, unlike anyio.Event."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._on_armed: Callable[[], object] | None = None
+        self._armed = False
+
+    def on_armed(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the event loop at the first check. It runs outside any task
+        (so no ``task_status.started()``): setting an ``anyio.Event`` is the intended use."""
+        self._on_armed = callback
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    def is_set(self) -> bool:
+        if not self._armed:
+            self._armed = True
+            callback, self._on_armed = self._on_armed, None
+            try:
+                if callback is not None:
+                    anyio.from_thread.run_sync(callback)
+            except Exception:  # the loop is going away; the stop flag below says the rest
+                log.debug("could not report the config watch as armed", exc_info=True)
+        return self._stop.is_set()
+
+    def set(self) -> None:
+        self._stop.set()
+
+
+def _empty_files(paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` that are empty regular files right now (blocking)."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if st.st_size == 0 and os.path.isfile(p):
+            out.append(p)
+    return out
+
+
+def _paths_of(item: object) -> set[str]:
+    """Event paths of a watchfiles batch (``{(Change, path)}``); an injected item may be
+    anything, and then simply means "something changed"."""
+    if isinstance(item, str):
+        return {item}
+    out: set[str] = set()
+    if isinstance(item, Iterable):
+        for entry in item:
+            if isinstance(entry, str):
+                out.add(entry)
+            elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], str):
+                out.add(entry[1])
+    return out
+
+
+# --------------------------------------------------------------------------- the watcher
+
+
+class ConfigWatcher:
+    """Watches the config files of one daemon and applies each valid change through
+    :meth:`Daemon.reload`. Counters and :meth:`wait_changed` make its progress observable."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.reloads = 0  # reloads started by the worker
+        self.failures = 0  # of which the new config did not validate
+        self.skipped = 0  # changes held back because a file was empty (a save in progress)
+        self.arms = 0  # times the file watch was (re-)armed
+        self.watching: tuple[str, ...] = ()  # directories watched now; () while off
+        self.version = 0
+        self._changed = anyio.Event()
+        self._dirty = anyio.Event()
+        self._paths: set[str] = set()
+        self._busy = False
+        self._replan = anyio.Event()
+        self._plan_key: tuple[tuple[str, ...], bool] | None = None
+        self._arm_failed = False
+
+    # -- observability ---------------------------------------------------------------------------
+    def _bump(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_changed(self, seen: int) -> int:
+        """Return the current version once it differs from ``seen``."""
+        while self.version == seen:
+            await self._changed.wait()
+        return self.version
+
+    @property
+    def dirty(self) -> bool:
+        """A change was marked and the worker has not picked it up yet."""
+        return self._dirty.is_set()
+
+    @property
+    def settled(self) -> bool:
+        """Nothing marked and no reload running."""
+        return not self._dirty.is_set() and not self._busy
+
+    # -- marking ---------------------------------------------------------------------------------
+    def mark(self, paths: Iterable[str] = ()) -> None:
+        """Something changed on disk: have the worker reload (once, however often marked)."""
+        self._paths.update(paths)
+        if not self._dirty.is_set():
+            self._dirty.set()
+            self._bump()
+
+    # -- running ---------------------------------------------------------------------------------
+    async def run(
+        self,
+        *,
+        changes: AsyncIterator[object] | None = None,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until cancelled. With ``changes`` (a fake watcher for tests) every item is a
+        change batch and the filesystem is not watched; otherwise watchfiles is armed before
+        ``task_status.started()`` (and stays dormant while ``[daemon] watch = false``)."""
+        _WATCHERS[self.daemon] = self
+        if changes is None:
+            self.daemon.config_listeners.append(self._on_config)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._worker)
+                if changes is None:
+                    await tg.start(self._watch_files)
+                else:
+                    tg.start_soon(self._feed, changes)
+                task_status.started()
+        finally:
+            if self._on_config in self.daemon.config_listeners:
+                self.daemon.config_listeners.remove(self._on_config)
+            _WATCHERS.pop(self.daemon, None)
+
+    async def _feed(self, changes: AsyncIterator[object]) -> None:
+        async for item in changes:
+            self.mark(_paths_of(item))
+
+    def _on_config(self, new: Config) -> None:
+        """A config was applied (by any trigger): re-plan if what we watch depends on it."""
+        if self._arm_failed or self._plan_key != (new.include, new.daemon.watch):
+            self._replan.set()
+
+    # -- the file watch --------------------------------------------------------------------------
+    async def _watch_files(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        assert self.daemon.paths is not None
+        main = self.daemon.paths.config
+        ready = False
+
+        def started() -> None:
+            nonlocal ready
+            if not ready:
+                ready = True
+                task_status.started()
+
+        vanished = 0  # consecutive arming failures because a directory had just vanished
+        while True:
+            self._replan = anyio.Event()
+            config = self.daemon.config
+            assert config is not None
+            self._plan_key = (config.include, config.daemon.watch)
+            self._arm_failed = False
+            error: Exception | None = None
+            if config.daemon.watch:
+                plan = await anyio.to_thread.run_sync(make_plan, main, config.include)
+                error = await self._arm(plan, first=not ready, started=started)
+            elif self.watching or not ready:
+                log.info("not watching the config files ([daemon] watch = false)")
+                self.watching = ()
+                self._bump()
+            vanished = vanished + 1 if isinstance(error, FileNotFoundError) else 0
+            if 0 < vanished < 10:
+                continue  # a directory vanished between planning and arming: plan again
+            if error is not None:
+                self._arm_failed = True
+                log.error(
+                    "cannot watch the config files (%s); changes apply on 'oneiricctl reload' "
+                    "or SIGHUP until a reload re-arms the watch",
+                    error,
+                )
+            started()
+            await self._replan.wait()
+
+    async def _arm(
+        self, plan: WatchPlan, *, first: bool, started: Callable[[], None]
+    ) -> Exception | None:
+        """Watch ``plan`` until a re-plan is asked for (calling ``started`` once armed); None,
+        or why arming failed."""
+        stop = _ArmedStop()
+        ready = anyio.Event()  # set once armed, or once arming failed
+        stop.on_armed(ready.set)
+        failure: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+            try:
+                tg.start_soon(self._iterate, plan, stop, ready, failure)
+                await ready.wait()
+                if failure:
+                    return failure[0]
+                self.arms += 1
+                self.watching = plan.dirs
+                self._bump()
+                log.debug("watching %s for config changes", ", ".join(plan.dirs))
+                if first:
+                    await self._catch_up(plan.mains[0])
+                else:
+                    self.mark()  # anything written while we were not watching
+                started()
+                await self._replan.wait()
+            finally:
+                stop.set()  # before cancelling: watchfiles' thread only returns on stop
+            tg.cancel_scope.cancel()
+        return None
+
+    async def _iterate(
+        self, plan: WatchPlan, stop: _ArmedStop, ready: anyio.Event, failure: list[Exception]
+    ) -> None:
+        from watchfiles import awatch
+
+        try:
+            async for batch in awatch(
+                *plan.dirs,
+                watch_filter=lambda _change, path: plan.relevant(path),
+                debounce=DEBOUNCE_MS,
+                step=STEP_MS,
+                stop_event=stop,
+                rust_timeout=0,  # no periodic wake-ups: the stop event ends the wait
+                recursive=False,
+            ):
+                paths = _paths_of(batch)
+                self.mark(paths)
+                if any(plan.is_level(p) for p in paths):
+                    self._replan.set()  # a directory on the way appeared or vanished
+        except Exception as exc:  # OSError mostly; never let the watch take the daemon down
+            if not stop.armed:
+                failure.append(exc)
+                ready.set()
+                return
+            log.warning("config watch failed (%s); re-arming", exc)
+        self._replan.set()
+
+    async def _catch_up(self, main: str) -> None:
+        """A save between the daemon's start-up load and the watch being armed would be missed:
+        compare the files with the running config once and reload if they differ."""
+        try:
+            fresh = await anyio.to_thread.run_sync(load_config, main)
+        except ConfigError:
+            self.mark()  # let the worker record and report it
+            return
+        if fresh != self.daemon.config:
+            self.mark()
+
+    # -- the worker ------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = anyio.Event()
+            paths, self._paths = self._paths, set()
+            self._busy = True
+            try:
+                await self._apply(paths)
+            finally:
+                self._busy = False
+                self._bump()
+
+    async def _apply(self, paths: set[str]) -> None:
+        empty = await anyio.to_thread.run_sync(_empty_files, paths) if paths else []
+        if empty:
+            self.skipped += 1
+            log.info(
+                "%s is empty: taken as a save in progress; applied when it changes again "
+                "(or on 'oneiricctl reload')",
+                ", ".join(sorted(empty)),
+            )
+            return
+        old = self.daemon.config
+        self.reloads += 1
+        try:
+            result = await self.daemon.reload(trigger="file change", force=False, notify=False)
+        except ConfigError:
+            self.failures += 1  # reload logged it and shows it in status and the health file
+            return
+        except Exception:  # a bug must not end live configuration for the daemon's lifetime
+            log.exception("applying the config change failed")
+            return
+        _log_applied(result, old, self.daemon.config)
+
+
+def _log_applied(result: ReloadResult, old: Config | None, new: Config | None) -> None:
+    """One line per applied change, naming what changed."""
+    parts = [f"{key} {outcome}" for key, outcome in sorted(result.outcomes.items())]
+    if old is not None and new is not None:
+        parts += [
+            f"daemon.{f} live"
+            for f in new.daemon.__struct_fields__
+            if getattr(new.daemon, f) != getattr(old.daemon, f)
+            and f"daemon.{f}" not in result.not_live
+        ]
+        if new.include != old.include:
+            parts.append("include")
+    if result.not_live:
+        parts.append(f"needs a restart: {', '.join(result.not_live)}")
+    if not parts:
+        log.debug("config files changed; nothing to apply")
+        return
+    failed = any(o == "failed" for o in result.outcomes.values())
+    log.log(
+        logging.WARNING if failed else logging.INFO,
+        "config change applied: %s",
+        "; ".join(parts),
+    )
+
+
+async def watch_config(
+    daemon: Daemon,
+    *,
+    changes: AsyncIterator[object] | None = None,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Watch ``daemon``'s config files and apply changes; ``await tg.start(watch_config, d)``
+    returns once the watch is armed. ``changes`` replaces the file watch (tests)."""
+    await ConfigWatcher(daemon).run(changes=changes, task_status=task_status)
