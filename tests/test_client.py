@@ -322,6 +322,72 @@ def test_unreadable_reply() -> None:
     assert "unreadable reply" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b"[1,2]", "expected a JSON object, got list"),
+        (b'{"id":"1","ok":true,"result":1}', "'id' must be an integer or null, got str"),
+        (b'{"id":true,"ok":true,"result":1}', "'id' must be an integer or null, got bool"),
+        (b'{"id":1,"ok":"yes","result":1}', "'ok' must be a boolean or null, got str"),
+        (b'{"id":1,"ok":false,"error":"boom"}', "'error' must be an object or null, got str"),
+        (b'{"id":1,"ok":false,"error":{"code":5}}', "'error.code' must be a string, got int"),
+        (b'{"id":1,"ok":false,"error":{"message":[]}}', "'error.message' must be a string"),
+        (b'{"id":1,"ok":true,"result":NaN}', "NaN is not valid JSON"),
+        (b'{"id":1,"ok":true,"result":"\xff"}', "can't decode byte 0xff"),
+    ],
+)
+def test_malformed_replies_are_unreadable(line: bytes, why: str) -> None:
+    """The same checks the typed decoder made: a reply whose fields have the wrong types is
+    refused (and the connection dropped), not half-interpreted."""
+    with fake_daemon(line + b"\n") as (path, _):
+        client = ControlClient(path)
+        with pytest.raises(RemoteError) as info:
+            client.call("ping")
+    assert info.value.code == "internal"
+    assert info.value.message.startswith("unreadable reply from oneiricd: ")
+    assert why in info.value.message
+    assert client._sock is None
+
+
+def test_error_object_fields_default() -> None:
+    script = b'{"id":1,"ok":false,"error":{"detail":{"n":1}},"extra":"ignored"}\n'
+    with fake_daemon(script) as (path, _), pytest.raises(RemoteError) as info:
+        ControlClient(path).call("ping")
+    assert (info.value.code, info.value.message, info.value.detail) == ("internal", "", {"n": 1})
+
+
+def test_null_event_is_still_an_event() -> None:
+    """``"event": null`` is an event (its value is null); only a missing field is not one."""
+    script = b'{"id":1,"event":null}\n{"id":1,"event":[1]}\n{"id":1,"ok":true,"result":2}\n'
+    events: list[Any] = []
+    with fake_daemon(script) as (path, _):
+        assert ControlClient(path).stream("watch", events.append) == 2
+    assert events == [None, [1]]
+
+
+def test_request_line_is_compact_utf8() -> None:
+    with fake_daemon(b'{"id":1,"ok":true,"result":null}\n') as (path, received):
+        ControlClient(path).call("pause", domain="adapter", key="cache", note="maintenance ✓")
+    assert received == [
+        '{"id":1,"op":"pause","domain":"adapter","key":"cache","note":"maintenance ✓"}\n'.encode()
+    ]
+
+
+def test_unencodable_arguments_raise_before_sending() -> None:
+    """NaN is not JSON: refuse it rather than write a line the daemon cannot read."""
+    with tmpdir() as d:
+        path = os.path.join(d, "n.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen()
+        with ControlClient(path, timeout=WAIT) as client:
+            with pytest.raises(ValueError, match="not JSON compliant"):
+                client.call("run", payload=float("nan"))
+            with pytest.raises(TypeError, match="not JSON serializable"):
+                client.call("run", payload=object())
+        srv.close()
+
+
 def test_daemon_closing_mid_request() -> None:
     with fake_daemon(None) as (path, _):
         client = ControlClient(path)
@@ -355,7 +421,8 @@ def test_client_import_is_light() -> None:
     code = (
         "import sys, oneiric.control.client\n"
         "heavy = ('anyio', 'watchfiles', 'click', 'oneiric.control.server', "
-        "'oneiric.control.protocol')\n"
+        "'oneiric.control.protocol', 'msgspec', 'socket', 'selectors', 'dataclasses', "
+        "'pathlib')\n"
         "print([m for m in sys.modules if m.split('.')[0] in heavy or m in heavy])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)

@@ -912,6 +912,15 @@ def test_emit_bad_data(fake: FakeDaemon) -> None:
     assert "Invalid value for '--data': not valid JSON" in result.stderr
 
 
+@pytest.mark.parametrize("data", ["NaN", '{"x": Infinity}', "[-Infinity]"])
+def test_non_json_numbers_are_usage_errors(fake: FakeDaemon, data: str) -> None:
+    """Python's json accepts NaN/Infinity, but a request carrying them is not JSON."""
+    result = ctl(fake.path, "emit", "t", "--data", data)
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.stderr and "is not valid JSON" in result.stderr
+    assert fake.sent == []
+
+
 # --- reload / sync / ping ------------------------------------------------------------------------
 
 
@@ -1070,28 +1079,139 @@ def test_health_unreadable_exits_4(rundir: Path) -> None:
 # --- process-level behaviour -------------------------------------------------------------------
 
 
-def test_import_is_light() -> None:
-    """oneiricctl must not pull in anyio or watchfiles (start-up time; a broken daemon env)."""
-    code = (
-        "import sys, oneiric.cli.oneiricctl\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('anyio', 'watchfiles')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+#: What a normal command (status, ping, pause, --help, ...) must never import: anyio, asyncio
+#: and watchfiles (a broken daemon environment must not break the client), and the modules
+#: whose import costs milliseconds of every start (msgspec ~9 ms, pathlib ~4, dataclasses ~2,
+#: the Python-level socket wrapper with selectors ~2.5, shutil ~3) or pulls in msgspec (the
+#: health reader in oneiric.runtime). click itself loads typing, inspect, datetime and re.
+HEAVY = (
+    "anyio",
+    "watchfiles",
+    "asyncio",
+    "msgspec",
+    "dataclasses",
+    "pathlib",
+    "socket",
+    "selectors",
+    "shutil",
+    "oneiric.runtime",
+)
 
 
-def test_help_runs_as_module_without_heavy_imports() -> None:
+def is_heavy(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in HEAVY)
+
+
+_RUN_MAIN = """
+import atexit, sys
+atexit.register(lambda: print("IMPORTED", *sorted(sys.modules), file=sys.stderr))
+from oneiric.cli.oneiricctl import main
+main(sys.argv[1:])
+"""
+
+
+def _no_cov() -> dict[str, str]:
+    """The environment without coverage's subprocess start-up hook (which imports half the
+    stdlib itself)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE", "COVERAGE"))}
+
+
+def heavy_imports(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
+    """Run oneiricctl in a fresh interpreter; its exit status, stdout, and which HEAVY modules
+    it imported by the time it exited."""
+    base = _no_cov()
+    for name in CLEAN_ENV:
+        base.pop(name, None)
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "oneiric.cli.oneiricctl", "--help"],
+        [sys.executable, "-c", _RUN_MAIN, *args],
         capture_output=True,
         text=True,
         check=False,
+        env={**base, **(env or {})},
+    )
+    report = [line for line in proc.stderr.splitlines() if line.startswith("IMPORTED ")]
+    assert len(report) == 1, proc.stderr  # the exit hook really ran
+    modules = report[0].split()[1:]
+    assert "oneiric.control.client" in modules
+    return proc.returncode, proc.stdout, [m for m in modules if is_heavy(m)]
+
+
+def test_import_is_light() -> None:
+    code = "import sys, oneiric.cli.oneiricctl\nprint(*sorted(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_no_cov()
+    )
+    modules = out.stdout.split()
+    assert "oneiric.control.client" in modules
+    assert [m for m in modules if is_heavy(m)] == []
+
+
+def test_ping_and_status_run_without_heavy_imports(fake: FakeDaemon) -> None:
+    fake.on("ping", {"version": "0.1.0", "state": "running", "pid": 7, "uptime_s": 5})
+    fake.on("status", DOC)
+    for command in ("ping", "status"):
+        code, out, heavy = heavy_imports("--socket", fake.path, command)
+        assert (command, code, heavy) == (command, 0, [])
+        assert out.startswith("oneiricd ")
+
+
+def test_daemon_down_without_health_file_skips_the_health_reader(rundir: Path) -> None:
+    code, _, heavy = heavy_imports("--socket", str(rundir / "oneiricd.sock"), "status")
+    assert (code, heavy) == (3, [])
+    code, _, heavy = heavy_imports("health", "--file", str(rundir / "none.json"))
+    assert (code, heavy) == (3, [])
+
+
+def test_health_file_paths_still_use_the_reader(rundir: Path) -> None:
+    """The other side of the fast path: with a health file there, the reader is imported."""
+    write_health(rundir / "health.json", status_doc(pid=os.getpid()))
+    code, out, heavy = heavy_imports("--socket", str(rundir / "oneiricd.sock"), "status")
+    assert code == 3
+    assert "STALE" in out
+    assert "msgspec" in heavy and "oneiric.runtime.health" in heavy
+
+
+_CLICK_MAIN = "from oneiric.cli.oneiricctl import cli; cli(prog_name='oneiricctl')"
+
+
+def test_help_runs_as_module_without_heavy_imports() -> None:
+    env = {**_no_cov(), "COLUMNS": "60"}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "oneiric.cli.oneiricctl", "drain", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     assert proc.returncode == 0
-    assert proc.stdout.startswith("Usage: oneiricctl [OPTIONS] COMMAND [ARGS]...")
+    assert proc.stdout.startswith("Usage: oneiricctl drain [OPTIONS]")
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
     assert "oneiric.control.client" in imported  # the importtime report is really there
-    assert not [m for m in imported if m.split(".")[0] in ("anyio", "watchfiles")]
+    assert [m for m in imported if is_heavy(m)] == []
+    # the same text as when click measures the terminal itself (with shutil)
+    by_click = subprocess.run(
+        [sys.executable, "-c", _CLICK_MAIN, "drain", "-h"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert by_click.stdout == proc.stdout
+    assert "SECONDS  Stop waiting after this long and exit\n" in proc.stdout  # 58, not 78
+
+
+@pytest.mark.parametrize("columns", ["", "40", "60", "79", "80", "120", "-3", "wide"])
+def test_help_width_is_clicks_own_rule(monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    """help_width (no shutil) picks what click's HelpFormatter would: $COLUMNS, else the
+    terminal, else 80; capped at 80, minus 2, at least 50."""
+    import shutil
+
+    if columns:
+        monkeypatch.setenv("COLUMNS", columns)
+    else:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    expected = max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+    assert oneiricctl.help_width(os.environ) == expected
 
 
 def test_every_command_has_help_with_examples() -> None:

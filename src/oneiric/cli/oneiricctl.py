@@ -2,9 +2,11 @@
 
 A thin shell: parse the command line, send one request over the control socket, hand the
 result to :mod:`oneiric.cli.render`, map the outcome to an exit status. It must start fast and
-work when the daemon is broken, so it imports only click, msgspec, the stdlib and the blocking
-control client; anything heavier (the health reader) is imported on the one path that needs it.
-Never import anyio or watchfiles here, directly or transitively (tests enforce it).
+work when the daemon is broken, so at import it loads only click, the blocking control client
+and stdlib modules that click loads anyway (plus json and the C ``_socket``). No msgspec,
+dataclasses, pathlib or shutil: each costs milliseconds on every invocation. The health reader
+(which needs msgspec) is imported only on the paths that read an existing health file. Never
+import anyio or watchfiles here, directly or transitively (tests enforce all of this).
 """
 
 from __future__ import annotations
@@ -16,12 +18,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-import msgspec
 
 from oneiric._const import (
     DOMAINS,
@@ -75,13 +74,49 @@ def default_health_file(socket_path: str, environ: Mapping[str, str]) -> str:
     return os.path.join(os.path.dirname(socket_path) or ".", "health.json")
 
 
-@dataclass
-class Ctl:
-    """Global options, shared by every command through ``ctx.obj``."""
+def help_width(environ: Mapping[str, str]) -> int:
+    """The help text width click would choose (``shutil.get_terminal_size``'s rule: $COLUMNS,
+    else the terminal on stdout, else 80; at most 80, minus 2, at least 50), worked out here
+    because importing :mod:`shutil` (with bz2, lzma and fnmatch) costs ~3 ms of every
+    ``--help`` and usage error. :func:`main` hands it to click as ``terminal_width``."""
+    try:
+        columns = int(environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a terminal, or a closed/fake stream
+            columns = 0
+    return max(min(columns or 80, 80) - 2, 50)
 
-    socket: str
-    json: bool = False
-    timeout: float | None = None
+
+def _no_health_file(path: str) -> bool:
+    """True only when ``path`` certainly does not exist: then the health reader (and msgspec,
+    ~10 ms) need not be imported to say so. Any other error is left for the reader to report."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+class Ctl:
+    """Global options, shared by every command through ``ctx.obj``. A plain class rather than
+    a dataclass: importing :mod:`dataclasses` costs a few milliseconds of start-up."""
+
+    __slots__ = ("json", "socket", "timeout")
+
+    def __init__(self, socket: str, json: bool = False, timeout: float | None = None) -> None:
+        self.socket = socket
+        self.json = json
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Ctl(socket={self.socket!r}, json={self.json!r}, timeout={self.timeout!r})"
 
     def read_timeout(self, default: float = QUICK_TIMEOUT) -> float:
         return self.timeout if self.timeout is not None else default
@@ -130,13 +165,18 @@ def _reply_timeout_arg(
 DOMAIN = click.Choice(DOMAINS)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _json_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """Decode a ``--payload``/``--data`` JSON option, or fail as a usage error naming where."""
+    """Decode a ``--payload``/``--data`` JSON option, or fail as a usage error naming where.
+    ``NaN``/``Infinity`` are refused: they are not JSON and the request could not carry them."""
     if value is None:
         return None
     try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
+        return json.loads(value, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError, or a NaN/Infinity constant
         raise click.BadParameter(f"not valid JSON: {exc}", ctx=ctx, param=param) from None
 
 
@@ -306,13 +346,19 @@ def _stale_fallback(
     ctl: Ctl, exc: DaemonNotRunning, domain: str | None, key: str | None
 ) -> NoReturn:
     """The daemon is down: show its last health snapshot, marked stale, then exit 3."""
-    from oneiric.runtime import health  # lazily: only this path needs the reader
-
     path = default_health_file(ctl.socket, os.environ)
+    missing = [f"no health snapshot at {path} either"]
+    if _no_health_file(path):
+        not_running(ctl, exc, extra=missing, health_file=path)
+
+    import msgspec  # lazily, like the reader: only the health-file paths need them
+
+    from oneiric.runtime import health
+
     try:
-        snapshot = health.read_health(Path(path))
+        snapshot = health.read_health(path)
     except FileNotFoundError:
-        not_running(ctl, exc, extra=[f"no health snapshot at {path} either"], health_file=path)
+        not_running(ctl, exc, extra=missing, health_file=path)
     except (OSError, ValueError) as err:
         not_running(ctl, exc, extra=[f"cannot read {path}: {err}"], health_file=path)
     verdict = health.judge(snapshot)
@@ -401,12 +447,9 @@ failed/degraded; 3 when there is no health file or it says oneiricd stopped."""
 @pass_ctl
 def health(ctl: Ctl, file_path: str | None) -> None:
     """Read the health file directly; works without the socket."""
-    from oneiric.runtime import health as reader  # lazily: only this path needs it
-
     path = file_path or default_health_file(ctl.socket, os.environ)
-    try:
-        snapshot = reader.read_health(Path(path))
-    except FileNotFoundError:
+
+    def missing() -> NoReturn:
         fail(
             ctl,
             "not_running",
@@ -415,6 +458,18 @@ def health(ctl: Ctl, file_path: str | None) -> None:
             detail={"health_file": path},
             hints=[NOT_RUNNING_HINT],
         )
+
+    if _no_health_file(path):
+        missing()
+
+    import msgspec  # lazily, like the reader: only the health-file paths need them
+
+    from oneiric.runtime import health as reader
+
+    try:
+        snapshot = reader.read_health(path)
+    except FileNotFoundError:
+        missing()
     except PermissionError as err:
         fail(ctl, "permission_denied", f"cannot read {path}: {err}", exit_code=EXIT_PERMISSION)
     except (OSError, ValueError) as err:
@@ -784,7 +839,7 @@ def sync(ctl: Ctl) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``oneiricctl``)."""
-    cli.main(args=argv, prog_name="oneiricctl")
+    cli.main(args=argv, prog_name="oneiricctl", terminal_width=help_width(os.environ))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ working against a newer daemon that adds fields (SPEC §5 only promises never to
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime as dt  # free: click imports it already
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import msgspec
 
 Doc = Mapping[str, Any]
 
@@ -26,8 +25,9 @@ _DASH = "-"
 
 def to_json(value: Any) -> str:
     """One compact JSON document on one line (the ``--json`` output unit; ``--watch`` prints
-    one per line, so it must never contain a newline)."""
-    return msgspec.json.encode(value).decode()
+    one per line, so it must never contain a newline: ``json.dumps`` escapes newlines inside
+    strings). Stdlib json, not msgspec: importing msgspec would cost more than the encoding."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # --- time ------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from typing import Final, Literal
 
 import msgspec
 
-from oneiric._files import atomic_write
 
 __all__ = [
     "SCHEMA",
@@ -75,6 +74,11 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
     held_events: int = 0  # event
     dropped_events: int = 0
     delivered: int = 0
+    failed_deliveries: int = 0  # event: handle() raised
+    run_state: str | None = None  # service: running|stopping|stopped|backoff|exited
+    last_run_error: str | None = None  # service crash, failed task/workflow run or delivery
+    last_run_at: float | None = None  # task/workflow: when the last run started (epoch s)
+    next_run_at: float | None = None  # task: when the next scheduled run is due (epoch s)
 
 
 class ConfigHealth(msgspec.Struct, kw_only=True):
@@ -143,6 +147,8 @@ def write_health(path: str | os.PathLike[str], s: HealthSnapshot) -> None:
     """Replace the file atomically (readers never see a torn file). Blocking: the daemon calls
     it off the event loop. World-readable: status is not a secret, and readers need no socket
     access."""
+    from oneiric._files import atomic_write  # lazy: readers (oneiricctl) need no tempfile
+
     atomic_write(path, encode_snapshot(s), mode=0o644, durable=False)
 
 
