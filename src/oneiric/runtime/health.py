@@ -16,7 +16,6 @@ from typing import Final, Literal
 
 import msgspec
 
-
 __all__ = [
     "SCHEMA",
     "Admin",
