@@ -10,15 +10,25 @@ The public API for component authors is deliberately small::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oneiric._const import DOMAINS, VERSION
 
 if TYPE_CHECKING:
+    from oneiric.domains.event import Event
     from oneiric.runtime.leases import Lease
 
 __version__ = VERSION
-__all__ = ["DOMAINS", "__version__", "use"]
+__all__ = ["DOMAINS", "Event", "__version__", "emit", "run_task", "use"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``oneiric.Event`` without importing anyio for oneiricctl, which imports this package
+    if name == "Event":
+        from oneiric.domains.event import Event
+
+        return Event
+    raise AttributeError(f"module 'oneiric' has no attribute {name!r}")
 
 
 def use(domain: str, key: str, *, wait: bool = True, timeout: float | None = None) -> Lease:
@@ -31,3 +41,26 @@ def use(domain: str, key: str, *, wait: bool = True, timeout: float | None = Non
     from oneiric.runtime.core import current_runtime
 
     return current_runtime().use(domain, key, wait=wait, timeout=timeout)
+
+
+async def emit(topic: str, data: Any = None) -> dict[str, list[str]]:
+    """Publish an event from a component, like ``oneiricctl emit``: every active event key
+    whose ``topics`` match receives it (paused keys hold it until resumed). Returns which keys
+    it was ``delivered`` to, ``held`` for and ``dropped`` by (a full queue). Raises
+    :class:`oneiric.errors.BadRequest` for a malformed topic."""
+    from oneiric.domains.manager import current_manager
+
+    return await current_manager().emit(topic, data)
+
+
+async def run_task(key: str, payload: Any = None) -> Any:
+    """Run the task ``key`` with ``payload`` (one lease) and return its result.
+
+    Waits for a free slot when the task is at its ``concurrency`` limit; fails at once with
+    :class:`oneiric.errors.Paused` while the task is paused or draining. A run that raises is
+    reported as :class:`oneiric.domains.TaskFailed` (its message names the error).
+    """
+    from oneiric.domains.manager import current_manager
+
+    handle = await current_manager().tasks.start(key, payload, wait_slot=True)
+    return await handle.wait()

@@ -50,7 +50,6 @@ LIVE_SETTINGS = frozenset(
         "activation_timeout",
         "health_interval",
         "log_level",
-        "idle_timeout",
         "watch",
     }
 )
@@ -244,6 +243,14 @@ class Daemon:
 
     async def _start_extensions(self, tg: anyio.abc.TaskGroup, rt: Runtime, config: Config) -> None:
         """Domains and the config watcher; each reports ready through tg.start."""
+        from oneiric.domains import start_domains
+        from oneiric.watch import watch_config
+
+        await start_domains(tg, rt, self)  # sets self.domains (used by the run/emit ops)
+
+        # Started even with [daemon] watch = false: it stays dormant then and arms when a reload
+        # turns watching on, so `watch` really can change live.
+        await tg.start(watch_config, self)
 
     def status_line(self) -> str:
         rt = self.runtime
@@ -428,7 +435,9 @@ class Daemon:
         self.config_error = None
         for cb in self.config_listeners:
             cb(new)
-        outcomes = await rt.reconcile_many(keys, force=force)
+        # a forced reload (SIGHUP, `oneiricctl reload`) also retries failed swaps of unchanged keys
+        retry = {k for k, st in rt.states.items() if force and st.failed_target is not None}
+        outcomes = await rt.reconcile_many(keys | retry, force=force)
         return ReloadResult(
             changed=sorted(f"{d}/{k}" for d, k in keys),
             not_live=not_live,

@@ -133,10 +133,10 @@ ns_cg_enter() {
   done
 }
 ns_cg_cleanup() {
-  local d n left=0
+  local d left=0
   for d in $(ns_cg_dirs); do
     [ -d "$d/$(ns_cg_name)" ] || continue
-    for n in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
       find "$d/$(ns_cg_name)" -depth -type d -exec rmdir {} + 2>/dev/null || true
       [ -d "$d/$(ns_cg_name)" ] || break
       sleep 0.3
@@ -155,13 +155,14 @@ ns_leader() {
 
 # --- boot: systemd as PID 1 in the background; returns when the manager is running
 ns_boot() {
-  local np pid="" st="" i
+  local np pid="" st=""
+  # shellcheck disable=SC2086  # NSPAWN_OPTS is a list of options
   ( ns_cg_enter
     exec systemd-nspawn --register=no --keep-unit -D "$(NS_ROOT)" -M "$NS_MACHINE" \
       -b --console=read-only ${NSPAWN_OPTS:-} </dev/null >"$NS_DIR/console.log" 2>&1 ) &
   np=$!
   echo "$np" >"$NS_DIR/nspawn.pid"
-  for i in $(seq 1 300); do   # until PID 1 inside is systemd (30 s)
+  for _ in $(seq 1 300); do   # until PID 1 inside is systemd (30 s)
     kill -0 "$np" 2>/dev/null || { cat "$NS_DIR/console.log"; echo "systemd-nspawn exited"; return 1; }
     pid=$(ns_leader || true)
     if [ -n "$pid" ] && readlink "/proc/$pid/exe" 2>/dev/null | grep -q 'systemd$'; then break; fi
@@ -170,7 +171,7 @@ ns_boot() {
   done
   [ -n "$pid" ] || { echo "no systemd in the container after 30 s"; return 1; }
   echo "$pid" >"$NS_DIR/leader.pid"
-  for i in $(seq 1 60); do    # then until the manager is up (is-system-running --wait blocks)
+  for _ in $(seq 1 60); do    # then until the manager is up (is-system-running --wait blocks)
     st=$(ns_exec timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
     case "$st" in running | degraded) break ;; esac
     sleep 0.5
@@ -190,12 +191,12 @@ ns_exec() {
 
 # --- tear down: poweroff, wait, kill our own nspawn as a last resort, unmount, remove cgroups
 ns_down() {
-  local np pid i rc=0
+  local np pid rc=0
   np=$(cat "$NS_DIR/nspawn.pid" 2>/dev/null || true)
   if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
     pid=$(ns_leader || true)
     [ -n "$pid" ] && ns_exec systemctl poweroff --no-block >/dev/null 2>&1
-    for i in $(seq 1 150); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 150); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$np" 2>/dev/null; then kill -TERM "$np"; sleep 2; fi   # nspawn halts the container
     if kill -0 "$np" 2>/dev/null; then kill -KILL "$np"; fi            # our own pid only
     wait "$np" 2>/dev/null || true
@@ -204,7 +205,7 @@ ns_down() {
   rm -rf "/run/systemd/nspawn/propagate/$NS_MACHINE"
   ns_cg_cleanup || rc=1
   if mountpoint -q "$NS_DIR/root" 2>/dev/null; then
-    for i in 1 2 3 4 5; do umount "$NS_DIR/root" 2>/dev/null && break; sleep 0.5; done
+    for _ in 1 2 3 4 5; do umount "$NS_DIR/root" 2>/dev/null && break; sleep 0.5; done
     mountpoint -q "$NS_DIR/root" && { umount -l "$NS_DIR/root"; ns_log "overlay needed a lazy unmount"; rc=1; }
   fi
   if grep -q " $NS_DIR/" /proc/self/mountinfo; then ns_log "mounts left under $NS_DIR"; rc=1; fi

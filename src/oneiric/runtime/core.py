@@ -574,10 +574,22 @@ class Runtime:
         self, domain: str | None = None, key: str | None = None
     ) -> list[ComponentHealth]:
         return [
-            self.component_health(self.states[k])
-            for k in sorted(self.states)
-            if (domain is None or k[0] == domain) and (key is None or k[1] == key)
+            self.component_health(st)
+            for k, st in sorted(self.states.items())
+            if (domain is None or k[0] == domain)
+            and (key is None or k[1] == key)
+            and not self._gone(st)
         ]
+
+    def _gone(self, st: KeyState) -> bool:
+        """A key removed from every source, with nothing left serving or retiring."""
+        slot = st.slot
+        return (
+            slot.current is None
+            and not slot.retiring
+            and not slot.in_flight
+            and not self.registry.ranked(slot.domain, slot.key)
+        )
 
     def explain(self, domain: str, key: str) -> Any:
         st = self.state(domain, key)

@@ -1,0 +1,96 @@
+"""Helpers shared by the domain managers: status extras, calling component code, results.
+
+Status counters live in ``KeyState.extras`` (merged into the key's ``ComponentHealth``), so
+every key written here must be a ``ComponentHealth`` field. Each change bumps the runtime's
+version (``rt.touch()``), which is what ``status --watch``, the health file and every waiter in
+this package follow — nothing here polls.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from oneiric.errors import OneiricError
+from oneiric.runtime.core import KeyState, Runtime
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class TaskFailed(OneiricError):
+    """A task or workflow run raised. Code ``conflict`` (gRPC ABORTED ↔ HTTP 409): the request
+    was valid and the daemon is fine; the work itself failed. ``detail`` carries the run id,
+    the exception type and the duration."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or {}
+
+
+class RunCancelled(OneiricError):
+    """A run was cancelled before it finished (the daemon is stopping)."""
+
+    code = "unavailable"
+
+
+def set_extras(rt: Runtime, st: KeyState, **values: Any) -> None:
+    """Set status fields of the key; touch the runtime only when something changed (so a
+    waiter that updates status on wake-up cannot spin)."""
+    changed = False
+    for name, value in values.items():
+        if st.extras.get(name, _MISSING) != value:
+            st.extras[name] = value
+            changed = True
+    if changed:
+        rt.touch()
+
+
+def bump(rt: Runtime, st: KeyState, name: str, by: int = 1) -> None:
+    """Add ``by`` to the counter ``name`` of the key."""
+    st.extras[name] = int(st.extras.get(name, 0)) + by
+    rt.touch()
+
+
+async def wait_until(rt: Runtime, predicate: Callable[[], bool]) -> None:
+    """Wait on runtime change events until ``predicate()`` holds. Every admission change,
+    bind, retire and status update touches the runtime, so this never misses a change."""
+    seen = rt.version
+    while not predicate():
+        seen = await rt.wait_changed(seen)
+
+
+async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a component's ``run``/``handle``: coroutine functions run on the event loop; plain
+    functions run in a worker thread, because a run is work and may block (such a call cannot
+    be interrupted: on cancellation the thread is abandoned and finishes on its own)."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    result = await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` when msgspec can encode it for the control protocol, else its ``repr`` (a
+    task's odd return value must not turn a successful run into a protocol error)."""
+    try:
+        msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return repr(value)
+    return value
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,190 @@
+"""Components for the domain tests. Anything that blocks waits on an ``anyio.Event`` the test
+controls (:func:`gate`); anything that happens is appended to :data:`LOG` so tests can assert
+the order of events (e.g. make-before-break: ``b.run`` before ``a.end`` before ``a.stop``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import anyio
+
+import oneiric
+
+GATES: dict[str, anyio.Event] = {}
+LOG: list[str] = []
+COUNTS: Counter[str] = Counter()
+RECEIVED: list[tuple[str, str, Any, int]] = []  # (handler name, topic, data, event id)
+
+
+def gate(name: str) -> anyio.Event:
+    ev = GATES.get(name)
+    if ev is None:
+        ev = GATES[name] = anyio.Event()
+    return ev
+
+
+async def passed(name: str, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the gate ``name`` is set by a component."""
+    with anyio.fail_after(timeout):
+        await gate(name).wait()
+
+
+def reset() -> None:
+    GATES.clear()
+    LOG.clear()
+    COUNTS.clear()
+    RECEIVED.clear()
+
+
+# -- services -----------------------------------------------------------------------------------
+class Service:
+    """``run()`` until cancelled. Settings: ``name``; ``crashes``: the first N attempts raise;
+    ``exits``: run() returns at once. Sets gate ``<name>.run.<n>`` when attempt n starts."""
+
+    def __init__(self, name: str = "svc", crashes: int = 0, exits: bool = False) -> None:
+        self.name, self.crashes, self.exits = name, crashes, exits
+        self.stopping = anyio.Event()
+
+    async def run(self) -> None:
+        self.stopping = anyio.Event()
+        COUNTS[f"{self.name}.run"] += 1
+        n = COUNTS[f"{self.name}.run"]
+        LOG.append(f"{self.name}.run")
+        gate(f"{self.name}.run.{n}").set()
+        try:
+            if n <= self.crashes:
+                raise RuntimeError(f"{self.name} crash {n}")
+            if self.exits:
+                return
+            await self.stopping.wait()
+        except anyio.get_cancelled_exc_class():
+            LOG.append(f"{self.name}.cancelled")
+            raise
+        finally:
+            LOG.append(f"{self.name}.end")
+
+    def stop(self) -> None:
+        LOG.append(f"{self.name}.stop")
+
+
+class CooperativeService(Service):
+    """Also has ``stop_run()``; with ``ignore_stop`` it ignores it (to test the grace)."""
+
+    def __init__(self, name: str = "coop", ignore_stop: bool = False, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.ignore_stop = ignore_stop
+
+    def stop_run(self) -> None:
+        LOG.append(f"{self.name}.stop_run")
+        if not self.ignore_stop:
+            self.stopping.set()
+
+
+class SyncService:
+    """A plain-function ``run()`` (runs in a worker thread) that returns when told to."""
+
+    def __init__(self, name: str = "syncsvc") -> None:
+        self.name = name
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        LOG.append(f"{self.name}.run")
+        self._stop.wait(30)
+        LOG.append(f"{self.name}.end")
+
+    def stop_run(self) -> None:
+        self._stop.set()
+
+
+# -- tasks --------------------------------------------------------------------------------------
+class Task:
+    """``run(payload)``: payload ``{"gate": g}`` sets gate ``g.started`` and waits for gate
+    ``g``; ``{"fail": msg}`` raises ValueError(msg). Returns ``{"by": name, "payload": ...}``."""
+
+    def __init__(self, name: str = "task") -> None:
+        self.name = name
+
+    async def run(self, payload: Any = None) -> Any:
+        COUNTS[f"{self.name}.run"] += 1
+        LOG.append(f"{self.name}.run")
+        if isinstance(payload, dict):
+            if "gate" in payload:
+                gate(f"{payload['gate']}.started").set()
+                await gate(payload["gate"]).wait()
+            if "fail" in payload:
+                raise ValueError(payload["fail"])
+        return {"by": self.name, "payload": payload}
+
+    def stop(self) -> None:
+        LOG.append(f"{self.name}.stop")
+
+
+class SyncTask:
+    """A plain-function ``run`` (executed in a worker thread)."""
+
+    def run(self, payload: Any = None) -> Any:
+        return {"sync": True, "payload": payload}
+
+
+class OddResult:
+    """Returns something JSON cannot carry."""
+
+    async def run(self, payload: Any = None) -> Any:
+        return object()
+
+
+class NoRun:
+    """A task key whose provider cannot run."""
+
+
+class Emitter:
+    """Task that publishes ``payload["topic"]`` with ``payload["data"]`` via oneiric.emit."""
+
+    async def run(self, payload: Any = None) -> Any:
+        return await oneiric.emit(payload["topic"], payload.get("data"))
+
+
+class Caller:
+    """Task that runs another task via oneiric.run_task and returns its result."""
+
+    async def run(self, payload: Any = None) -> Any:
+        return await oneiric.run_task(payload["task"], payload.get("payload"))
+
+
+# -- events -------------------------------------------------------------------------------------
+class Handler:
+    """``handle(event)`` records it; data ``{"gate": g}`` sets gate ``<name>:g.started`` and
+    waits for gate ``<name>:g``; data ``{"fail": msg}`` raises."""
+
+    def __init__(self, name: str = "handler") -> None:
+        self.name = name
+
+    async def handle(self, event: Any) -> None:
+        data = event.data
+        RECEIVED.append((self.name, event.topic, data, event.id))
+        if isinstance(data, dict):
+            if "gate" in data:
+                gate(f"{self.name}:{data['gate']}.started").set()
+                await gate(f"{self.name}:{data['gate']}").wait()
+            if "fail" in data:
+                raise ValueError(data["fail"])
+
+    def stop(self) -> None:
+        LOG.append(f"{self.name}.stop")
+
+
+class SyncHandler:
+    def __init__(self, name: str = "synch") -> None:
+        self.name = name
+
+    def handle(self, event: Any) -> None:
+        RECEIVED.append((self.name, event.topic, event.data, event.id))
+
+
+class NoHandle:
+    """An event provider without handle()."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
