@@ -1306,3 +1306,17 @@ def test_zero_reply_timeout_is_usage_error(fake: FakeDaemon) -> None:
     assert result.exit_code == 2
     assert "Invalid value for '--timeout': must be more than 0" in result.stderr
     assert fake.sent == []
+
+
+def test_status_details_show_only_the_unusual() -> None:
+    doc = status_doc(
+        component("service", "beat", "b", restarts=3, run_state="backoff", backoff_s=4.0,
+                  last_run_error="RuntimeError: boom"),
+        component("task", "t", "x", runs=5, failed_runs=1, skipped_runs=2),
+        component("task", "fine", "x", runs=9),
+    )
+    text = render.render_status(doc, now=NOW)
+    assert "service backoff: 3 restart(s), next try in 4s" in text
+    assert "last run: RuntimeError: boom" in text
+    assert "runs: 5, failed: 1, skipped: 2" in text
+    assert "runs: 9" not in text

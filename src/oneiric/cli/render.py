@@ -216,6 +216,19 @@ def _component_details(component: Doc) -> list[str]:
     held, dropped = component.get("held_events") or 0, component.get("dropped_events") or 0
     if held or dropped:
         details.append(f"events held: {held}, dropped: {dropped}")
+    # the unusual only: a healthy key shows no detail lines
+    restarts, run_state = component.get("restarts") or 0, component.get("run_state")
+    if restarts or run_state in ("backoff", "exited"):
+        backoff = component.get("backoff_s")
+        extra = f", next try in {duration(backoff)}" if run_state == "backoff" and backoff else ""
+        details.append(f"service {run_state or 'run'}: {restarts} restart(s){extra}")
+    skipped, failed = component.get("skipped_runs") or 0, component.get("failed_runs") or 0
+    if skipped or failed:
+        details.append(f"runs: {component.get('runs') or 0}, failed: {failed}, skipped: {skipped}")
+    if component.get("last_run_error") and component.get("last_run_error") != component.get(
+        "last_error"
+    ):
+        details.append(f"last run: {component['last_run_error']}")
     return details
 
 
