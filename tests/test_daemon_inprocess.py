@@ -103,3 +103,49 @@ async def test_unknown_key_and_domain_errors() -> None:
         with pytest.raises(RemoteError) as err:
             await h.call("swap", domain="adapter", key="cache", provider="zzz")
         assert err.value.code == "not_found"
+
+
+async def test_ping_list_and_explain() -> None:
+    async with running_daemon(CONFIG) as h:
+        ping = await h.call("ping")
+        assert ping["state"] == "running" and ping["version"]
+        winners = (await h.call("list"))["candidates"]
+        assert [(c["provider"], c["winner"], c["active"]) for c in winners] == [("a", True, True)]
+        every = (await h.call("list", domain="adapter", shadowed=True))["candidates"]
+        assert sorted(c["provider"] for c in every) == ["a", "b"]
+        assert (await h.call("list", domain="task"))["candidates"] == []
+        explain = await h.call("explain", domain="adapter", key="cache")
+        assert explain["via"] == "selection" and explain["active"] == "a"
+        assert [c["provider"] for c in explain["candidates"]] == ["a", "b"]
+
+
+async def test_drain_no_wait_then_watch_sees_it_drained() -> None:
+    async with running_daemon(CONFIG) as h:
+        async with h.rt.use("adapter", "cache"):
+            result = await h.call("drain", domain="adapter", key="cache", wait=False)
+            assert result["drained"] is False and result["in_flight"] == {"adapter/cache": 1}
+            with pytest.raises(RemoteError) as err:
+                await h.call("drain", domain="adapter", key="cache", timeout=0.01)
+            assert err.value.code == "timeout"
+            assert err.value.detail == {"in_flight": {"adapter/cache": 1}}
+        snapshots: list[dict[str, object]] = []
+
+        class Seen(Exception):
+            pass
+
+        def on_event(event: dict[str, object]) -> None:
+            snapshots.append(event)
+            comps = event["snapshot"]["components"]  # type: ignore[index]
+            if comps[0]["admin"] == "drained":
+                raise Seen
+
+        with pytest.raises(Seen):
+            await h.stream("watch", on_event)
+        assert snapshots[-1]["type"] == "snapshot"
+
+
+async def test_sync_is_unavailable_without_remote_support() -> None:
+    async with running_daemon(CONFIG) as h:
+        with pytest.raises(RemoteError) as err:
+            await h.call("sync")
+        assert err.value.code == "unavailable" and "remote" in err.value.message

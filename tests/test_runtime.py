@@ -408,3 +408,64 @@ async def test_observers_see_bindings_and_admission(rt: Runtime) -> None:
         ("admission", True, None),
         ("bound", "b", "a"),
     ]
+
+
+class Grumpy:
+    """stop() misbehaves in the way named by ``how``; health() may hang."""
+
+    def __init__(self, how: str = "", hang_health: bool = False) -> None:
+        self.how, self.hang_health, self.probe = how, hang_health, anyio.Event()
+
+    async def health(self) -> bool:
+        if self.hang_health and self.probe.is_set():
+            await anyio.Event().wait()
+        return True
+
+    async def stop(self) -> None:
+        if self.how == "raise":
+            raise RuntimeError("stop exploded")
+        if self.how == "hang":
+            await anyio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"), [("raise", "stop() raised"), ("hang", "did not finish")]
+)
+async def test_misbehaving_stop_is_bounded_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str, needle: str
+) -> None:
+    store = IntentStore(tmp_path / "intent.json")
+    store.load()
+    async with Runtime(intent=store, timeouts=Timeouts(stop=0.05)) as rt:
+        c = Candidate(
+            domain="adapter",
+            key="g",
+            provider="g",
+            factory="test_runtime:Grumpy",
+            settings={"how": how},
+            source="test",
+        )
+        await rt.reconcile_many(rt.apply_candidates({"test"}, [c]))
+    assert needle in caplog.text
+
+
+async def test_hanging_health_probe_degrades(tmp_path: Path) -> None:
+    store = IntentStore(tmp_path / "intent.json")
+    store.load()
+    async with Runtime(
+        intent=store, timeouts=Timeouts(health_interval=0.001, activation=0.05)
+    ) as rt:
+        c = Candidate(
+            domain="adapter",
+            key="g",
+            provider="g",
+            factory="test_runtime:Grumpy",
+            settings={"hang_health": True},
+            source="test",
+        )
+        await rt.reconcile_many(rt.apply_candidates({"test"}, [c]))
+        rt.state("adapter", "g").slot.current.instance.probe.set()  # type: ignore[union-attr]
+        with anyio.fail_after(5):
+            while rt.state("adapter", "g").lifecycle != "degraded":
+                await rt.wait_changed(rt.version)
+        assert "did not answer" in (rt.state("adapter", "g").last_error or "")

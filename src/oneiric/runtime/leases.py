@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from oneiric.errors import NotFound, Paused, Timeout, Unavailable
+from oneiric.errors import Paused, Timeout, Unavailable
 
 
 class Binding:
@@ -121,13 +121,6 @@ class Slot:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
-    def in_flight_by_provider(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for b in (self.current, *self.retiring):
-            if b is not None and b.in_flight:
-                out[b.provider] = out.get(b.provider, 0) + b.in_flight
-        return out
-
 
 class Lease:
     """``async with slot.lease() as instance:`` — pins the instance for the block."""
@@ -190,12 +183,6 @@ class LeaseTable:
 
     def __init__(self) -> None:
         self.slots: dict[tuple[str, str], Slot] = {}
-
-    def get(self, domain: str, key: str) -> Slot:
-        try:
-            return self.slots[(domain, key)]
-        except KeyError:
-            raise NotFound(f"no component {domain}/{key}") from None
 
     def ensure(self, domain: str, key: str) -> Slot:
         slot = self.slots.get((domain, key))
