@@ -53,6 +53,13 @@ def _wall(cmd: list[str], n: int = 25) -> float:
     return statistics.median(samples)
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _start(d: Path) -> subprocess.Popen[bytes]:
     (d / "oneiricd.toml").write_text(CONFIG)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -157,6 +164,13 @@ def run() -> list[dict[str, Any]]:
                 row["goal"] = "p99 < 10 ms"
                 row["met"] = r["p99"] < 10
             rows.append(row)
+        rows.append(
+            {
+                "name": "oneiricd resident memory after the load above",
+                "unit": "MiB",
+                "value": round(_rss_mib(proc.pid), 1),
+            }
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
