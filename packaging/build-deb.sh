@@ -55,8 +55,10 @@ mkdir -p "$WORK/src" "$WORK/wheels" "$STAGE" "$OUT"
 
 # --- 1. the project wheel, built from a clean copy of the sources (no stale build/lib, no
 # egg-info or __pycache__ of the developer tree)
-tar --exclude=__pycache__ --exclude='*.egg-info' -cf - pyproject.toml src \
-  $(ls README* LICENSE* 2>/dev/null || true) | tar -xf - -C "$WORK/src"
+shopt -s nullglob
+sources=(pyproject.toml src README* LICENSE*)
+shopt -u nullglob
+tar --exclude=__pycache__ --exclude='*.egg-info' -cf - "${sources[@]}" | tar -xf - -C "$WORK/src"
 quiet "${PIP[@]}" wheel --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
 WHEEL=$(ls "$WORK"/wheels/oneiric-*.whl)
 VERSION=$(basename "$WHEEL" | cut -d- -f2)
@@ -72,7 +74,7 @@ for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_$P
 quiet "${PIP[@]}" install --target "$LIB" --no-compile --no-warn-script-location \
   --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
   --constraint "$WORK/constraints.txt" "$WHEEL"
-rm -rf "$LIB/bin"   # console scripts pointing at the build interpreter; ours are below
+rm -rf "${LIB:?}/bin"   # console scripts pointing at the build interpreter; ours are below
 # direct_url.json records the build directory: not reproducible, and of no use on a host
 rm -f "$LIB"/oneiric-*.dist-info/direct_url.json
 sed -i '/direct_url\.json/d' "$LIB"/oneiric-*.dist-info/RECORD
@@ -82,7 +84,7 @@ find "$LIB" -name __pycache__ -prune -exec rm -rf {} +
 COMPILER=/usr/bin/python3
 "$COMPILER" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || COMPILER=$VENV/bin/python
 quiet "$COMPILER" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$LIB"
-log "dependencies: $(ls -d "$LIB"/*.dist-info | xargs -n1 basename | sed 's/\.dist-info$//' | tr '\n' ' ')"
+log "bundled: $(find "$LIB" -maxdepth 1 -name '*.dist-info' -printf '%f\n' | sed 's/\.dist-info$//' | sort | tr '\n' ' ')"
 
 # --- 3. wrappers and /usr/bin links
 mkdir -p "$STAGE$PREFIX/bin" "$STAGE/usr/bin"

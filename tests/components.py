@@ -13,6 +13,7 @@ GATES: dict[str, anyio.Event] = {}
 CALLS: Counter[str] = Counter()
 LIVE: set[str] = set()  # names of constructed-but-not-stopped instances
 ERRORS: list[str] = []
+FAIL_START: set[str] = set()  # names of Flaky instances whose start() fails right now
 
 
 def gate(name: str) -> anyio.Event:
@@ -27,6 +28,7 @@ def reset() -> None:
     CALLS.clear()
     LIVE.clear()
     ERRORS.clear()
+    FAIL_START.clear()
 
 
 class Thing:
@@ -43,6 +45,7 @@ class Thing:
 
     async def start(self) -> None:
         CALLS[f"{self.name}.start"] += 1
+        gate(f"{self.name}.starting").set()
         if self.block == "start":
             await gate(f"{self.name}.start").wait()
         if self.fail == "start":
@@ -138,3 +141,12 @@ class LeaseHolder:
 
     async def stop(self) -> None:
         self._scope.cancel()
+
+
+class Flaky(Thing):
+    """Fails start() while its name is in FAIL_START: the same candidate can fail, then work."""
+
+    async def start(self) -> None:
+        await super().start()
+        if self.name in FAIL_START:
+            raise RuntimeError(f"{self.name}: backend down")

@@ -188,3 +188,26 @@ class NoHandle:
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
+
+
+class BlockingSyncService:
+    """A plain (sync) service without stop_run(): run() blocks its worker thread until the
+    test sets RELEASE. Records how many run() calls ever overlapped."""
+
+    STARTED = threading.Event()
+    RELEASE = threading.Event()
+    active = 0
+    max_active = 0
+    lock = threading.Lock()
+
+    def run(self) -> None:
+        cls = BlockingSyncService
+        with cls.lock:
+            cls.active += 1
+            cls.max_active = max(cls.max_active, cls.active)
+        cls.STARTED.set()
+        try:
+            cls.RELEASE.wait(30)
+        finally:
+            with cls.lock:
+                cls.active -= 1

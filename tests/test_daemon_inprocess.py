@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import components as comp
@@ -149,3 +150,20 @@ async def test_sync_is_unavailable_without_remote_support() -> None:
         with pytest.raises(RemoteError) as err:
             await h.call("sync")
         assert err.value.code == "unavailable" and "remote" in err.value.message
+
+
+async def test_health_file_trouble_is_logged_and_survived(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_daemon(CONFIG) as h:
+        h.health_file.unlink()
+        h.health_file.mkdir()  # the daemon cannot replace a directory with its file
+        await h.call("pause", domain="adapter", key="cache")
+        with anyio.fail_after(10):
+            while "cannot write the health file" not in caplog.text:
+                await h.daemon.health_written()  # pulsed after every attempt
+        assert (await h.call("ping"))["state"] == "running"  # still serving
+        h.health_file.rmdir()
+        await h.call("resume", domain="adapter", key="cache")
+        snap = await h.wait_health(lambda s: s.components[0].admin == "active")
+        assert snap.state == "running"

@@ -434,3 +434,12 @@ def test_second_signal_exits_at_once_while_draining(daemon: Proc) -> None:
         assert not os.path.exists(daemon.socket)
     finally:
         held.close()
+
+
+def test_socket_path_on_a_regular_file_is_a_config_error(workdir: Path) -> None:
+    precious = workdir / "precious.txt"
+    precious.write_text("keep me")
+    p = spawn(workdir, "--socket", str(precious))
+    assert p.proc.wait(timeout=30) == 78
+    assert "not a socket" in p.stderr_text()
+    assert precious.read_text() == "keep me"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 import domain_components as dc
 from harness import Harness, running_daemon
+from oneiric.control.client import RemoteError
 from oneiric.domains import service
 from oneiric.domains.service import BackoffPolicy
 
@@ -170,3 +172,37 @@ def test_backoff_policy_doubles_and_caps() -> None:
     p = BackoffPolicy(initial=0.5, maximum=4)
     assert [p.delay(n) for n in range(6)] == [0, 0.5, 1, 2, 4, 4]
     assert p.delay(10_000) == 4
+
+
+async def test_plain_run_keeps_its_lease_until_the_thread_returns() -> None:
+    from domain_components import BlockingSyncService as svc
+
+    svc.STARTED.clear()
+    svc.RELEASE.clear()
+    config = """
+[daemon]
+watch = false
+stop_timeout = "1s"
+[[component]]
+domain = "service"
+key = "sync"
+provider = "s"
+factory = "domain_components:BlockingSyncService"
+"""
+    async with running_daemon(config) as h:
+        assert await anyio.to_thread.run_sync(svc.STARTED.wait, 10)
+        first = await h.call("drain", domain="service", key="sync", wait=False)
+        assert first["in_flight"] == {"service/sync": 1}
+        # the grace period passes but the thread cannot be interrupted: still in flight
+        with pytest.raises(RemoteError) as err:
+            await h.call("drain", domain="service", key="sync", timeout=1.5)
+        assert err.value.detail == {"in_flight": {"service/sync": 1}}
+        svc.STARTED.clear()
+        svc.RELEASE.set()  # run() returns: the drain completes
+        done = await h.call("drain", domain="service", key="sync", timeout=10)
+        assert done["drained"] is True
+        svc.RELEASE.clear()
+        await h.call("resume", domain="service", key="sync")
+        assert await anyio.to_thread.run_sync(svc.STARTED.wait, 10)
+        assert svc.max_active == 1
+        svc.RELEASE.set()

@@ -1310,8 +1310,15 @@ def test_zero_reply_timeout_is_usage_error(fake: FakeDaemon) -> None:
 
 def test_status_details_show_only_the_unusual() -> None:
     doc = status_doc(
-        component("service", "beat", "b", restarts=3, run_state="backoff", backoff_s=4.0,
-                  last_run_error="RuntimeError: boom"),
+        component(
+            "service",
+            "beat",
+            "b",
+            restarts=3,
+            run_state="backoff",
+            backoff_s=4.0,
+            last_run_error="RuntimeError: boom",
+        ),
         component("task", "t", "x", runs=5, failed_runs=1, skipped_runs=2),
         component("task", "fine", "x", runs=9),
     )

@@ -649,14 +649,16 @@ def test_bind_removes_a_stale_socket_file(caplog: pytest.LogCaptureFixture) -> N
         sock.close()
 
 
-def test_bind_replaces_a_non_socket_file_and_refuses_a_directory() -> None:
+def test_bind_never_removes_a_non_socket_file_or_a_directory() -> None:
+    """A mistyped --socket must not delete, say, the config file it points at."""
     with scratch() as d:
         path = os.path.join(d, "s")
         with open(path, "w") as f:
-            f.write("junk")
-        sock = bind_control_socket(path, mode=0o600, group=None)
-        assert stat.S_ISSOCK(os.lstat(path).st_mode)
-        sock.close()
+            f.write("precious")
+        with pytest.raises(OneiricError, match="not a socket; refusing to remove it"):
+            bind_control_socket(path, mode=0o600, group=None)
+        with open(path) as f:
+            assert f.read() == "precious"
         os.unlink(path)
         os.mkdir(path)
         with pytest.raises(OneiricError, match="is a directory"):

@@ -55,6 +55,12 @@ LIVE_SETTINGS = frozenset(
 )
 
 
+def _write_health_file(path: str, snap: HealthSnapshot) -> None:
+    """Write the snapshot, recreating the directory if something removed it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_health(path, snap)
+
+
 class StartupError(OneiricError):
     """Start-up failed; ``exit_status`` is what oneiricd exits with."""
 
@@ -179,6 +185,10 @@ class Daemon:
                 "one (stop it first, or pass --socket)",
                 EXIT_ALREADY_RUNNING,
             ) from exc
+        except (OneiricError, OSError) as exc:
+            raise StartupError(
+                f"cannot create the control socket {self.paths.socket}: {exc}", EXIT_CONFIG
+            ) from exc
         self._owns_socket_file = True
         return sock
 
@@ -275,16 +285,27 @@ class Daemon:
             self.runtime.touch()
 
     # -- signals and shutdown --------------------------------------------------------------------
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload(trigger="SIGHUP")
+        except OneiricError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+
     async def _signal_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            await self._read_signals(tg, task_status)
+
+    async def _read_signals(
+        self, tg: anyio.abc.TaskGroup, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             task_status.started()
             async for signum in sigs:
                 if signum == signal.SIGHUP:
-                    log.info("SIGHUP: reloading configuration")
-                    try:
-                        await self.reload(trigger="SIGHUP")
-                    except OneiricError as exc:
-                        log.error("reload failed, keeping the running config: %s", exc)
+                    if not self._stop.is_set():
+                        log.info("SIGHUP: reloading configuration")
+                        # in the background: this loop must keep reading stop signals
+                        tg.start_soon(self._reload_on_signal)
                     continue
                 self._signals += 1
                 if self._signals == 1:
@@ -341,14 +362,29 @@ class Daemon:
     async def _health_writer(self, rt: Runtime, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         assert self.paths is not None and self.config is not None
         path = self.paths.health_file
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         seen = -1
         first = True
         last_status = ""
+        failing: str | None = None
         while True:
             snap = self.snapshot()
             seen = rt.version
-            await anyio.to_thread.run_sync(write_health, path, snap)
+            try:
+                await anyio.to_thread.run_sync(_write_health_file, path, snap)
+            except OSError as exc:
+                if first:
+                    raise StartupError(
+                        f"cannot write the health file {path}: {exc} (check --health-file, "
+                        "[daemon] health_file or RUNTIME_DIRECTORY)",
+                        EXIT_CONFIG,
+                    ) from exc
+                if failing != str(exc):  # once per distinct problem, not every heartbeat
+                    log.error("cannot write the health file %s: %s; will retry", path, exc)
+                    failing = str(exc)
+            else:
+                if failing is not None:
+                    log.info("health file %s is being written again", path)
+                    failing = None
             self._health_written.set()
             self._health_written = anyio.Event()
             line = self.status_line()
@@ -362,7 +398,7 @@ class Daemon:
                 await rt.wait_changed(seen)
 
     async def health_written(self) -> None:
-        """Return after the next health file write (tests and watchers follow the file)."""
+        """Return after the next attempt to write the health file (tests follow the file)."""
         await self._health_written.wait()
 
     async def _write_final_health(self) -> None:
@@ -391,6 +427,7 @@ class Daemon:
         assert rt is not None and self.config is not None and self.paths is not None
         async with self._reload_lock:
             previous_state = self.state
+            notify = notify and not self._stop.is_set()
             if notify:
                 self._set_state("reloading")
                 self.notifier.reloading()
@@ -405,11 +442,14 @@ class Daemon:
                         "config reload (%s) failed, keeping the running config: %s", trigger, exc
                     )
                     raise
-                result = await self.apply_config(new, force=force)
+                # Shielded: a config is applied whole even if the requester goes away (each
+                # swap inside is bounded by the activation and stop timeouts).
+                with anyio.CancelScope(shield=True):
+                    result = await self.apply_config(new, force=force)
                 log.info("config reloaded (%s): %d key(s) changed", trigger, len(result.changed))
                 return result
             finally:
-                if notify:
+                if notify and not self._stop.is_set():  # never READY=1 after STOPPING=1
                     self._set_state(previous_state if previous_state != "reloading" else "running")
                     self.notifier.ready(self.status_line())
 

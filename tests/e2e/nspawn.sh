@@ -132,8 +132,24 @@ ns_cg_enter() {
     echo "$BASHPID" >"$d/$(ns_cg_name)/cgroup.procs"
   done
 }
+ns_cg_procs() {  # the processes still in our sub-cgroups
+  local d
+  for d in $(ns_cg_dirs); do
+    [ -d "$d/$(ns_cg_name)" ] && find "$d/$(ns_cg_name)" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
 ns_cg_cleanup() {
-  local d left=0
+  local d left=0 procs
+  # the container's processes may still be exiting; anything left after 10 s was started by
+  # our nspawn (they are in its cgroup) and is killed by pid
+  for _ in $(seq 1 50); do [ -z "$(ns_cg_procs)" ] && break; sleep 0.2; done
+  procs=$(ns_cg_procs)
+  if [ -n "$procs" ]; then
+    ns_log "killing leftover container processes: $(echo "$procs" | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    kill -KILL $procs 2>/dev/null
+    for _ in $(seq 1 25); do [ -z "$(ns_cg_procs)" ] && break; sleep 0.2; done
+  fi
   for d in $(ns_cg_dirs); do
     [ -d "$d/$(ns_cg_name)" ] || continue
     for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -195,10 +211,20 @@ ns_down() {
   np=$(cat "$NS_DIR/nspawn.pid" 2>/dev/null || true)
   if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
     pid=$(ns_leader || true)
-    [ -n "$pid" ] && ns_exec systemctl poweroff --no-block >/dev/null 2>&1
+    [ -n "$pid" ] && ns_exec timeout 10 systemctl poweroff --no-block >/dev/null 2>&1
     for _ in $(seq 1 150); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$np" 2>/dev/null; then kill -TERM "$np"; sleep 2; fi   # nspawn halts the container
-    if kill -0 "$np" 2>/dev/null; then kill -KILL "$np"; fi            # our own pid only
+    if kill -0 "$np" 2>/dev/null; then   # still shutting down (a unit that will not stop)
+      kill -TERM "$np"                   # nspawn halts the container
+      for _ in $(seq 1 50); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
+    fi
+    if kill -0 "$np" 2>/dev/null && [ -n "$pid" ]; then
+      # SIGKILL to the container's PID 1: the kernel kills its whole PID namespace (killing
+      # nspawn instead would orphan the container)
+      ns_log "container did not halt: killing its PID 1 ($pid)"
+      kill -KILL "$pid" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
+    fi
+    if kill -0 "$np" 2>/dev/null; then kill -KILL "$np"; fi   # our own pid only
     wait "$np" 2>/dev/null || true
   fi
   rm -f "$NS_DIR/nspawn.pid" "$NS_DIR/leader.pid"

@@ -41,6 +41,10 @@ T_START=$SECONDS
 
 cleanup() {
   local rc=$?
+  if [ -n "${CURRENT_STEP:-}" ]; then   # interrupted inside a step: show what it had done
+    sed 's/^/    /' "$NS_DIR/step.log" 2>/dev/null
+    printf 'INTERRUPTED %s\n' "$CURRENT_STEP"
+  fi
   if [ "${E2E_KEEP:-0}" = 1 ] && ns_leader >/dev/null 2>&1; then
     echo "E2E_KEEP=1: container $NS_MACHINE is up (nsenter -t $(ns_leader) -a); Ctrl-C tears it down"
     trap 'true' INT
@@ -71,7 +75,9 @@ step() {   # step NAME FUNC [fatal]
   fi
   out=$NS_DIR/step.log
   STEP_OK=1
+  CURRENT_STEP=$name
   "$fn" >"$out" 2>&1 || STEP_OK=0
+  CURRENT_STEP=""
   sed 's/^/    /' "$out"
   if [ "$STEP_OK" = 1 ]; then
     printf 'PASS %s (%d s)\n' "$name" $((SECONDS - t0)); passed=$((passed + 1))
@@ -82,7 +88,12 @@ step() {   # step NAME FUNC [fatal]
 }
 
 # --------------------------------------------------------------------------- helpers
-cx() { ns_exec timeout "${CX_TIMEOUT:-90}" "$@"; }   # run in the container, bounded
+# run in the container, bounded; in the background + wait, so that a signal to this script
+# (Ctrl-C, kill) runs the cleanup at once instead of after the command
+cx() {
+  ns_exec timeout "${CX_TIMEOUT:-90}" "$@" <&0 &
+  wait $!
+}
 as() { local user=$1; shift; cx runuser -u "$user" -- "$@"; }
 prop() { cx systemctl show -P "$1" oneiricd.service; }
 # the live status document (as alice, an admin), queried with e2e-json
@@ -159,7 +170,7 @@ s_cli() {
   expect "oneiricctl --help (rc $rc)" test $rc = 0
   # oneiricctl must stay import-light: no anyio/watchfiles, no entry-point scanning
   heavy=$(cx python3 -I -X importtime /opt/oneiric/bin/oneiricctl --help 2>&1 >/dev/null \
-    | grep -E '\| (anyio|watchfiles|pkg_resources|importlib\.metadata|oneiric\.daemon)$' | awk -F'|' '{print $3}' | tr -d ' ' | tr '\n' ' ')
+    | grep -E '\| +(anyio|watchfiles|pkg_resources|importlib\.metadata|oneiric\.daemon)$' | awk -F'|' '{print $3}' | tr -d ' ' | tr '\n' ' ')
   expect "oneiricctl imports no anyio/watchfiles/pkg_resources/importlib.metadata (${heavy:-none})" test -z "$heavy"
   local t0 t1
   t0=$(date +%s%N); cx oneiricctl --help >/dev/null 2>&1; t1=$(date +%s%N)
@@ -197,6 +208,7 @@ s_start() {
 s_sandbox() {
   local pid exposure
   pid=$(prop MainPID)
+  if [ -z "$pid" ] || [ "$pid" = 0 ]; then bad "no MainPID (the daemon is not running)"; return 1; fi
   cx touch /tmp/.e2e-host-tmp
   cx grep -E '^(Uid|Gid|NoNewPrivs|Seccomp|CapEff|CapBnd):' "/proc/$pid/status"
   expect "runs as oneiric:oneiric" eq "$(prop User):$(prop Group)" oneiric:oneiric
@@ -303,6 +315,24 @@ s_restart_keeps_pause() {
   expect "with its note" eq "$(status_q 'comp("adapter", "cache")["note"]')" "e2e pause"
 }
 
+s_upgrade() {
+  local pid rc restarts
+  pid=$(prop MainPID)
+  restarts=$(prop NRestarts)
+  # dpkg -i over the installed version runs the upgrade path: prerm upgrade (the daemon keeps
+  # running), unpack, postinst configure <old version> (restart on the new files)
+  CX_TIMEOUT=120 cx dpkg -i /var/tmp/oneiric.deb >"$NS_DIR/o.out" 2>&1; rc=$?
+  tail -3 "$NS_DIR/o.out"
+  expect "dpkg -i over the installed package (rc $rc)" test $rc = 0
+  expect "status 'install ok installed'" eq "$(cx dpkg-query -W -f='${Status}' oneiric)" "install ok installed"
+  note "MainPID $pid -> $(prop MainPID)"
+  expect "postinst restarted the daemon (new MainPID, active)" \
+    test "$(prop MainPID)" != "$pid" -a "$(prop ActiveState)" = active
+  expect "not a crash: NRestarts unchanged ($restarts)" eq "$(prop NRestarts)" "$restarts"
+  expect "adapter/cache is still paused after the upgrade" eq "$(status_q 'comp("adapter", "cache")["admin"]')" paused
+  expect "the conffile is untouched" eq "$(cx dpkg --verify oneiric)" ""
+}
+
 s_drain() {
   local rc
   as alice oneiricctl drain --timeout 20 >"$NS_DIR/o.out" 2>&1; rc=$?
@@ -329,6 +359,7 @@ s_watchdog() {
   expect "restart with WatchdogSec=3s (rc $rc)" test $rc = 0
   expect "WatchdogUSec is 3s" eq "$(prop WatchdogUSec)" 3s
   pid=$(prop MainPID)
+  if [ -z "$pid" ] || [ "$pid" = 0 ]; then bad "no MainPID to stop (the daemon is not running)"; return 1; fi
   local restarts; restarts=$(prop NRestarts)
   t0=$SECONDS
   cx kill -STOP "$pid"
@@ -456,6 +487,7 @@ step "alice: oneiricctl status" s_alice_status
 step "bob (not in group oneiric): mutations refused with exit 4" s_bob
 step "systemctl reload with a broken config fails and keeps the old one" s_reload_broken
 step "systemctl restart keeps the pause" s_restart_keeps_pause
+step "package upgrade (reinstall) restarts the daemon and keeps the pause" s_upgrade
 step "alice: oneiricctl drain, then resume" s_drain
 step "watchdog restarts a SIGSTOPped daemon" s_watchdog
 step "systemctl stop drains and exits cleanly" s_stop

@@ -121,6 +121,16 @@ def _run(daemon: object) -> int:
     except StartupError as exc:
         logging.getLogger("oneiricd").error("%s", exc)
         return exc.exit_status
+    except BaseExceptionGroup as group:  # raised inside a task group during start-up
+        match, _rest = group.split(StartupError)
+        if match is None:
+            raise
+        first = match.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, StartupError)
+        logging.getLogger("oneiricd").error("%s", first)
+        return first.exit_status
     except KeyboardInterrupt:  # pragma: no cover - the signal receiver handles SIGINT
         return 1
     return 0

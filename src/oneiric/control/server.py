@@ -159,11 +159,13 @@ def _clear_stale(path: str) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         raise OneiricError(f"control socket path {path} is a directory; remove it or pick another")
-    if stat.S_ISSOCK(st.st_mode):
-        _probe(path)
-        log.info("removing stale control socket %s (nothing answers on it)", path)
-    else:
-        log.warning("removing non-socket file found at the control socket path %s", path)
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OneiricError(
+            f"control socket path {path} exists and is not a socket; refusing to remove it "
+            "(check --socket / [daemon] socket)"
+        )
+    _probe(path)
+    log.info("removing stale control socket %s (nothing answers on it)", path)
     _unlink_quietly(path)
 
 

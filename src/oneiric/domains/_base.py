@@ -71,11 +71,15 @@ async def wait_until(rt: Runtime, predicate: Callable[[], bool]) -> None:
 
 async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
     """Call a component's ``run``/``handle``: coroutine functions run on the event loop; plain
-    functions run in a worker thread, because a run is work and may block (such a call cannot
-    be interrupted: on cancellation the thread is abandoned and finishes on its own)."""
+    functions run in a worker thread, because a run is work and may block.
+
+    A thread cannot be interrupted, so cancellation waits for it to return: the caller's lease
+    stays held until the work really ended (a drain that says "drained" means it, and a
+    resumed service never runs twice on one instance). A plain service ``run()`` therefore
+    needs a ``stop_run()`` to be stoppable by pause, drain or a swap."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    result = await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+    result = await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=False)
     if inspect.isawaitable(result):
         result = await result
     return result

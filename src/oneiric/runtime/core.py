@@ -231,8 +231,10 @@ class Runtime:
         note: str = "",
     ) -> list[tuple[str, str]]:
         keys = self._scope_keys(domain, key)
-        await self.intent.pause(domain, key, uid=uid, pid=pid, note=note)
-        self._apply_all_admissions()
+        try:
+            await self.intent.pause(domain, key, uid=uid, pid=pid, note=note)
+        finally:  # also after a failed (rolled back) write: admission follows the intent
+            self._apply_all_admissions()
         return keys
 
     async def drain(
@@ -245,8 +247,10 @@ class Runtime:
         note: str = "",
     ) -> list[tuple[str, str]]:
         keys = self._scope_keys(domain, key)
-        await self.intent.drain(domain, key, uid=uid, pid=pid, note=note)
-        self._apply_all_admissions()
+        try:
+            await self.intent.drain(domain, key, uid=uid, pid=pid, note=note)
+        finally:  # also after a failed (rolled back) write: admission follows the intent
+            self._apply_all_admissions()
         self._watch_drained(keys)
         return keys
 
@@ -265,8 +269,10 @@ class Runtime:
         self, domain: str | None, key: str | None, *, uid: int | None, pid: int | None
     ) -> list[tuple[str, str]]:
         keys = self._scope_keys(domain, key)
-        await self.intent.resume(domain, key, uid=uid, pid=pid)
-        self._apply_all_admissions()
+        try:
+            await self.intent.resume(domain, key, uid=uid, pid=pid)
+        finally:
+            self._apply_all_admissions()
         for k in keys:
             st = self.states.get(k)
             if st is not None and (st.parked is not None or st.parked_removal):
@@ -335,8 +341,15 @@ class Runtime:
                 f"{domain}/{key} has no candidate provider {provider!r}; "
                 f"candidates: {', '.join(names) or 'none'}"
             )
+        previous = self.intent.override(domain, key)
         await self.intent.set_override(domain, key, provider, uid=uid, pid=pid, note=note)
-        return await self.reconcile(domain, key, force=True)
+        outcome = await self.reconcile(domain, key, force=True)
+        if outcome == "failed" and previous != provider:
+            # the serving instance stays, so must the durable override that selected it:
+            # a restart must not come up on the provider that just failed
+            await self.intent.set_override(domain, key, previous, uid=uid, pid=pid, note=note)
+            self.touch()
+        return outcome
 
     def desired(self, domain: str, key: str) -> Candidate | None:
         res = self.registry.resolve(
@@ -383,6 +396,8 @@ class Runtime:
                 return "unchanged"
             if cur is not None and self.intent.effective(domain, key).state != "active":
                 st.parked, st.parked_removal = want, want is None
+                if force:  # an explicit request (swap, reload): try it again on resume
+                    st.failed_target = None
                 log.info(
                     "%s: change to %s parked while %s",
                     st.slot.name,
@@ -406,6 +421,13 @@ class Runtime:
             return await self._swap(st, want)
 
     async def _swap(self, st: KeyState, want: Candidate) -> Outcome:
+        # Shielded: once started, a swap completes (bounded by the activation and stop
+        # timeouts) even if the requester goes away, so it never half-happens.
+        with anyio.CancelScope(shield=True):
+            outcome = await self._swap_shielded(st, want)
+        return outcome
+
+    async def _swap_shielded(self, st: KeyState, want: Candidate) -> Outcome:
         cur = st.slot.current
         if cur is None:
             st.lifecycle = "activating"
@@ -430,6 +452,11 @@ class Runtime:
             self.touch()
             return "failed"
         elapsed = (time.monotonic() - started) * 1000
+        if self.stopping:  # shutdown began while this instance was starting: never bind it
+            await stop_instance(new.instance, self.timeouts.stop, st.slot.name)
+            if cur is None:
+                st.lifecycle = "inactive"
+            return "skipped"
         st.failed_target = None
         st.last_error = None
         old = st.slot.bind(new)
@@ -619,6 +646,12 @@ class Runtime:
         left = self.in_flight(keys)
         if left:
             log.warning("stopping with leases still in flight: %s", left)
+        # wait for swaps already under way (each bounded by activation + stop timeouts); new
+        # ones see `stopping` and do nothing
+        with anyio.move_on_after(self.timeouts.activation + self.timeouts.stop, shield=True):
+            for st in list(self.states.values()):
+                async with st.lock:
+                    pass
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for st in self.states.values():

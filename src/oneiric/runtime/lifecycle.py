@@ -134,6 +134,9 @@ async def activate(
         raise ActivationError(
             f"{name}: provider {provider!r} {stage} raised {describe(exc)}"
         ) from exc
+    except BaseException:  # cancelled mid-start: stop what was built, then let it propagate
+        await stop_instance(instance, stop_timeout, name)
+        raise
     return Binding(instance, candidate, provider, generation)
 
 
