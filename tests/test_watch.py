@@ -546,3 +546,15 @@ async def test_fake_empty_file_is_a_save_in_progress() -> None:
         save_truncate(h.config, config("b", watch=False))
         await send.send({(2, str(h.config))})
         await h.wait_for(lambda: provider(h) == "b")
+
+
+async def test_new_empty_dropin_does_not_hold_back_its_batch(d: Path) -> None:
+    """Config management deploys a real drop-in and an empty placeholder together."""
+    (d / "conf.d").mkdir()
+    (d / "oneiricd.toml").write_text(config(None, providers=("a",)))
+    async with running_daemon("", directory=d) as h:
+        w = watcher(h)
+        (d / "conf.d" / "10-b.toml").write_text(component("b", priority=100))
+        (d / "conf.d" / "99-local.toml").write_text("")
+        await until(w, lambda: provider(h) == "b")
+        assert w.skipped == 0

@@ -430,6 +430,13 @@ class ConfigWatcher:
 
     async def _apply(self, paths: set[str]) -> None:
         empty = await anyio.to_thread.run_sync(_empty_files, paths) if paths else []
+        # Only a file the running config was built from can be "a save in progress"; a new,
+        # empty drop-in (a placeholder) is valid TOML and must not hold back its batch.
+        running = self.daemon.config
+        known = {os.path.realpath(f) for f in (running.files if running is not None else ())}
+        if self.daemon.paths is not None:
+            known.add(os.path.realpath(self.daemon.paths.config))
+        empty = [p for p in empty if os.path.realpath(p) in known]
         if empty:
             self.skipped += 1
             log.info(
