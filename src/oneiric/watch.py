@@ -191,6 +191,13 @@ class _ArmedStop:
         self._stop.set()
 
 
+def _saves_in_progress(paths: Iterable[str], known: Iterable[str]) -> list[str]:
+    """Those of ``paths`` that are empty now and are among the ``known`` config files
+    (blocking: resolves symlinks)."""
+    real = {os.path.realpath(f) for f in known}
+    return [p for p in _empty_files(paths) if os.path.realpath(p) in real]
+
+
 def _empty_files(paths: Iterable[str]) -> list[str]:
     """Those of ``paths`` that are empty regular files right now (blocking)."""
     out = []
@@ -429,14 +436,13 @@ class ConfigWatcher:
                 self._bump()
 
     async def _apply(self, paths: set[str]) -> None:
-        empty = await anyio.to_thread.run_sync(_empty_files, paths) if paths else []
         # Only a file the running config was built from can be "a save in progress"; a new,
         # empty drop-in (a placeholder) is valid TOML and must not hold back its batch.
         running = self.daemon.config
-        known = {os.path.realpath(f) for f in (running.files if running is not None else ())}
+        known = list(running.files) if running is not None else []
         if self.daemon.paths is not None:
-            known.add(os.path.realpath(self.daemon.paths.config))
-        empty = [p for p in empty if os.path.realpath(p) in known]
+            known.append(self.daemon.paths.config)
+        empty = await anyio.to_thread.run_sync(_saves_in_progress, paths, known) if paths else []
         if empty:
             self.skipped += 1
             log.info(
