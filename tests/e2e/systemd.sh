@@ -408,10 +408,14 @@ s_socket_activation() {
   expect "the service is not running yet" eq "$(prop ActiveState)" inactive
   as alice oneiricctl ping; rc=$?
   expect "alice: oneiricctl ping starts the daemon through the socket (rc $rc)" test $rc = 0
+  # the control socket answers while the daemon is still starting (state "starting");
+  # `systemctl start` joins the pending start job and returns once READY=1 arrived
+  cx systemctl start oneiricd.service
   expect "the service is active" eq "$(prop ActiveState)" active
   cx systemctl stop oneiricd.service
   expect "the socket outlives a stop of the service" cx test -S $SOCK
   as alice oneiricctl ping >/dev/null 2>&1; rc=$?
+  cx systemctl start oneiricd.service
   expect "the next connection starts it again (oneiricctl ping rc $rc)" test $rc = 0 -a "$(prop ActiveState)" = active
   cx systemctl stop oneiricd.socket oneiricd.service
   expect "socket file removed with the socket unit" cx test ! -e $SOCK
