@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -230,12 +230,7 @@ class Runtime:
         pid: int | None,
         note: str = "",
     ) -> list[tuple[str, str]]:
-        keys = self._scope_keys(domain, key)
-        try:
-            await self.intent.pause(domain, key, uid=uid, pid=pid, note=note)
-        finally:  # also after a failed (rolled back) write: admission follows the intent
-            self._apply_all_admissions()
-        return keys
+        return await self._close(self.intent.pause, domain, key, uid=uid, pid=pid, note=note)
 
     async def drain(
         self,
@@ -246,12 +241,23 @@ class Runtime:
         pid: int | None,
         note: str = "",
     ) -> list[tuple[str, str]]:
+        keys = await self._close(self.intent.drain, domain, key, uid=uid, pid=pid, note=note)
+        self._watch_drained(keys)
+        return keys
+
+    async def _close(
+        self,
+        record: Callable[..., Awaitable[None]],
+        domain: str | None,
+        key: str | None,
+        **who: Any,
+    ) -> list[tuple[str, str]]:
+        """Record a pause/drain intent durably, then close admission for what it covers."""
         keys = self._scope_keys(domain, key)
         try:
-            await self.intent.drain(domain, key, uid=uid, pid=pid, note=note)
+            await record(domain, key, **who)
         finally:  # also after a failed (rolled back) write: admission follows the intent
             self._apply_all_admissions()
-        self._watch_drained(keys)
         return keys
 
     def _watch_drained(self, keys: Iterable[tuple[str, str]]) -> None:
