@@ -431,7 +431,7 @@ class Runtime:
         # timeouts) even if the requester goes away, so it never half-happens.
         with anyio.CancelScope(shield=True):
             outcome = await self._swap_shielded(st, want)
-        return outcome
+        return outcome  # noqa: RET504 - outside the scope, or mypy sees a missing return
 
     async def _swap_shielded(self, st: KeyState, want: Candidate) -> Outcome:
         cur = st.slot.current
