@@ -1327,3 +1327,25 @@ def test_status_details_show_only_the_unusual() -> None:
     assert "last run: RuntimeError: boom" in text
     assert "runs: 5, failed: 1, skipped: 2" in text
     assert "runs: 9" not in text
+
+
+def test_status_note_says_who_paused_and_when() -> None:
+    doc = status_doc(
+        component(
+            "adapter",
+            "cache",
+            "m",
+            admin="paused",
+            note="redis failover",
+            intent_uid=1000,
+            intent_at=NOW - 180,
+            paused_by="key",
+        ),
+        component(
+            "task", "t", "x", admin="drained", intent_uid=0, intent_at=NOW - 5, paused_by="domain"
+        ),
+        component("task", "u", "x", admin="active", intent_uid=None),
+    )
+    text = render.render_status(doc, now=NOW)
+    assert "redis failover (uid 1000, 3m00s ago)" in text
+    assert "(uid 0, 5s ago, via the domain)" in text

@@ -209,6 +209,24 @@ def provider_cell(component: Doc) -> str:
     return f"{provider}→{parked} (parked)" if parked else provider
 
 
+def note_cell(component: Doc, now: float) -> str:
+    """The operator's note, and who set the intent when (uid, "3m ago"): SPEC §4's who/when."""
+    note = component.get("note")
+    uid, at = component.get("intent_uid"), component.get("intent_at")
+    who = []
+    if uid is not None:
+        who.append(f"uid {uid}")
+    if at is not None:
+        who.append(ago(at, now))
+    by = component.get("paused_by")
+    if by in ("domain", "global"):
+        who.append(f"via {'the domain' if by == 'domain' else 'everything'}")
+    text = "" if note is None else cell(note)
+    if who and component.get("admin") not in (None, "active"):
+        return f"{text} ({', '.join(who)})" if text else f"({', '.join(who)})"
+    return text
+
+
 def _component_details(component: Doc) -> list[str]:
     details = []
     if component.get("last_error"):
@@ -250,7 +268,7 @@ def render_status(doc: Doc, *, now: float) -> str:
             cell(c.get("admin")),
             cell(c.get("lifecycle")),
             cell(c.get("in_flight", 0)),
-            "" if c.get("note") is None else cell(c.get("note")),
+            note_cell(c, now),
         )
         for c in components
     ]
