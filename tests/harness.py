@@ -87,8 +87,14 @@ class Harness:
         return path
 
 
+MADE: list[Path] = []  # removed at the end of the session (tests/conftest.py)
+
+
 def make_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="on", dir="/tmp"))
+    """A short directory (Unix socket paths are limited to 107 bytes), removed after the run."""
+    path = Path(tempfile.mkdtemp(prefix="on", dir="/tmp"))
+    MADE.append(path)
+    return path
 
 
 @asynccontextmanager

@@ -918,3 +918,25 @@ def test_default_paths_makes_relative_flags_absolute(
         str(tmp_path / "c.toml"),
         str(tmp_path / "s.sock"),
     )
+
+
+def test_health_file_follows_a_moved_socket() -> None:
+    """oneiricctl --socket X looks for X's directory/health.json when the daemon is down."""
+    resolved = default_paths(
+        config=None,
+        socket="/srv/o/o.sock",
+        state_dir=None,
+        health_file=None,
+        daemon=None,
+        environ={"RUNTIME_DIRECTORY": "/run/oneiric"},
+    )
+    assert resolved.health_file == "/srv/o/health.json"
+    explicit = default_paths(
+        config=None,
+        socket="/srv/o/o.sock",
+        state_dir=None,
+        health_file="/h.json",
+        daemon=None,
+        environ={},
+    )
+    assert explicit.health_file == "/h.json"

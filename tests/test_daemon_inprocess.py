@@ -167,3 +167,20 @@ async def test_health_file_trouble_is_logged_and_survived(
         await h.call("resume", domain="adapter", key="cache")
         snap = await h.wait_health(lambda s: s.components[0].admin == "active")
         assert snap.state == "running"
+
+
+async def test_resume_of_a_key_inside_a_paused_domain_says_it_is_still_held() -> None:
+    async with running_daemon(CONFIG) as h:
+        await h.call("pause", domain="adapter")
+        result = await h.call("resume", domain="adapter", key="cache")
+        assert result["state"] == "partly active"
+        assert result["still_held"] == {"adapter/cache": "paused by domain"}
+        assert h.rt.components()[0].admin == "paused"
+
+
+async def test_status_of_an_unknown_key_is_not_found() -> None:
+    async with running_daemon(CONFIG) as h:
+        with pytest.raises(RemoteError) as err:
+            await h.call("status", domain="adapter", key="nope")
+        assert err.value.code == "not_found" and "adapter/nope" in err.value.message
+        assert (await h.call("status", domain="task"))["components"] == []

@@ -652,7 +652,7 @@ def test_swap_failure_exits_1(fake: FakeDaemon) -> None:
     result = ctl(fake.path, "swap", "adapter", "cache", "sqlite")
     assert result.exit_code == 1
     assert err_lines(result) == [
-        "oneiricctl: swap failed: swap of adapter/cache failed, 'memory' keeps serving: boom"
+        "oneiricctl: swap: swap of adapter/cache failed, 'memory' keeps serving: boom"
     ]
 
 
@@ -1349,3 +1349,19 @@ def test_status_note_says_who_paused_and_when() -> None:
     text = render.render_status(doc, now=NOW)
     assert "redis failover (uid 1000, 3m00s ago)" in text
     assert "(uid 0, 5s ago, via the domain)" in text
+
+
+def test_resume_render_names_the_wider_intent_still_holding_a_key() -> None:
+    text = render.render_intent(
+        {
+            "affected": ["adapter/cache"],
+            "state": "partly active",
+            "still_held": {"adapter/cache": "paused by domain"},
+        },
+        "resumed",
+        "adapter/cache",
+    )
+    assert text.splitlines() == [
+        "resumed adapter/cache",
+        "  adapter/cache is still paused by its domain intent: oneiricctl resume adapter",
+    ]

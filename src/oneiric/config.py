@@ -681,15 +681,19 @@ def default_paths(
 ) -> ResolvedPaths:
     """SPEC §5 precedence: flag, then ``[daemon]`` key, then systemd's ``$RUNTIME_DIRECTORY``
     / ``$STATE_DIRECTORY``, then the FHS defaults. The config path itself: flag, then
-    ``$ONEIRIC_CONFIG``, then ``/etc/oneiric/oneiricd.toml``."""
+    ``$ONEIRIC_CONFIG``, then ``/etc/oneiric/oneiricd.toml``. The health file defaults to the
+    socket's directory (``$RUNTIME_DIRECTORY`` unless the socket was moved), which is where
+    ``oneiricctl`` looks for it."""
     d = daemon if daemon is not None else DaemonConfig()
     runtime = _first_dir(environ.get("RUNTIME_DIRECTORY")) or DEFAULT_RUNTIME_DIR
     state = _first_dir(environ.get("STATE_DIRECTORY")) or DEFAULT_STATE_DIR
+    sock = os.path.abspath(socket or d.socket or os.path.join(runtime, "oneiricd.sock"))
     return ResolvedPaths(
         config=os.path.abspath(config or environ.get("ONEIRIC_CONFIG") or DEFAULT_CONFIG),
-        socket=os.path.abspath(socket or d.socket or os.path.join(runtime, "oneiricd.sock")),
+        socket=sock,
+        # beside the socket unless set: where oneiricctl looks for it when the daemon is down
         health_file=os.path.abspath(
-            health_file or d.health_file or os.path.join(runtime, "health.json")
+            health_file or d.health_file or os.path.join(os.path.dirname(sock), "health.json")
         ),
         state_dir=os.path.abspath(state_dir or d.state_dir or state),
     )

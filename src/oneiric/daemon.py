@@ -135,6 +135,7 @@ class Daemon:
         self._reload_lock = anyio.Lock()
         self._stop = anyio.Event()
         self._health_written = anyio.Event()
+        self._health_ok = False  # a health file was written at least once
         self._signals = 0
         self.config_listeners: list[Callable[[Config], Any]] = []
 
@@ -382,6 +383,7 @@ class Daemon:
                     log.error("cannot write the health file %s: %s; will retry", path, exc)
                     failing = str(exc)
             else:
+                self._health_ok = True
                 if failing is not None:
                     log.info("health file %s is being written again", path)
                     failing = None
@@ -402,8 +404,8 @@ class Daemon:
         await self._health_written.wait()
 
     async def _write_final_health(self) -> None:
-        if self.paths is None or self.config is None:
-            return
+        if self.paths is None or self.config is None or not self._health_ok:
+            return  # never got as far as writing one: nothing to finalise
         self.state = "stopped"
         with anyio.CancelScope(shield=True):
             try:

@@ -81,7 +81,10 @@ class ControlHandler:
                     "state": d.state,
                 }
             case StatusRequest(domain=domain, key=key):
-                return d.snapshot(domain, key)
+                snap = d.snapshot(domain, key)
+                if key is not None and not snap.components:
+                    rt.state(domain, key)  # raises not_found naming the key
+                return snap
             case HealthRequest():
                 return d.snapshot()
             case ExplainRequest(domain=domain, key=key):
@@ -93,7 +96,17 @@ class ControlHandler:
                 return {"affected": _names(keys), "state": "paused"}
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
-                return {"affected": _names(keys), "state": "active"}
+                # a wider intent (domain, everything) may still hold some keys: say so
+                held = {}
+                for d_, k_ in keys:
+                    eff = rt.intent.effective(d_, k_)
+                    if eff.state != "active":
+                        held[f"{d_}/{k_}"] = f"{eff.state} by {eff.scope}"
+                return {
+                    "affected": _names(keys),
+                    "state": "active" if not held else "partly active",
+                    "still_held": held,
+                }
             case DrainRequest():
                 return await self._drain(request, peer, emit)
             case SwapRequest(domain=domain, key=key, provider=provider, clear=clear):

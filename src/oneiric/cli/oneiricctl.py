@@ -270,8 +270,13 @@ def errors(
                 detail=exc.detail,
                 hints=[ADMIN_HINT],
             )
-        hints = [h for h in (hint, _CODE_HINTS.get(exc.code)) if h]
-        fail(ctl, exc.code, f"{action} failed: {exc.message}", detail=exc.detail, hints=hints)
+        code_hint = _CODE_HINTS.get(exc.code)
+        if code_hint is not None and "oneiricctl list" in exc.message:
+            code_hint = None  # the daemon's message already points there
+        hints = [h for h in (hint, code_hint) if h]
+        # "task/x failed: ValueError: …" already says it failed: don't say it twice
+        what = f"{action}: " if " failed" in exc.message else f"{action} failed: "
+        fail(ctl, exc.code, what + exc.message, detail=exc.detail, hints=hints)
     except DaemonNotRunning as exc:
         if on_not_running is not None:
             on_not_running(exc)

@@ -304,12 +304,19 @@ def render_intent(result: Doc, verb: str, target: str) -> str:
     also covers keys that appear later."""
     affected = list(result.get("affected") or ())
     state = result.get("state")
-    suffix = f" (now {state})" if state else ""
+    held: dict[str, str] = dict(result.get("still_held") or {})
+    suffix = f" (now {state})" if state and not held else ""
     if not affected:
-        return f"{verb} {target}: no keys matched yet; the intent applies to keys that appear later"
-    if affected == [target]:
-        return f"{verb} {target}{suffix}"
-    return f"{verb} {target}: {names(affected)}{suffix}"
+        text = f"{verb} {target}: no keys matched yet; the intent applies to keys that appear later"
+    elif affected == [target]:
+        text = f"{verb} {target}{suffix}"
+    else:
+        text = f"{verb} {target}: {names(affected)}{suffix}"
+    for name, why in sorted(held.items()):
+        scope = why.rsplit(" by ", 1)[-1]
+        how = "oneiricctl resume " + (name.split("/")[0] if scope == "domain" else "--all")
+        text += f"\n  {name} is still {why.replace(' by ', ' by its ')} intent: {how}"
+    return text
 
 
 def render_swap(result: Doc, domain: str, key: str, *, cleared: bool) -> str:

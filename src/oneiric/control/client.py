@@ -202,7 +202,9 @@ class ControlClient:
         except TimeoutError:
             self.close()
             raise RemoteError(
-                "timeout", f"no reply to {op!r} from oneiricd at {self.path} within {timeout} s"
+                "timeout",
+                f"no reply to {op!r} from oneiricd at {self.path} within {timeout} s (the "
+                "daemon may still be carrying it out: check `oneiricctl status`)",
             ) from None
         except OSError as exc:
             self.close()
