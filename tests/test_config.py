@@ -765,7 +765,8 @@ def test_check_factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     errors = check_factories(load_config(path))
     assert errors == [
         f"{path}: component[2] (adapter/c provider memory): cannot import "
-        "'oneiric_no_such_mod:X': ModuleNotFoundError: No module named 'oneiric_no_such_mod'",
+        "'oneiric_no_such_mod:X': ModuleNotFoundError: No module named 'oneiric_no_such_mod'"
+        " (is the package installed, or its directory on PYTHONPATH?)",
         f"{path}: component[3] (adapter/d provider memory): cannot import "
         "'oneiric.config:NoSuchThing': AttributeError: "
         "module 'oneiric.config' has no attribute 'NoSuchThing'",

@@ -658,9 +658,12 @@ def check_factories(config: Config) -> list[str]:
         try:
             resolve_factory(comp.factory)
         except Exception as exc:  # any import-time failure is a finding, not a crash
+            hint = ""
+            if isinstance(exc, ModuleNotFoundError):
+                hint = " (is the package installed, or its directory on PYTHONPATH?)"
             errors.append(
                 f"{comp.source}: component[{index}] {_describe(comp)}: "
-                f"cannot import {comp.factory!r}: {type(exc).__name__}: {exc}"
+                f"cannot import {comp.factory!r}: {type(exc).__name__}: {exc}{hint}"
             )
     return errors
 

@@ -26,7 +26,7 @@ import anyio.abc
 import msgspec
 
 from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
-from oneiric.config import Config, ResolvedPaths, default_paths, load_config
+from oneiric.config import Config, DaemonConfig, ResolvedPaths, default_paths, load_config
 from oneiric.control.server import AlreadyRunning, bind_control_socket, serve
 from oneiric.errors import ConfigError, OneiricError
 from oneiric.runtime.core import Runtime, Timeouts
@@ -127,6 +127,7 @@ class Daemon:
         self.config: Config | None = None
         self.config_loaded_at: float | None = None
         self.config_error: str | None = None
+        self.boot_daemon: DaemonConfig | None = None
         self.paths: ResolvedPaths | None = None
         self.runtime: Runtime | None = None
         self.remote = RemoteHealth()
@@ -156,6 +157,7 @@ class Daemon:
             raise StartupError(str(exc), EXIT_CONFIG) from exc
         self.config = config
         self.config_loaded_at = time.time()
+        self.boot_daemon = config.daemon  # what the settings that need a restart still are
         self.paths = default_paths(
             config=path,
             socket=self.options.socket,
@@ -200,6 +202,12 @@ class Daemon:
             self.config if self.config is not None else await anyio.to_thread.run_sync(self.load)
         )
         assert self.paths is not None
+        if config.remote is not None:
+            log.warning(
+                "[remote] is set (%s) but remote manifests are not implemented in this "
+                "version: it is validated and ignored",
+                config.remote.url,
+            )
         self.notifier.status("starting: restoring operator intent")
         os.makedirs(self.paths.state_dir, exist_ok=True)
         store = IntentStore(Path(self.paths.state_dir) / "intent.json")
@@ -459,10 +467,13 @@ class Daemon:
         rt = self.runtime
         old = self.config
         assert rt is not None and old is not None
+        boot = self.boot_daemon or old.daemon
+        # against what the daemon started with: a setting changed by an earlier reload is
+        # still pending a restart, and one changed back is not
         not_live = [
             f"daemon.{f}"
             for f in new.daemon.__struct_fields__
-            if f not in LIVE_SETTINGS and getattr(new.daemon, f) != getattr(old.daemon, f)
+            if f not in LIVE_SETTINGS and getattr(new.daemon, f) != getattr(boot, f)
         ]
         if not_live:
             log.warning("changed settings need a restart to take effect: %s", ", ".join(not_live))

@@ -126,8 +126,8 @@ class ControlHandler:
                 return await domains.emit(request.topic, request.data)
             case SyncRequest():
                 raise Unavailable(
-                    "no [remote] source is configured; remote manifests are not supported by "
-                    "this version"
+                    "remote manifests are not implemented in this version of oneiricd "
+                    "([remote] is validated but not used)"
                 )
         raise OneiricError(f"unhandled op {type(request).__name__}")  # pragma: no cover
 
