@@ -211,3 +211,14 @@ class BlockingSyncService:
         finally:
             with cls.lock:
                 cls.active -= 1
+
+
+class BlockingSyncHandler:
+    """A plain handle() doing blocking work: holds its worker thread until RELEASE is set."""
+
+    RELEASE = threading.Event()
+    started = threading.Semaphore(0)
+
+    def handle(self, event: Any) -> None:
+        BlockingSyncHandler.started.release()
+        BlockingSyncHandler.RELEASE.wait(30)

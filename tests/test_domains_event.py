@@ -192,3 +192,71 @@ def test_check_topic() -> None:
     for bad in ("", "a b", "user.*", ".x", "x?"):
         with pytest.raises(BadRequest):
             check_topic(bad)
+
+
+async def test_events_held_by_a_removed_key_are_counted_as_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dc.reset()
+    base = """
+[daemon]
+watch = false
+drain_timeout = "5s"
+stop_timeout = "5s"
+"""
+    key = """
+[[component]]
+domain = "event"
+key = "hooks"
+provider = "h"
+factory = "domain_components:Handler"
+topics = ["order.*"]
+concurrency = 1
+settings = { name = "h" }
+"""
+    async with running_daemon(base + key) as h:
+        await h.call("emit", topic="order.paid", data={"gate": "g"})
+        await dc.passed("h:g.started")
+        for i in range(4):  # queued behind the one in flight (concurrency 1)
+            await h.call("emit", topic="order.paid", data={"n": i})
+        h.write_config(base)
+        await h.call("reload")  # the key is removed
+        st = h.rt.state("event", "hooks")
+        assert st.extras["dropped_events"] == 4 and st.extras["held_events"] == 0
+        assert "removed with 4 undelivered event(s)" in caplog.text
+        dc.gate("h:g").set()
+
+
+async def test_blocking_plain_handlers_cannot_starve_the_daemon_of_threads() -> None:
+    from domain_components import BlockingSyncHandler as handler
+    from oneiric.domains._base import COMPONENT_THREADS
+
+    handler.RELEASE.clear()
+    config = """
+[daemon]
+watch = false
+stop_timeout = "1s"
+[[component]]
+domain = "event"
+key = "slow"
+provider = "s"
+factory = "domain_components:BlockingSyncHandler"
+topics = ["job.*"]
+"""
+    async with running_daemon(config) as h:
+        for _ in range(COMPONENT_THREADS + 8):
+            await h.call("emit", topic="job.done")
+        own = anyio.CapacityLimiter(1)  # the test's own thread, outside every shared pool
+        for _ in range(COMPONENT_THREADS):  # every component thread is now blocked
+            assert await anyio.to_thread.run_sync(handler.started.acquire, True, 10, limiter=own)
+
+        # the daemon's own durable work still gets threads: pause commits and answers
+        def pause() -> Any:
+            with h.client(timeout=5) as c:  # a starved daemon would not answer in time
+                return c.call("pause", domain="event", key="slow", note="still works")
+
+        try:
+            result = await anyio.to_thread.run_sync(pause, limiter=own)
+            assert result["affected"] == ["event/slow"]
+        finally:
+            handler.RELEASE.set()

@@ -206,3 +206,53 @@ factory = "domain_components:BlockingSyncService"
         assert await anyio.to_thread.run_sync(svc.STARTED.wait, 10)
         assert svc.max_active == 1
         svc.RELEASE.set()
+
+
+PARKED_BASE = """
+[daemon]
+watch = false
+drain_timeout = "5s"
+stop_timeout = "5s"
+"""
+PARKED_SVC = """
+[[component]]
+domain = "service"
+key = "worker"
+provider = "{0}"
+factory = "domain_components:CooperativeService"
+settings = {{ name = "{0}" }}
+"""
+
+
+async def test_resume_applies_a_parked_swap_without_restarting_the_old_service() -> None:
+    dc.reset()
+    base = PARKED_BASE + PARKED_SVC.format("old") + PARKED_SVC.format("new")
+
+    def cfg(selected: str) -> str:
+        return base + f'[selections.service]\nworker = "{selected}"\n'
+
+    async with running_daemon(cfg("old")) as h:
+        st = h.rt.state("service", "worker")
+        await dc.passed("old.run.1")
+        await h.call("pause", domain="service", key="worker")
+        await h.wait_for(lambda: st.slot.in_flight == 0)
+        h.write_config(cfg("new"))
+        assert (await h.call("reload"))["outcomes"] == {"service/worker": "parked"}
+        await h.call("resume", domain="service", key="worker")
+        await dc.passed("new.run.1")
+        assert dc.COUNTS["old.run"] == 1, "the replaced instance's run() was started again"
+
+
+async def test_resume_applies_a_parked_removal_without_restarting_the_service() -> None:
+    dc.reset()
+    async with running_daemon(PARKED_BASE + PARKED_SVC.format("old")) as h:
+        st = h.rt.state("service", "worker")
+        await dc.passed("old.run.1")
+        await h.call("pause", domain="service", key="worker")
+        await h.wait_for(lambda: st.slot.in_flight == 0)
+        h.write_config(PARKED_BASE)
+        await h.call("reload")
+        assert st.parked_removal
+        await h.call("resume", domain="service", key="worker")
+        await h.wait_for(lambda: st.slot.current is None and not st.slot.retiring)
+        assert dc.COUNTS["old.run"] == 1

@@ -238,3 +238,33 @@ async def test_stopping_daemon_refuses_new_runs() -> None:
             await run(h)
         assert "oneiricd is stopping" in err.value.message
         dc.gate("g").set()
+
+
+async def test_a_scheduled_run_never_overlaps_the_previous_one() -> None:
+    dc.reset()
+    config = """
+[daemon]
+watch = false
+stop_timeout = "1s"
+[[component]]
+domain = "task"
+key = "slow"
+provider = "t"
+factory = "domain_components:Task"
+every = "10ms"
+settings = { name = "t" }
+"""
+    # the scheduled payload is None: make the task block by patching its run for this test
+    async with running_daemon(config) as h:
+        st = h.rt.state("task", "slow")
+        inst = st.slot.current.instance  # type: ignore[union-attr]
+        release = anyio.Event()
+
+        async def blocking_run(payload: object = None) -> None:
+            dc.COUNTS["t.run"] += 1
+            await release.wait()
+
+        inst.run = blocking_run
+        await h.wait_for(lambda: st.extras.get("skipped_runs", 0) >= 3)
+        assert dc.COUNTS["t.run"] == 1 and st.slot.in_flight == 1
+        release.set()

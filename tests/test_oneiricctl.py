@@ -1021,15 +1021,23 @@ def test_health_default_path_beside_socket(rundir: Path) -> None:
     assert result.exit_code == 0
 
 
-def test_health_stale_exits_1_saying_why(rundir: Path) -> None:
+def test_health_of_a_dead_daemon_exits_3_saying_why(rundir: Path) -> None:
     pid = dead_pid()
     write_health(rundir / "health.json", status_doc(CACHE, pid=pid))
     result = health_cmd(rundir / "health.json")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not running, as `status` says
     assert result.stdout.startswith("STALE: last health snapshot from")
     assert err_lines(result) == [
         f"oneiricctl: the health snapshot is stale: pid {pid} is not running (the daemon died)"
     ]
+
+
+def test_health_not_updating_exits_1(rundir: Path) -> None:
+    doc = status_doc(CACHE, pid=os.getpid(), updated_at=time.time() - 3600)
+    write_health(rundir / "health.json", doc)
+    result = health_cmd(rundir / "health.json")
+    assert result.exit_code == 1
+    assert "stale" in result.stderr
 
 
 def test_health_failed_component_exits_1(rundir: Path) -> None:
@@ -1365,3 +1373,33 @@ def test_resume_render_names_the_wider_intent_still_holding_a_key() -> None:
         "resumed adapter/cache",
         "  adapter/cache is still paused by its domain intent: oneiricctl resume adapter",
     ]
+
+
+def test_reload_reports_failed_swaps_and_exits_1(fake: FakeDaemon) -> None:
+    fake.on(
+        "reload",
+        {
+            "changed": ["adapter/cache"],
+            "not_live": [],
+            "outcomes": {"adapter/cache": "failed", "task/t": "parked"},
+            "failed": {"adapter/cache": "start() raised RuntimeError: down"},
+        },
+    )
+    result = ctl(fake.path, "reload")
+    assert result.exit_code == 1
+    assert "FAILED adapter/cache: start() raised RuntimeError: down" in result.stdout
+    assert "parked until resumed: task/t" in result.stdout
+
+
+def test_emit_with_a_full_queue_says_dropped_and_exits_1(fake: FakeDaemon) -> None:
+    fake.on("emit", {"delivered": [], "held": [], "dropped": ["event/audit"]})
+    result = ctl(fake.path, "emit", "user.created")
+    assert result.exit_code == 1
+    assert "DROPPED by event/audit: queue full" in result.stdout
+
+
+def test_status_counts_a_crash_looping_service_as_failing(fake: FakeDaemon) -> None:
+    fake.on("status", status_doc(component("service", "w", "p", run_state="backoff", restarts=7)))
+    result = ctl(fake.path, "status")
+    assert result.exit_code == 1
+    assert "service/w (run() crashing, 7 restart(s))" in result.stdout

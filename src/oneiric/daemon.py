@@ -83,6 +83,7 @@ class ReloadResult(msgspec.Struct, kw_only=True):
     changed: list[str]
     not_live: list[str]
     outcomes: dict[str, str]
+    failed: dict[str, str] = {}  # key -> why its swap failed (the previous instance serves)
 
 
 def candidates_of(config: Config) -> list[Candidate]:
@@ -495,4 +496,9 @@ class Daemon:
             changed=sorted(f"{d}/{k}" for d, k in keys),
             not_live=not_live,
             outcomes={f"{d}/{k}": v for (d, k), v in outcomes.items()},
+            failed={
+                f"{d}/{k}": rt.states[(d, k)].last_error or "activation failed"
+                for (d, k), v in outcomes.items()
+                if v == "failed"
+            },
         )

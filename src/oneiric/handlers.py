@@ -93,7 +93,16 @@ class ControlHandler:
                 return {"candidates": self._list(domain, shadowed)}
             case PauseRequest(domain=domain, key=key, note=note):
                 keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
-                return {"affected": _names(keys), "state": "paused"}
+                stricter = {
+                    f"{d_}/{k_}": f"{eff.state} by {eff.scope}"
+                    for d_, k_ in keys
+                    if (eff := rt.intent.effective(d_, k_)).state == "draining"
+                }
+                return {
+                    "affected": _names(keys),
+                    "state": "paused" if not stricter else "partly draining",
+                    "still_held": stricter,
+                }
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
                 # a wider intent (domain, everything) may still hold some keys: say so
@@ -118,7 +127,7 @@ class ControlHandler:
             case RunRequest() | EmitRequest():
                 domains = getattr(d, "domains", None)
                 if domains is None:
-                    raise Unavailable("this daemon does not run tasks or events")
+                    raise Unavailable("oneiricd is still starting; try again in a moment")
                 if isinstance(request, RunRequest):
                     return await domains.run(
                         request.domain, request.key, request.payload, wait=request.wait

@@ -488,7 +488,8 @@ def health(ctl: Ctl, file_path: str | None) -> None:
     output(ctl, doc, text)
     if verdict.stale:
         click.echo(f"oneiricctl: the health snapshot is stale: {verdict.reason}", err=True)
-        raise click.exceptions.Exit(EXIT_FAILED)
+        # a dead daemon is "not running" (3), as for status; a live one not updating is 1
+        raise click.exceptions.Exit(EXIT_NOT_RUNNING if verdict.dead else EXIT_FAILED)
     if snapshot.state == "stopped":
         click.echo("oneiricctl: oneiricd stopped cleanly (final snapshot)", err=True)
         raise click.exceptions.Exit(EXIT_NOT_RUNNING)
@@ -809,6 +810,8 @@ def emit(ctl: Ctl, topic: str, data: Any) -> None:
     with errors(ctl, "emit"):
         result = call(ctl, "emit", topic=topic, data=data)
     output(ctl, result, render.render_emit(result, topic))
+    if result.get("dropped"):  # overflow is never silent: a script must see it too
+        sys.exit(EXIT_FAILED)
 
 
 # --- daemon: reload / sync -------------------------------------------------------------------
@@ -830,6 +833,8 @@ def reload(ctl: Ctl) -> None:
     with errors(ctl, "reload", hint="the running configuration is kept; fix it and reload again"):
         result = call(ctl, "reload", read_timeout=ctl.read_timeout(WAITING_TIMEOUT))
     output(ctl, result, render.render_reload(result))
+    if result.get("failed"):  # a swap the new config asked for did not happen
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command(epilog="Example:\n\n  oneiricctl sync --json")

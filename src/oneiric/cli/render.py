@@ -147,12 +147,15 @@ def component_name(component: Doc) -> str:
 
 
 def failing(doc: Doc) -> list[str]:
-    """``domain/key (lifecycle)`` for every failed or degraded component."""
-    return [
-        f"{component_name(c)} ({c.get('lifecycle')})"
-        for c in doc.get("components") or ()
-        if c.get("lifecycle") in FAILING
-    ]
+    """``domain/key (why)`` for every failed or degraded component, and every service whose
+    ``run()`` keeps crashing (in backoff): a crash loop is not healthy, whatever its lifecycle."""
+    out = []
+    for c in doc.get("components") or ():
+        if c.get("lifecycle") in FAILING:
+            out.append(f"{component_name(c)} ({c.get('lifecycle')})")
+        elif c.get("run_state") == "backoff":
+            out.append(f"{component_name(c)} (run() crashing, {c.get('restarts', 0)} restart(s))")
+    return out
 
 
 def filter_components(doc: Doc, domain: str | None, key: str | None) -> dict[str, Any]:
@@ -481,11 +484,14 @@ def render_run(result: Any, kind: str, key: str) -> str:
 def render_emit(result: Doc, topic: str) -> str:
     delivered = list(result.get("delivered") or ())
     held = list(result.get("held") or ())
-    if not delivered and not held:
+    dropped = list(result.get("dropped") or ())
+    if not delivered and not held and not dropped:
         return f"{topic}: no event key matched"
-    lines = [f"{topic}: delivered to {names(delivered)}"]
+    lines = [f"{topic}: delivered to {names(delivered)}"] if delivered else [f"{topic}:"]
     if held:
         lines.append(f"held for {names(held)} (paused; delivered on resume)")
+    if dropped:
+        lines.append(f"DROPPED by {names(dropped)}: queue full (raise queue_size, or resume)")
     return "\n".join(lines)
 
 
@@ -495,6 +501,12 @@ def render_reload(result: Doc) -> str:
     not_live = list(result.get("not_live") or ())
     if not_live:
         lines.append(f"not applied live (restart oneiricd to apply): {names(not_live)}")
+    outcomes: dict[str, str] = dict(result.get("outcomes") or {})
+    parked = sorted(k for k, v in outcomes.items() if v == "parked")
+    if parked:
+        lines.append(f"parked until resumed: {names(parked)}")
+    for key, why in sorted(dict(result.get("failed") or {}).items()):
+        lines.append(f"FAILED {key}: {why} (the previous provider keeps serving)")
     return "\n".join(lines)
 
 

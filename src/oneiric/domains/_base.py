@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from oneiric.errors import OneiricError
@@ -69,6 +70,24 @@ async def wait_until(rt: Runtime, predicate: Callable[[], bool]) -> None:
         seen = await rt.wait_changed(seen)
 
 
+#: Worker threads for components' plain run()/handle(). Separate from anyio's default pool,
+#: which the daemon needs for its own file work (intent commits, the health file, config
+#: loads): slow component code can use up these, never those.
+COMPONENT_THREADS = 32
+_threads: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar(
+    "oneiric_component_threads"
+)
+
+
+def component_threads() -> anyio.CapacityLimiter:
+    try:
+        return _threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(COMPONENT_THREADS)
+        _threads.set(limiter)
+        return limiter
+
+
 async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
     """Call a component's ``run``/``handle``: coroutine functions run on the event loop; plain
     functions run in a worker thread, because a run is work and may block.
@@ -79,7 +98,9 @@ async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
     needs a ``stop_run()`` to be stoppable by pause, drain or a swap."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    result = await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=False)
+    result = await anyio.to_thread.run_sync(
+        functools.partial(fn, *args), abandon_on_cancel=False, limiter=component_threads()
+    )
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -83,6 +83,17 @@ class EventDispatcher:
     async def bound(self, st: KeyState, new: Binding | None, old: Binding | None) -> None:
         if new is not None:
             self._queue(st).wake.set()
+            return
+        # the key was removed: what it still held can never be delivered — say so, count it
+        kq = self.keys.get(st.slot.key)
+        if kq is not None and kq.queue:
+            lost = len(kq.queue)
+            log.warning(
+                "%s: removed with %d undelivered event(s); they are dropped", st.slot.name, lost
+            )
+            kq.queue.clear()
+            bump(self.rt, st, "dropped_events", lost)
+            set_extras(self.rt, st, held_events=0)
 
     def admission(self, st: KeyState, admitting: bool) -> None:
         kq = self.keys.get(st.slot.key)

@@ -70,8 +70,10 @@ class _Runner:
 
     # -- conditions ------------------------------------------------------------------------------
     def may_start(self) -> bool:
-        slot = self.st.slot
-        return not self.retired and slot.admitting and slot.current is self.binding
+        slot, st = self.st.slot, self.st
+        # not while a parked swap/removal is about to replace this instance (after a resume)
+        parked = st.pending or st.parked is not None or st.parked_removal
+        return not self.retired and slot.admitting and slot.current is self.binding and not parked
 
     def keep_running(self) -> bool:
         # not "slot.current is binding": a swapped-out instance runs until its successor has

@@ -103,6 +103,7 @@ class RunManager:
         self.tg = tg
         self.domain = domain
         self.keys: dict[str, _KeyRuns] = {}
+        self._scheduled: dict[str, RunHandle] = {}  # last scheduled run per key (no overlap)
 
     def _runs(self, key: str) -> _KeyRuns:
         kr = self.keys.get(key)
@@ -229,8 +230,13 @@ class RunManager:
         """One scheduled tick of ``key``: start a run, or count a skipped one. True if started.
         A tick never waits for anything (that is what keeps runs from piling up)."""
         st = self.rt.state(self.domain, key)
+        previous = self._scheduled.get(key)
+        if previous is not None and not previous.done.is_set():
+            log.info("%s: scheduled run skipped: the previous one is still running", st.slot.name)
+            bump(self.rt, st, "skipped_runs")
+            return False
         try:
-            await self.start(key, None)
+            self._scheduled[key] = await self.start(key, None)
         except OneiricError as exc:
             log.info("%s: scheduled run skipped: %s", st.slot.name, exc)
             bump(self.rt, st, "skipped_runs")

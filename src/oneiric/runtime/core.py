@@ -278,11 +278,13 @@ class Runtime:
         try:
             await self.intent.resume(domain, key, uid=uid, pid=pid)
         finally:
+            # queue parked changes first (marks them pending), so nothing restarts the
+            # instance they are about to replace when admission reopens
+            for k in keys:
+                st = self.states.get(k)
+                if st is not None and (st.parked is not None or st.parked_removal):
+                    self.request_reconcile(*k)
             self._apply_all_admissions()
-        for k in keys:
-            st = self.states.get(k)
-            if st is not None and (st.parked is not None or st.parked_removal):
-                self.request_reconcile(*k)
         return keys
 
     def in_flight(self, keys: Iterable[tuple[str, str]]) -> dict[str, int]:
@@ -412,19 +414,25 @@ class Runtime:
                 )
                 self.touch()
                 return "parked"
-            st.parked, st.parked_removal = None, False
-            if want is None:
-                if cur is None:
-                    return "unchanged"
-                st.slot.bind(None)
-                st.lifecycle = "inactive"
-                await self._notify_bound(st, None, cur)
-                self._retire_soon(st, cur)
-                self.touch()
-                return "removed"
-            if not force and want == st.failed_target:
-                return "skipped"
-            return await self._swap(st, want)
+            try:
+                if want is None:
+                    if cur is None:
+                        return "unchanged"
+                    st.slot.bind(None)
+                    st.lifecycle = "inactive"
+                    await self._notify_bound(st, None, cur)
+                    self._retire_soon(st, cur)
+                    self.touch()
+                    return "removed"
+                if not force and want == st.failed_target:
+                    return "skipped"
+                return await self._swap(st, want)
+            finally:
+                # cleared only once the parked change is done (or failed): until then a
+                # resumed service must not restart the instance it replaces
+                if st.parked is not None or st.parked_removal:
+                    st.parked, st.parked_removal = None, False
+                    self.touch()
 
     async def _swap(self, st: KeyState, want: Candidate) -> Outcome:
         # Shielded: once started, a swap completes (bounded by the activation and stop

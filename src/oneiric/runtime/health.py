@@ -165,6 +165,7 @@ def read_health(path: str | os.PathLike[str]) -> HealthSnapshot:
 class Staleness(msgspec.Struct, frozen=True):
     stale: bool
     reason: str | None
+    dead: bool = False  # the writer's pid is gone: the daemon is not running (exit 3)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -187,7 +188,9 @@ def judge(s: HealthSnapshot, *, now: float | None = None) -> Staleness:
     if s.state == "stopped":
         return Staleness(stale=False, reason="stopped")
     if not _pid_alive(s.pid):
-        return Staleness(stale=True, reason=f"pid {s.pid} is not running (the daemon died)")
+        return Staleness(
+            stale=True, reason=f"pid {s.pid} is not running (the daemon died)", dead=True
+        )
     now = time.time() if now is None else now
     age = now - s.updated_at
     limit = STALE_HEARTBEATS * s.heartbeat_s
