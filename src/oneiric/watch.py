@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
+from oneiric._changes import ChangeCounter
 from oneiric.config import Config, load_config
 from oneiric.errors import ConfigError
 
@@ -229,19 +230,18 @@ def _paths_of(item: object) -> set[str]:
 # --------------------------------------------------------------------------- the watcher
 
 
-class ConfigWatcher:
+class ConfigWatcher(ChangeCounter):
     """Watches the config files of one daemon and applies each valid change through
     :meth:`Daemon.reload`. Counters and :meth:`wait_changed` make its progress observable."""
 
     def __init__(self, daemon: Daemon) -> None:
+        super().__init__()
         self.daemon = daemon
         self.reloads = 0  # reloads started by the worker
         self.failures = 0  # of which the new config did not validate
         self.skipped = 0  # changes held back because a file was empty (a save in progress)
         self.arms = 0  # times the file watch was (re-)armed
         self.watching: tuple[str, ...] = ()  # directories watched now; () while off
-        self.version = 0
-        self._changed = anyio.Event()
         self._dirty = anyio.Event()
         self._paths: set[str] = set()
         self._busy = False
@@ -250,17 +250,6 @@ class ConfigWatcher:
         self._arm_failed = False
 
     # -- observability ---------------------------------------------------------------------------
-    def _bump(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_changed(self, seen: int) -> int:
-        """Return the current version once it differs from ``seen``."""
-        while self.version == seen:
-            await self._changed.wait()
-        return self.version
-
     @property
     def dirty(self) -> bool:
         """A change was marked and the worker has not picked it up yet."""
@@ -277,7 +266,7 @@ class ConfigWatcher:
         self._paths.update(paths)
         if not self._dirty.is_set():
             self._dirty.set()
-            self._bump()
+            self.bump()
 
     # -- running ---------------------------------------------------------------------------------
     async def run(
@@ -340,7 +329,7 @@ class ConfigWatcher:
             elif self.watching or not ready:
                 log.info("not watching the config files ([daemon] watch = false)")
                 self.watching = ()
-                self._bump()
+                self.bump()
             vanished = vanished + 1 if isinstance(error, FileNotFoundError) else 0
             if 0 < vanished < 10:
                 continue  # a directory vanished between planning and arming: plan again
@@ -371,7 +360,7 @@ class ConfigWatcher:
                     return failure[0]
                 self.arms += 1
                 self.watching = plan.dirs
-                self._bump()
+                self.bump()
                 log.debug("watching %s for config changes", ", ".join(plan.dirs))
                 if first:
                     await self._catch_up(plan.mains[0])
@@ -433,7 +422,7 @@ class ConfigWatcher:
                 await self._apply(paths)
             finally:
                 self._busy = False
-                self._bump()
+                self.bump()
 
     async def _apply(self, paths: set[str]) -> None:
         # Only a file the running config was built from can be "a save in progress"; a new,

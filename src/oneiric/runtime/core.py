@@ -21,6 +21,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from oneiric._changes import ChangeCounter
 from oneiric.errors import ActivationError, BadRequest, NotFound
 from oneiric.runtime.health import ComponentHealth
 from oneiric.runtime.intent import IntentStore
@@ -85,7 +86,7 @@ class RuntimeObserver:
         """Admission of the key opened or closed."""
 
 
-class Runtime:
+class Runtime(ChangeCounter):
     """Owns every component instance of the process. Use as ``async with Runtime(...) as rt``."""
 
     def __init__(
@@ -102,9 +103,8 @@ class Runtime:
         self.leases = LeaseTable()
         self.states: dict[tuple[str, str], KeyState] = {}
         self.observers: list[RuntimeObserver] = []
-        self.version = 0
+        super().__init__()
         self.stopping = False
-        self._changed = anyio.Event()
         self._generation = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._token: contextvars.Token[Runtime] | None = None
@@ -142,15 +142,8 @@ class Runtime:
 
     # -- change notification ---------------------------------------------------------------------
     def touch(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_changed(self, seen: int) -> int:
-        """Return the current version once it differs from ``seen``."""
-        while self.version == seen:
-            await self._changed.wait()
-        return self.version
+        """Something observable changed: wake every ``wait_changed`` follower."""
+        self.bump()
 
     # -- keys ------------------------------------------------------------------------------------
     def state(self, domain: str, key: str) -> KeyState:

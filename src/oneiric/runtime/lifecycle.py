@@ -9,7 +9,6 @@ expected to be quick — long blocking work belongs in a thread the component st
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from oneiric.config import resolve_factory
 from oneiric.errors import ActivationError
 from oneiric.runtime.leases import Binding
 
@@ -30,19 +30,6 @@ async def call_maybe_async(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-def import_factory(path: str) -> Callable[..., Any]:
-    """Resolve ``package.module:attr`` (attr may be dotted)."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"factory {path!r} is not of the form 'package.module:attr'")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"factory {path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
 
 
 def describe(exc: BaseException) -> str:
@@ -95,7 +82,7 @@ async def activate(
     """Build a ready instance for ``candidate`` or raise ActivationError (nothing leaks)."""
     provider = candidate.provider
     try:
-        factory = import_factory(candidate.factory)
+        factory = resolve_factory(candidate.factory)
     except Exception as exc:
         raise ActivationError(
             f"{name}: cannot import {candidate.factory!r} for provider {provider!r}: "
