@@ -21,43 +21,51 @@ import anyio
 from oneiric.errors import Paused, Timeout, Unavailable
 
 
-class Binding:
-    """One live instance bound to a key."""
+class _InFlight:
+    """A count of leases and an "idle" event set the moment it reaches zero."""
 
-    __slots__ = ("_idle", "candidate", "generation", "in_flight", "instance", "provider", "stopped")
+    __slots__ = ("_idle", "in_flight")
 
-    def __init__(self, instance: Any, candidate: Any, provider: str, generation: int) -> None:
-        self.instance = instance
-        self.candidate = candidate
-        self.provider = provider
-        self.generation = generation
+    def __init__(self) -> None:
         self.in_flight = 0
-        self.stopped = False
-        self._idle: anyio.Event | None = None
+        self._idle: anyio.Event | None = None  # made only when someone waits
 
-    def _release(self) -> None:
+    def _done_one(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
     async def wait_idle(self) -> None:
-        """Return once no lease holds this instance."""
+        """Return once no lease is held."""
         while self.in_flight:
             if self._idle is None or self._idle.is_set():
                 self._idle = anyio.Event()
             await self._idle.wait()
 
 
-class Slot:
-    """Admission and in-flight state of one (domain, key)."""
+class Binding(_InFlight):
+    """One live instance bound to a key; its count is the leases on this instance."""
+
+    __slots__ = ("candidate", "generation", "instance", "provider", "stopped")
+
+    def __init__(self, instance: Any, candidate: Any, provider: str, generation: int) -> None:
+        super().__init__()
+        self.instance = instance
+        self.candidate = candidate
+        self.provider = provider
+        self.generation = generation
+        self.stopped = False
+
+
+class Slot(_InFlight):
+    """Admission and in-flight state of one (domain, key); its count is the leases on every
+    instance of the key (current and retiring), so a drain waits on it."""
 
     __slots__ = (
         "_changed",
-        "_idle",
         "admitting",
         "current",
         "domain",
-        "in_flight",
         "key",
         "name",
         "reason",
@@ -65,6 +73,7 @@ class Slot:
     )
 
     def __init__(self, domain: str, key: str) -> None:
+        super().__init__()
         self.domain = domain
         self.key = key
         self.name = f"{domain}/{key}"
@@ -72,9 +81,7 @@ class Slot:
         self.retiring: list[Binding] = []
         self.admitting = True
         self.reason = ""  # why admission is closed ("paused", "draining", "stopping")
-        self.in_flight = 0
         self._changed = anyio.Event()
-        self._idle: anyio.Event | None = None
 
     # -- state changes (called by the runtime) -------------------------------------------------
     def _wake(self) -> None:
@@ -106,17 +113,8 @@ class Slot:
         return Lease(self, wait, timeout)
 
     def _release(self, binding: Binding) -> None:
-        binding._release()
-        self.in_flight -= 1
-        if self.in_flight == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Return once no lease is held on any instance of this key (current or retiring)."""
-        while self.in_flight:
-            if self._idle is None or self._idle.is_set():
-                self._idle = anyio.Event()
-            await self._idle.wait()
+        binding._done_one()
+        self._done_one()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
