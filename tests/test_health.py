@@ -21,8 +21,6 @@ from oneiric.runtime.health import (
     encode_snapshot,
     judge,
     read_health,
-    unhealthy,
-    worst_lifecycle,
     write_health,
 )
 
@@ -276,18 +274,3 @@ def test_every_non_stopped_state_is_judged(state: str) -> None:
 
 
 # --- failure summary ---------------------------------------------------------------------
-
-
-def test_worst_lifecycle_and_unhealthy() -> None:
-    s = snapshot()
-    assert worst_lifecycle(s) is False
-    assert unhealthy(s) == []
-    for bad in ("failed", "degraded"):
-        comp = ComponentHealth(domain="task", key="t", lifecycle=bad)
-        s2 = snapshot(components=[*s.components, comp])
-        assert worst_lifecycle(s2) is True
-        assert unhealthy(s2) == [comp]
-    # paused/drained is intent, not failure
-    drained = ComponentHealth(domain="event", key="e", admin="drained", lifecycle="inactive")
-    assert worst_lifecycle(snapshot(components=[drained])) is False
-    assert worst_lifecycle(snapshot(components=[])) is False

@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 
 from oneiric._changes import ChangeCounter
-from oneiric.errors import ActivationError, BadRequest, NotFound
+from oneiric.errors import ActivationError, NotFound
 from oneiric.runtime.health import ComponentHealth
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.leases import Binding, Lease, LeaseTable, Slot
@@ -199,17 +199,9 @@ class Runtime(ChangeCounter):
 
     # -- operator intent -------------------------------------------------------------------------
     def _scope_keys(self, domain: str | None, key: str | None) -> list[tuple[str, str]]:
-        from oneiric._const import DOMAINS
-
-        if domain is not None and domain not in DOMAINS:
-            raise BadRequest(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
-        if key is not None and domain is None:
-            raise BadRequest("a key needs its domain")
-        keys = [
-            k
-            for k in self.known_keys()
-            if (domain is None or k[0] == domain) and (key is None or k[1] == key)
-        ]
+        """The known keys an intent on (domain, key) covers; a bad scope is ``BadRequest``, a
+        named key that does not exist is ``NotFound``."""
+        keys = self.intent.keys_affected(domain, key, self.known_keys())
         if key is not None and not keys:
             raise NotFound(f"no component {domain}/{key}: see 'oneiricctl list'")
         return keys

@@ -30,8 +30,6 @@ __all__ = [
     "encode_snapshot",
     "judge",
     "read_health",
-    "unhealthy",
-    "worst_lifecycle",
     "write_health",
 ]
 
@@ -41,8 +39,6 @@ STALE_HEARTBEATS: Final = 3  # a snapshot older than this many heartbeats is sta
 Admin = Literal["active", "paused", "draining", "drained"]
 Lifecycle = Literal["inactive", "activating", "ready", "degraded", "failed", "stopping"]
 DaemonState = Literal["starting", "running", "reloading", "draining", "stopping", "stopped"]
-
-_UNHEALTHY: Final = frozenset({"failed", "degraded"})
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):
@@ -203,14 +199,3 @@ def judge(s: HealthSnapshot, *, now: float | None = None) -> Staleness:
             ),
         )
     return Staleness(stale=False, reason=None)
-
-
-def unhealthy(s: HealthSnapshot) -> list[ComponentHealth]:
-    """Components whose lifecycle is ``failed`` or ``degraded``. Paused or drained components
-    are operator intent, not failure, and are not listed."""
-    return [c for c in s.components if c.lifecycle in _UNHEALTHY]
-
-
-def worst_lifecycle(s: HealthSnapshot) -> bool:
-    """True when any component is ``failed`` or ``degraded`` (``status``/``health`` exit 1)."""
-    return any(c.lifecycle in _UNHEALTHY for c in s.components)
