@@ -14,9 +14,8 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -28,62 +27,30 @@ from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.leases import Binding, Lease, LeaseTable, Slot
 from oneiric.runtime.lifecycle import activate, check_health, retire, stop_instance
 from oneiric.runtime.registry import Candidate, Registry
+from oneiric.runtime.state import (
+    KeyState,
+    Lifecycle,
+    Outcome,
+    RuntimeObserver,
+    Timeouts,
+    _current,
+    _last,
+    current_runtime,
+)
+from oneiric.runtime.status import component_health, explain, visible
+
+# re-exported: the runtime's public surface lives here
+__all__ = [
+    "KeyState",
+    "Lifecycle",
+    "Outcome",
+    "Runtime",
+    "RuntimeObserver",
+    "Timeouts",
+    "current_runtime",
+]
 
 log = logging.getLogger(__name__)
-
-Lifecycle = Literal["inactive", "activating", "ready", "degraded", "failed", "stopping"]
-Outcome = Literal["unchanged", "swapped", "activated", "removed", "parked", "failed", "skipped"]
-
-_current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("oneiric_runtime")
-_last: list[Runtime] = []
-
-
-def current_runtime() -> Runtime:
-    """The runtime serving the calling task (components reach each other through it)."""
-    rt = _current.get(None)
-    if rt is None:
-        if not _last:
-            raise RuntimeError("no oneiric runtime is running in this process")
-        rt = _last[-1]
-    return rt
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    activation: float = 10.0
-    stop: float = 30.0
-    drain: float = 30.0
-    health_interval: float = 5.0
-
-
-@dataclass(slots=True)
-class KeyState:
-    """Everything the runtime tracks about one key besides its slot."""
-
-    slot: Slot
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    lifecycle: Lifecycle = "inactive"
-    last_error: str | None = None
-    swaps: int = 0
-    failed_swaps: int = 0
-    last_swap_ms: float | None = None
-    parked: Candidate | None = None
-    parked_removal: bool = False
-    failed_target: Candidate | None = None
-    pending: bool = False
-    health_scope: anyio.CancelScope | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-class RuntimeObserver:
-    """Domain managers subscribe to bindings and admission changes. Methods may be overridden;
-    they run on the event loop and must not block."""
-
-    async def bound(self, state: KeyState, new: Binding | None, old: Binding | None) -> None:
-        """``new`` serves the key now (``old``, if any, is retiring and still running)."""
-
-    def admission(self, state: KeyState, admitting: bool) -> None:
-        """Admission of the key opened or closed."""
 
 
 class Runtime(ChangeCounter):
@@ -565,71 +532,21 @@ class Runtime(ChangeCounter):
 
     # -- status ----------------------------------------------------------------------------------
     def component_health(self, st: KeyState) -> ComponentHealth:
-        slot = st.slot
-        eff = self.intent.effective(slot.domain, slot.key)
-        cur = slot.current
-        want = self.desired(slot.domain, slot.key)
-        parked: str | None = None
-        if st.parked is not None:
-            parked = st.parked.provider
-        elif st.parked_removal:
-            parked = "(removed)"
-        return ComponentHealth(
-            domain=slot.domain,
-            key=slot.key,
-            provider=cur.provider if cur is not None else None,
-            admin=self.admin_state(st),  # type: ignore[arg-type]
-            lifecycle=st.lifecycle,
-            in_flight=slot.in_flight,
-            parked_provider=parked,
-            note=(eff.intent.note or None) if eff.intent is not None else None,
-            last_error=st.last_error,
-            swaps=st.swaps,
-            failed_swaps=st.failed_swaps,
-            last_swap_ms=st.last_swap_ms,
-            paused_by=eff.scope or None,
-            intent_uid=eff.intent.uid if eff.intent is not None else None,
-            intent_at=eff.intent.at if eff.intent is not None else None,
-            winner=want.provider
-            if want is not None and (cur is None or want != cur.candidate)
-            else None,
-            **st.extras,
-        )
+        return component_health(self, st)
 
     def components(
         self, domain: str | None = None, key: str | None = None
     ) -> list[ComponentHealth]:
         return [
-            self.component_health(st)
+            component_health(self, st)
             for k, st in sorted(self.states.items())
             if (domain is None or k[0] == domain)
             and (key is None or k[1] == key)
-            and not self._gone(st)
+            and visible(self, st)
         ]
 
-    def _gone(self, st: KeyState) -> bool:
-        """A key removed from every source, with nothing left serving or retiring."""
-        slot = st.slot
-        return (
-            slot.current is None
-            and not slot.retiring
-            and not slot.in_flight
-            and not self.registry.ranked(slot.domain, slot.key)
-        )
-
     def explain(self, domain: str, key: str) -> Any:
-        st = self.state(domain, key)
-        cur = st.slot.current
-        return self.registry.explain(
-            domain,
-            key,
-            override=self.intent.override(domain, key),
-            selection=self.selections.get(domain, {}).get(key),
-            active=cur.provider if cur is not None else None,
-            parked=st.parked.provider if st.parked is not None else None,
-            last_error=st.last_error,
-            admin=self.admin_state(st),
-        )
+        return explain(self, self.state(domain, key))
 
     # -- shutdown --------------------------------------------------------------------------------
     async def shutdown(self, timeout: float) -> dict[str, int]:
