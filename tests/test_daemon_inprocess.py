@@ -156,8 +156,13 @@ async def test_health_file_trouble_is_logged_and_survived(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with running_daemon(CONFIG) as h:
-        h.health_file.unlink()
-        h.health_file.mkdir()  # the daemon cannot replace a directory with its file
+        while True:  # the writer may recreate the file between our unlink and mkdir: retry
+            h.health_file.unlink(missing_ok=True)
+            try:
+                h.health_file.mkdir()  # the daemon cannot replace a directory with its file
+                break
+            except FileExistsError:
+                continue
         await h.call("pause", domain="adapter", key="cache")
         with anyio.fail_after(10):
             while "cannot write the health file" not in caplog.text:

@@ -1,0 +1,208 @@
+"""Reading and merging config files into one ``Config`` (SPEC §3, §5).
+
+Merge rules: the main file, then the drop-ins matched by its ``include`` globs in lexical path
+order. ``[[component]]`` lists concatenate (each entry remembers its file in ``source``);
+``[daemon]``, ``[remote]`` and ``[selections.*]`` merge key by key, later files win. Relative
+paths in ``[daemon]``/``[remote]`` are resolved against the main file's directory (the daemon's
+working directory is ``/`` under systemd, so cwd-relative paths would be a trap). Unreadable
+files and invalid TOML become ``ConfigError`` naming the file, like every other mistake.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tomllib
+from typing import Any
+
+from oneiric._const import DOMAINS
+from oneiric.config.fields import _check_keys, _convert, _table, _tname
+from oneiric.config.schema import (
+    DEFAULT_INCLUDE,
+    ComponentConfig,
+    Config,
+    DaemonConfig,
+    RemoteConfig,
+    _describe,
+)
+from oneiric.config.sections import (
+    _DAEMON_FIELDS,
+    _DROPIN_KEYS,
+    _MAIN_KEYS,
+    _NAME,
+    _REMOTE_FIELDS,
+    _component,
+    _daemon_value,
+    _remote_value,
+)
+from oneiric.config.workflows import _check_nodes
+from oneiric.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class _Merge:
+    """Accumulates the files of one config in merge order."""
+
+    def __init__(self, main: str) -> None:
+        self.main = main
+        self.base = os.path.dirname(main)
+        self.include = DEFAULT_INCLUDE
+        self.daemon: dict[str, Any] = {}
+        self.remote: dict[str, Any] = {}
+        self.remote_file: str | None = None
+        self.selections: dict[str, dict[str, str]] = {}
+        self.components: list[ComponentConfig] = []
+        self.where: list[str] = []  # component[N] within its own file, parallel to components
+        self.files: list[str] = []
+
+    def add(self, doc: dict[str, Any], *, file: str) -> None:
+        is_main = not self.files
+        self.files.append(file)
+        if not is_main and "include" in doc:
+            raise ConfigError(
+                "'include' is only allowed in the main config file", file=file, path="include"
+            )
+        _check_keys(doc, _MAIN_KEYS if is_main else _DROPIN_KEYS, file=file, where="")
+        if "include" in doc:
+            self.include = _convert(doc["include"], tuple[str, ...], file=file, path="include")
+        daemon = _table(doc.get("daemon", {}), file=file, path="daemon")
+        _check_keys(daemon, tuple(_DAEMON_FIELDS), file=file, where="daemon")
+        for name, value in daemon.items():
+            self.daemon[name] = _daemon_value(name, value, file=file, base=self.base)
+        if "remote" in doc:
+            self.remote_file = self.remote_file or file
+            remote = _table(doc["remote"], file=file, path="remote")
+            _check_keys(remote, tuple(_REMOTE_FIELDS), file=file, where="remote")
+            for name, value in remote.items():
+                self.remote[name] = _remote_value(name, value, file=file, base=self.base)
+        self._add_selections(doc.get("selections", {}), file=file)
+        self._add_components(doc.get("component", []), file=file)
+
+    def _add_selections(self, raw: Any, *, file: str) -> None:
+        for domain, table in _table(raw, file=file, path="selections").items():
+            where = f"selections.{domain}"
+            if domain not in DOMAINS:
+                raise ConfigError(
+                    f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}",
+                    file=file,
+                    path=where,
+                )
+            for key, provider in _table(table, file=file, path=where).items():
+                if not _NAME.fullmatch(key):
+                    raise ConfigError(
+                        f"expected a key of letters, digits, '_', '.' or '-', got {key!r}",
+                        file=file,
+                        path=where,
+                    )
+                if not isinstance(provider, str) or not _NAME.fullmatch(provider):
+                    raise ConfigError(
+                        f"expected a provider name, got {provider!r}",
+                        file=file,
+                        path=f"{where}.{key}",
+                    )
+                self.selections.setdefault(domain, {})[key] = provider
+
+    def _add_components(self, raw: Any, *, file: str) -> None:
+        if not isinstance(raw, list):
+            raise ConfigError(
+                f"expected an array of tables ([[component]]), got {_tname(raw)}",
+                file=file,
+                path="component",
+            )
+        seen: dict[tuple[str, str, str], int] = {}
+        for index, entry in enumerate(raw):
+            where = f"component[{index}]"
+            comp = _component(entry, file=file, where=where)
+            ident = (comp.domain, comp.key, comp.provider)
+            if ident in seen:
+                raise ConfigError(
+                    f"duplicate component {_describe(comp)}; "
+                    f"first defined at component[{seen[ident]}]",
+                    file=file,
+                    path=where,
+                )
+            seen[ident] = index
+            self.components.append(comp)
+            self.where.append(where)
+
+    def result(self) -> Config:
+        remote = None
+        if self.remote_file is not None:
+            if "url" not in self.remote:
+                raise ConfigError(
+                    "missing required key 'url'", file=self.remote_file, path="remote"
+                )
+            remote = RemoteConfig(**self.remote)
+        tasks = {c.key for c in self.components if c.domain == "task"}
+        for comp, where in zip(self.components, self.where, strict=True):
+            if comp.domain == "workflow" and "nodes" in comp.settings:
+                _check_nodes(comp.settings["nodes"], tasks, file=comp.source, where=where)
+        config = Config(
+            path=self.main,
+            daemon=DaemonConfig(**self.daemon),
+            components=tuple(self.components),
+            selections=self.selections,
+            remote=remote,
+            include=self.include,
+            files=tuple(self.files),
+        )
+        log.debug(
+            "config %s: %d file(s), %d component(s)",
+            self.main,
+            len(self.files),
+            len(self.components),
+        )
+        return config
+
+
+def _parse(text: str, *, file: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+
+
+def _read(file: str) -> dict[str, Any]:
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ConfigError("config file does not exist", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid UTF-8 (byte {exc.start})", file=file) from None
+    return _parse(text, file=file)
+
+
+def _dropins(base: str, include: tuple[str, ...], main: str) -> list[str]:
+    """Regular files matched by the include globs, de-duplicated, in lexical path order."""
+    found: set[str] = set()
+    for pattern in include:
+        for match in glob.glob(os.path.join(base, pattern)):
+            path = os.path.abspath(match)
+            if path != main and os.path.isfile(path):
+                found.add(path)
+    return sorted(found)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load the main file and its drop-ins; raises ``ConfigError`` on the first mistake."""
+    main = os.path.abspath(os.fspath(path))
+    merge = _Merge(main)
+    merge.add(_read(main), file=main)
+    for dropin in _dropins(merge.base, merge.include, main):
+        merge.add(_read(dropin), file=dropin)
+    return merge.result()
+
+
+def parse_config_text(text: str, *, path: str) -> Config:
+    """Validate one file's text as if it lived at ``path``; drop-ins are not read."""
+    main = os.path.abspath(path)
+    merge = _Merge(main)
+    merge.add(_parse(text, file=main), file=main)
+    return merge.result()

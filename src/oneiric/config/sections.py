@@ -1,0 +1,124 @@
+"""Validation of one ``[daemon]`` key, one ``[remote]`` key or one ``[[component]]`` entry.
+
+The loader feeds raw TOML values through these one at a time, so each failure names the exact
+key; the rules that msgspec types cannot express (durations, octal modes, paths relative to
+the main file, which fields belong to which domain) are spelled out here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from oneiric._const import DOMAINS
+from oneiric.config.fields import _check_keys, _convert, _duration, _local_path, _table
+from oneiric.config.schema import LOG_LEVELS, ComponentConfig, DaemonConfig, RemoteConfig
+from oneiric.errors import ConfigError
+
+_MAIN_KEYS = ("include", "daemon", "component", "selections", "remote")
+_DROPIN_KEYS = _MAIN_KEYS[1:]
+_DAEMON_FIELDS = {f.name: f.type for f in msgspec.structs.fields(DaemonConfig)}
+_REMOTE_FIELDS = {f.name: f.type for f in msgspec.structs.fields(RemoteConfig)}
+_COMPONENT_KEYS = tuple(f.name for f in msgspec.structs.fields(ComponentConfig))[:-1]  # no source
+_DURATIONS = frozenset(
+    ("drain_timeout", "stop_timeout", "activation_timeout", "health_interval", "idle_timeout")
+)
+_MAY_BE_ZERO = {"drain_timeout", "stop_timeout"}  # "do not wait" is a legitimate choice
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_IDENT = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_FACTORY = re.compile(rf"{_IDENT}:{_IDENT}")
+_MODE = re.compile(r"(?:0o?)?[0-7]{1,4}")
+# Fields that mean something only for some domains; setting them elsewhere is a mistake.
+_ONLY_FOR = {
+    "every": ("task",),
+    "topics": ("event",),
+    "queue_size": ("event",),
+    "concurrency": ("task", "event", "workflow"),
+}
+
+
+def _socket_mode(value: Any, *, file: str, path: str) -> int:
+    """``"0660"``/``"0o660"``/``"660"`` are octal; a TOML integer is taken as is (write 0o660)."""
+    if isinstance(value, str) and _MODE.fullmatch(value.strip()):
+        mode = int(value.strip(), 8)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(
+            f'expected an octal file mode like "0660" (0000 to 0777), got {value!r}',
+            file=file,
+            path=path,
+        )
+    return mode
+
+
+def _daemon_value(name: str, value: Any, *, file: str, base: str) -> Any:
+    where = f"daemon.{name}"
+    if name in _DURATIONS:
+        return _duration(value, file=file, path=where, positive=name not in _MAY_BE_ZERO)
+    if name == "socket_mode":
+        return _socket_mode(value, file=file, path=where)
+    result = _convert(value, _DAEMON_FIELDS[name], file=file, path=where)
+    if name == "log_level":
+        if result.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}", file=file, path=where
+            )
+        return result.lower()
+    if name in ("socket", "health_file", "state_dir"):
+        return _local_path(base, result, file=file, path=where)
+    return result
+
+
+def _remote_value(name: str, value: Any, *, file: str, base: str) -> Any:
+    where = f"remote.{name}"
+    if name == "refresh":
+        return _duration(value, file=file, path=where, positive=True)
+    result = _convert(value, _REMOTE_FIELDS[name], file=file, path=where)
+    if name == "threshold" and result < 1:
+        raise ConfigError(f"expected an integer >= 1, got {result}", file=file, path=where)
+    if name == "trusted_keys":
+        return _local_path(base, result, file=file, path=where)
+    if name == "url" and "://" not in result and not result.startswith("file:"):
+        return _local_path(base, result, file=file, path=where)
+    return result
+
+
+def _component(raw: Any, *, file: str, where: str) -> ComponentConfig:
+    table = _table(raw, file=file, path=where)
+    _check_keys(table, _COMPONENT_KEYS, file=file, where=where)
+    data = dict(table, source=file)
+    if "every" in data:
+        data["every"] = _duration(data["every"], file=file, path=f"{where}.every", positive=True)
+    comp = _convert(data, ComponentConfig, file=file, path=where)
+
+    def fail(field: str, message: str) -> ConfigError:
+        return ConfigError(message, file=file, path=f"{where}.{field}")
+
+    if comp.domain not in DOMAINS:
+        raise fail(
+            "domain", f"unknown domain {comp.domain!r}; expected one of {', '.join(DOMAINS)}"
+        )
+    for field in ("key", "provider"):
+        if not _NAME.fullmatch(getattr(comp, field)):
+            raise fail(field, f"expected letters, digits, '_', '.' or '-', got {table[field]!r}")
+    if not _FACTORY.fullmatch(comp.factory):
+        raise fail(
+            "factory", f'expected an import path "package.module:attr", got {comp.factory!r}'
+        )
+    for field, domains in _ONLY_FOR.items():
+        if field in table and comp.domain not in domains:
+            only = " or ".join(domains)
+            raise fail(field, f"only valid for {only} components, not {comp.domain}")
+    if comp.concurrency is not None and comp.concurrency < 1:
+        raise fail("concurrency", f"expected an integer >= 1, got {comp.concurrency}")
+    if comp.queue_size < 1:
+        raise fail("queue_size", f"expected an integer >= 1, got {comp.queue_size}")
+    for i, topic in enumerate(comp.topics):
+        if not topic:
+            raise fail(f"topics[{i}]", "expected a non-empty topic pattern")
+    return comp
