@@ -1,0 +1,100 @@
+"""One-shot actions: ``run`` a task or workflow, ``emit`` an event, ``reload`` the config and
+``sync`` the remote manifest. Each waits for its result and exits 1 when it did not happen."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from oneiric._const import EXIT_FAILED
+from oneiric.cli import render
+from oneiric.cli._ctl import WAITING_TIMEOUT, Ctl, call, json_arg, json_option, output, pass_ctl
+from oneiric.cli._ctl_errors import errors
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl run task cleanup --payload '{"older_than": "7d"}'
+  oneiricctl run workflow nightly
+  oneiricctl run task reindex --no-wait
+
+\b
+Exits 1 when the task raises or any workflow node fails."""
+)
+@click.argument("kind", type=click.Choice(["task", "workflow"]), metavar="task|workflow")
+@click.argument("key")
+@click.option("--payload", metavar="JSON", callback=json_arg, help="Argument for the run.")
+@click.option("--no-wait", is_flag=True, help="Return once started; do not wait for the result.")
+@json_option
+@pass_ctl
+def run(ctl: Ctl, kind: str, key: str, payload: Any, no_wait: bool) -> None:
+    """Run a task or workflow KEY now."""
+    with errors(ctl, f"run {kind} {key}"):
+        result = call(
+            ctl,
+            "run",
+            read_timeout=ctl.read_timeout(WAITING_TIMEOUT),
+            domain=kind,
+            key=key,
+            payload=payload,
+            wait=not no_wait,
+        )
+    output(ctl, result, render.render_run(result, kind, key))
+    if render.workflow_failed(result):
+        click.echo(f"oneiricctl: {kind} {key} failed", err=True)
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@click.command(
+    epilog="""\b
+Example:
+  oneiricctl emit user.created --data '{"id": 42}'
+
+\b
+Every active event key whose topics match receives it; paused keys hold it until
+they are resumed."""
+)
+@click.argument("topic")
+@click.option("--data", metavar="JSON", callback=json_arg, help="The event's payload.")
+@json_option
+@pass_ctl
+def emit(ctl: Ctl, topic: str, data: Any) -> None:
+    """Publish an event on TOPIC."""
+    with errors(ctl, "emit"):
+        result = call(ctl, "emit", topic=topic, data=data)
+    output(ctl, result, render.render_emit(result, topic))
+    if result.get("dropped"):  # overflow is never silent: a script must see it too
+        sys.exit(EXIT_FAILED)
+
+
+@click.command(
+    epilog="""\b
+Example:
+  oneiricctl reload        (what `systemctl reload oneiricd` runs)
+
+\b
+Waits for the result. On a config error the running config is kept and this
+exits 1 with the error."""
+)
+@json_option
+@pass_ctl
+def reload(ctl: Ctl) -> None:
+    """Re-read the configuration and apply what changed."""
+    with errors(ctl, "reload", hint="the running configuration is kept; fix it and reload again"):
+        result = call(ctl, "reload", read_timeout=ctl.read_timeout(WAITING_TIMEOUT))
+    output(ctl, result, render.render_reload(result))
+    if result.get("failed"):  # a swap the new config asked for did not happen
+        sys.exit(EXIT_FAILED)
+
+
+@click.command(epilog="Example:\n\n  oneiricctl sync --json")
+@json_option
+@pass_ctl
+def sync(ctl: Ctl) -> None:
+    """Fetch and apply the remote manifest now."""
+    with errors(ctl, "sync"):
+        result = call(ctl, "sync", read_timeout=ctl.read_timeout(WAITING_TIMEOUT))
+    output(ctl, result, render.render_sync(result))

@@ -1,0 +1,234 @@
+"""Operator intent, the admin's durable word (SPEC §4): ``pause``, ``resume``, ``drain`` and the
+provider override ``swap``.
+
+``drain`` streams progress events before its reply; Ctrl-C stops this client waiting, never
+the drain itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from oneiric.cli import render
+from oneiric.cli._ctl import (
+    DOMAIN,
+    WAITING_TIMEOUT,
+    Ctl,
+    call,
+    duration_arg,
+    json_option,
+    output,
+    pass_ctl,
+    stream,
+)
+from oneiric.cli._ctl_errors import errors, fail
+from oneiric.control.client import RemoteError
+
+
+def _intent_target(verb: str, domain: str | None, key: str | None, everything: bool) -> str:
+    """Check that exactly one of DOMAIN or --all was given; name the target."""
+    if everything and domain is not None:
+        raise click.UsageError(f"{verb} takes DOMAIN [KEY] or --all, not both")
+    if not everything and domain is None:
+        raise click.UsageError(
+            f"{verb} needs a DOMAIN (and optionally a KEY); to {verb} everything use --all"
+        )
+    return render.target_name(domain, key)
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl pause adapter cache --note "db migration"
+  oneiricctl pause service           every service, including ones added later
+  oneiricctl pause --all
+
+\b
+In-flight work continues; new leases wait, service loops stop, scheduled runs are
+skipped, events are held and config changes are parked until `oneiricctl resume`."""
+)
+@click.argument("domain", required=False, type=DOMAIN)
+@click.argument("key", required=False)
+@click.option("--all", "everything", is_flag=True, help="Pause every domain.")
+@click.option("--note", metavar="TEXT", help="Why; recorded with your uid, shown in status.")
+@json_option
+@pass_ctl
+def pause(
+    ctl: Ctl, domain: str | None, key: str | None, everything: bool, note: str | None
+) -> None:
+    """Close admission for a KEY, a whole DOMAIN, or everything."""
+    target = _intent_target("pause", domain, key, everything)
+    with errors(ctl, "pause"):
+        result = call(ctl, "pause", domain=domain, key=key, note=note)
+    output(ctl, result, render.render_intent(result, "paused", target))
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl resume adapter cache
+  oneiricctl resume --all            lift every pause and drain
+
+\b
+Reopens admission, restarts service loops, delivers held events and applies
+parked swaps."""
+)
+@click.argument("domain", required=False, type=DOMAIN)
+@click.argument("key", required=False)
+@click.option("--all", "everything", is_flag=True, help="Resume everything.")
+@json_option
+@pass_ctl
+def resume(ctl: Ctl, domain: str | None, key: str | None, everything: bool) -> None:
+    """Lift a pause or drain from a KEY, a DOMAIN, or (with --all) everything."""
+    target = _intent_target("resume", domain, key, everything)
+    with errors(ctl, "resume"):
+        result = call(
+            ctl, "resume", read_timeout=ctl.read_timeout(WAITING_TIMEOUT), domain=domain, key=key
+        )
+    output(ctl, result, render.render_intent(result, "resumed", target))
+
+
+@contextmanager
+def _stop_waiting(ctl: Ctl, what: str, progress: _Progress) -> Iterator[None]:
+    """Ctrl-C stops the client waiting, not the operation: say so, and exit 1."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        progress.finish()
+        fail(ctl, "interrupted", f"stopped waiting; {what} (resume to reopen)")
+
+
+class _Progress:
+    """Drain progress on stderr: one line rewritten in place on a terminal; otherwise one line
+    per change, so logs stay short."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last: Any = object()
+        self.open_line = False
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled or not isinstance(event, dict):
+            return
+        if event.get("type", "progress") != "progress":
+            return
+        line = render.drain_progress(event)
+        if self.tty:  # written raw: click.echo would strip the escape off a non-tty
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+            self.open_line = True
+        elif event.get("in_flight") != self.last:
+            self.last = event.get("in_flight")
+            click.echo(line, err=True)
+
+    def finish(self) -> None:
+        if self.open_line:
+            click.echo("", err=True)
+            self.open_line = False
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl drain                   everything (what a shutdown does)
+  oneiricctl drain service beat --timeout 2m --note "host maintenance"
+  oneiricctl drain adapter --no-wait start draining, do not wait
+
+\b
+Pauses the target, then waits until no lease is in flight. Exits 1 naming what is
+still in flight when --timeout passes; the target stays draining either way."""
+)
+@click.argument("domain", required=False, type=DOMAIN)
+@click.argument("key", required=False)
+@click.option("--note", metavar="TEXT", help="Why; recorded with your uid, shown in status.")
+@click.option(
+    "--timeout",
+    "drain_timeout",
+    callback=duration_arg,
+    metavar="SECONDS",
+    help="Stop waiting after this long and exit 1 (default: wait until drained).",
+)
+@click.option("--no-wait", is_flag=True, help="Start draining and return at once.")
+@json_option
+@pass_ctl
+def drain(
+    ctl: Ctl,
+    domain: str | None,
+    key: str | None,
+    note: str | None,
+    drain_timeout: float | None,
+    no_wait: bool,
+) -> None:
+    """Pause, then wait for in-flight work to finish (no argument: everything)."""
+    target = render.target_name(domain, key)
+    progress = _Progress(enabled=not ctl.json)
+    with errors(ctl, "drain"), _stop_waiting(ctl, f"{target} stays draining", progress):
+        try:
+            result = stream(
+                ctl,
+                "drain",
+                progress,
+                domain=domain,
+                key=key,
+                note=note,
+                timeout=drain_timeout,
+                wait=not no_wait,
+            )
+        except RemoteError as exc:
+            progress.finish()
+            if exc.code != "timeout" or not isinstance(exc.detail, dict):
+                raise
+            fail(
+                ctl,
+                "timeout",
+                render.drain_timeout_message(exc.detail, drain_timeout),
+                detail=exc.detail,
+                hints=[
+                    f"{target} stays draining; run drain again to keep waiting, "
+                    "or resume to reopen it"
+                ],
+            )
+    progress.finish()
+    output(ctl, result, render.render_drain(result, target))
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl swap adapter cache sqlite
+  oneiricctl swap adapter cache --clear   back to the config's choice
+
+\b
+The override is durable until cleared. The swap is make-before-break: the new
+provider starts and passes its health check before it takes new leases; on
+failure the old one keeps serving. On a paused key the swap is parked."""
+)
+@click.argument("domain", type=DOMAIN)
+@click.argument("key")
+@click.argument("provider", required=False)
+@click.option("--clear", is_flag=True, help="Drop the operator override.")
+@json_option
+@pass_ctl
+def swap(ctl: Ctl, domain: str, key: str, provider: str | None, clear: bool) -> None:
+    """Override the active PROVIDER of DOMAIN KEY (or --clear the override)."""
+    if provider is not None and clear:
+        raise click.UsageError("give a PROVIDER or --clear, not both")
+    if provider is None and not clear:
+        raise click.UsageError("give the PROVIDER to swap to, or --clear to drop the override")
+    with errors(ctl, "swap"):
+        result = call(
+            ctl,
+            "swap",
+            read_timeout=ctl.read_timeout(WAITING_TIMEOUT),
+            domain=domain,
+            key=key,
+            provider=provider,
+            clear=clear,
+        )
+    output(ctl, result, render.render_swap(result, domain, key, cleared=clear))
