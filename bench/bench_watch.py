@@ -86,8 +86,11 @@ async def _measure(save: Callable[[Path, str], None], rounds: int) -> list[float
     from oneiric.watch import watcher_of
 
     d = Path(tempfile.mkdtemp(prefix="onb", dir="/tmp"))
-    config = d / "oneiricd.toml"
+    (d / "etc").mkdir()
+    config = d / "etc" / "oneiricd.toml"
     config.write_text(_config("p0"))
+    # as deployed: config in its own directory (/etc/oneiric), the socket and the health file
+    # in the runtime directory (/run/oneiric) — so health writes are not config-dir events
     daemon = Daemon(
         Options(
             config=str(config),
