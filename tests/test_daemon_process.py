@@ -368,10 +368,6 @@ def test_daemonize_with_locked_pidfile(workdir: Path) -> None:
     notify.close()
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-socket-activate") is None,
-    reason="systemd-socket-activate is part of systemd; install systemd",
-)
 def test_socket_activation(workdir: Path) -> None:
     sock = str(workdir / "act.sock")
     env = env_for(workdir, "")
