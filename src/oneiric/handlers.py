@@ -56,6 +56,17 @@ def _names(keys: list[tuple[str, str]]) -> list[str]:
     return [f"{d}/{k}" for d, k in keys]
 
 
+def _still_held(rt: Any, keys: list[tuple[str, str]], states: set[str]) -> dict[str, str]:
+    """Keys whose effective state is one of ``states`` after the change, and by which scope
+    ("paused by domain"): the reply must not claim more than the change achieved."""
+    held: dict[str, str] = {}
+    for d, k in keys:
+        eff = rt.intent.effective(d, k)
+        if eff.state in states:
+            held[f"{d}/{k}"] = f"{eff.state} by {eff.scope}"
+    return held
+
+
 class ControlHandler:
     """Callable the control server invokes per request."""
 
@@ -93,24 +104,15 @@ class ControlHandler:
                 return {"candidates": self._list(domain, shadowed)}
             case PauseRequest(domain=domain, key=key, note=note):
                 keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
-                stricter = {
-                    f"{d_}/{k_}": f"{eff.state} by {eff.scope}"
-                    for d_, k_ in keys
-                    if (eff := rt.intent.effective(d_, k_)).state == "draining"
-                }
+                held = _still_held(rt, keys, {"draining"})  # a wider drain is stricter
                 return {
                     "affected": _names(keys),
-                    "state": "paused" if not stricter else "partly draining",
-                    "still_held": stricter,
+                    "state": "paused" if not held else "partly draining",
+                    "still_held": held,
                 }
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
-                # a wider intent (domain, everything) may still hold some keys: say so
-                held = {}
-                for d_, k_ in keys:
-                    eff = rt.intent.effective(d_, k_)
-                    if eff.state != "active":
-                        held[f"{d_}/{k_}"] = f"{eff.state} by {eff.scope}"
+                held = _still_held(rt, keys, {"paused", "draining"})  # by a wider intent
                 return {
                     "affected": _names(keys),
                     "state": "active" if not held else "partly active",
