@@ -189,3 +189,11 @@ async def test_status_of_an_unknown_key_is_not_found() -> None:
             await h.call("status", domain="adapter", key="nope")
         assert err.value.code == "not_found" and "adapter/nope" in err.value.message
         assert (await h.call("status", domain="task"))["components"] == []
+
+
+async def test_pause_of_a_key_inside_a_draining_domain_says_the_drain_still_holds() -> None:
+    async with running_daemon(CONFIG) as h:
+        await h.call("drain", domain="adapter", wait=False)
+        result = await h.call("pause", domain="adapter", key="cache")
+        assert result["state"] == "partly draining"
+        assert result["still_held"] == {"adapter/cache": "draining by domain"}
