@@ -94,7 +94,7 @@ def reload(ctl: Ctl) -> None:
 @json_option
 @pass_ctl
 def sync(ctl: Ctl) -> None:
-    """Fetch and apply the remote manifest now."""
+    """Sync remote manifests now (not implemented in this version: it says so, exit 1)."""
     with errors(ctl, "sync"):
         result = call(ctl, "sync", read_timeout=ctl.read_timeout(WAITING_TIMEOUT))
     output(ctl, result, render.render_sync(result))
