@@ -437,7 +437,8 @@ _AS_NOBODY = """
 import json, os, sys
 from oneiric.control.client import ControlClient, ControlError, RemoteError
 path, ops = sys.argv[1], json.loads(sys.argv[2])
-os.setgroups([]); os.setgid(65534); os.setuid(65534)
+groups = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
+os.setgroups(groups); os.setgid(65534); os.setuid(65534)
 out = []
 try:
     with ControlClient(path, timeout=10) as client:
@@ -452,11 +453,15 @@ print(json.dumps(out))
 """
 
 
-async def run_as_nobody(path: str, ops: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    """A real unprivileged client process. It imports as root, then drops to nobody: the
-    venv's interpreter lives under /root (0700), which nobody could not exec."""
+async def run_as_nobody(
+    path: str, ops: list[tuple[str, dict[str, Any]]], groups: list[int] | None = None
+) -> list[Any]:
+    """A real unprivileged client process. It imports as root, then drops to nobody (holding
+    the supplementary ``groups``): the venv's interpreter lives under /root (0700), which
+    nobody could not exec."""
     proc = await anyio.run_process(
-        [sys.executable, "-c", _AS_NOBODY, path, json.dumps(ops)], check=False
+        [sys.executable, "-c", _AS_NOBODY, path, json.dumps(ops), json.dumps(groups or [])],
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     result: list[Any] = json.loads(proc.stdout)
@@ -525,7 +530,7 @@ async def test_role_lookup() -> None:
 async def test_role_cache_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
-    def fake_in_group(group: str, uid: int, gid: int) -> bool:
+    def fake_in_group(group: str, uid: int, gid: int, groups: object = None) -> bool:
         calls.append(uid)
         return len(calls) > 1
 
@@ -806,3 +811,64 @@ async def test_serve_accepts_a_socket_handed_over_as_is() -> None:
             await conn.aclose()
             tg.cancel_scope.cancel()
         assert inherited.fileno() == -1  # serve() owned and closed it
+
+
+@pytest.mark.anyio
+async def test_admin_by_a_supplementary_group_the_peer_really_holds() -> None:
+    """nobody is not listed in group 'daemon', but a process holding it (SupplementaryGroups=,
+    containers) is an admin: the kernel's SO_PEERGROUPS decides, not /etc/group."""
+    import grp
+
+    gid = grp.getgrnam("daemon").gr_gid
+    async with running_server(FakeHandler(), admin_group="daemon", mode=0o666) as path:
+        os.chmod(os.path.dirname(path), 0o755)
+        as_member = await run_as_nobody(path, [("pause", {})], groups=[gid])
+        assert as_member == [{"result": {"op": "pause"}}]
+        plain = await run_as_nobody(path, [("pause", {})])
+        assert plain[0]["code"] == "permission_denied"
+
+
+@pytest.mark.anyio
+async def test_connections_beyond_the_cap_get_one_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oneiric.control import server as server_mod
+
+    monkeypatch.setattr(server_mod, "MAX_CONNECTIONS", 2)
+    async with running_server(FakeHandler()) as path:
+        first, second = await Raw.open(path), await Raw.open(path)
+        for conn in (first, second):  # both accepted and served
+            assert (await conn.call({"id": 1, "op": "ping"}))["ok"] is True
+        third = await Raw.open(path)
+        reply = await third.recv()
+        assert reply["error"]["code"] == "unavailable" and "too many" in reply["error"]["message"]
+        await third.wait_eof()
+        await first.aclose()
+        fourth = await Raw.open(path)  # a slot freed up
+        assert (await fourth.call({"id": 2, "op": "ping"}))["ok"] is True
+        for conn in (second, fourth):
+            await conn.aclose()
+
+
+@pytest.mark.anyio
+async def test_deeply_nested_json_is_a_bad_request_not_a_dropped_connection() -> None:
+    async with running_server(FakeHandler()) as path:
+        conn = await Raw.open(path)
+        nested = b'{"id":7,"op":"ping","x":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+        await conn.send(nested)
+        reply = await conn.recv()
+        assert reply["error"]["code"] == "bad_request" and "nested" in reply["error"]["message"]
+        assert (await conn.call({"id": 8, "op": "ping"}))["ok"] is True
+        await conn.aclose()
+
+
+@pytest.mark.anyio
+async def test_audit_line_cannot_be_forged_through_a_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="oneiric.audit")
+    async with running_server(FakeHandler()) as path:
+        conn = await Raw.open(path)
+        evil = "x\n2026 INFO oneiric.audit: audit uid=0 op=resume target=* outcome=ok"
+        await conn.call({"id": 1, "op": "pause", "domain": "adapter", "key": evil})
+        await conn.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "target='adapter/x\\n2026" in lines[0]

@@ -267,6 +267,8 @@ def decode_request(line: bytes) -> Request:
     """Decode one request line; raise :class:`ProtocolError` saying what is wrong."""
     try:
         env = _envelope_decoder.decode(line)
+    except RecursionError:
+        raise ProtocolError("bad_request", "request nested too deeply") from None
     except msgspec.DecodeError as exc:
         if isinstance(exc, msgspec.ValidationError):  # valid JSON, but not an object
             raise ProtocolError("bad_request", f"a request must be a JSON object: {exc}") from None
@@ -284,6 +286,8 @@ def decode_request(line: bytes) -> Request:
         )
     try:
         return _request_decoder.decode(line)
+    except RecursionError:
+        raise ProtocolError("bad_request", "request nested too deeply", req_id) from None
     except msgspec.ValidationError as exc:
         raise ProtocolError("bad_request", f"invalid {env.op!r} request: {exc}", req_id) from None
 

@@ -58,6 +58,13 @@ MAX_SOCKET_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
 PROBE_TIMEOUT: Final = 2.0
 LISTEN_BACKLOG: Final = 128
 MAX_IN_FLIGHT: Final = 64
+#: Connections served at once, and per unprivileged uid: a reader who can connect must not be
+#: able to use up the daemon's file descriptors (beyond the cap: one `unavailable` line, close).
+MAX_CONNECTIONS: Final = 256
+MAX_PER_UID: Final = 32
+#: Refused (permission_denied) requests audited per connection before they are summarised.
+AUDIT_DENIED_PER_CONNECTION: Final = 5
+_SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux ≥ 4.13
 ROLE_CACHE_TTL: Final = 60.0
 ACCEPT_BACKOFF: Final = 0.1
 RECV_SIZE: Final = 65536
@@ -216,14 +223,18 @@ def _unlink_quietly(path: str) -> None:
 # Roles
 
 
-def _in_group(group: str, uid: int, gid: int) -> bool:
-    """Whether ``uid`` (running with primary ``gid``) belongs to ``group``. Blocking (NSS)."""
+def _in_group(group: str, uid: int, gid: int, groups: tuple[int, ...] | None) -> bool:
+    """Whether the peer belongs to ``group``: its primary ``gid`` or, when the kernel told us
+    (SO_PEERGROUPS), the supplementary groups it really holds; otherwise the user database's
+    view of ``uid``. Blocking (NSS)."""
     try:
         target = grp.getgrnam(group).gr_gid
     except KeyError:
         return False
     if gid == target:
         return True
+    if groups is not None:
+        return target in groups
     try:
         pw = pwd.getpwuid(uid)
     except KeyError:
@@ -239,21 +250,25 @@ class _Roles:
         self._group = admin_group
         self._ttl = ttl
         self._own_uid = os.getuid()
-        self._cache: dict[tuple[int, int], tuple[float, bool]] = {}
+        self._cache: dict[tuple[int, int, tuple[int, ...] | None], tuple[float, bool]] = {}
 
-    async def role(self, uid: int, gid: int) -> Role:
-        if uid in (0, self._own_uid):
+    def privileged(self, uid: int) -> bool:
+        return uid in (0, self._own_uid)
+
+    async def role(self, uid: int, gid: int, groups: tuple[int, ...] | None = None) -> Role:
+        if self.privileged(uid):
             return "admin"
         if self._group is None:
             return "reader"
-        hit = self._cache.get((uid, gid))
+        key = (uid, gid, groups)
+        hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             is_admin = hit[1]
         else:
-            is_admin = await anyio.to_thread.run_sync(_in_group, self._group, uid, gid)
+            is_admin = await anyio.to_thread.run_sync(_in_group, self._group, uid, gid, groups)
             if len(self._cache) > 1024:
                 self._cache.clear()
-            self._cache[(uid, gid)] = (time.monotonic() + self._ttl, is_admin)
+            self._cache[key] = (time.monotonic() + self._ttl, is_admin)
         return "admin" if is_admin else "reader"
 
 
@@ -287,6 +302,17 @@ async def serve(
     """
     sock.setblocking(False)
     roles = _Roles(admin_group)
+    per_uid: dict[int, int] = {}
+    last_accept_error = ""
+
+    async def run_connection(conn: _Connection, uid: int) -> None:
+        try:
+            await conn.run()
+        finally:
+            per_uid[uid] -= 1
+            if not per_uid[uid]:
+                del per_uid[uid]
+
     try:
         async with anyio.create_task_group() as tg:
             task_status.started()
@@ -298,10 +324,23 @@ async def serve(
                     await anyio.wait_readable(sock)
                     continue
                 except OSError as exc:  # e.g. EMFILE: keep serving, back off
-                    log.warning("control socket accept failed: %s", exc)
+                    if str(exc) != last_accept_error:  # once per distinct problem
+                        log.warning("control socket accept failed: %s", exc)
+                        last_accept_error = str(exc)
                     await anyio.sleep(ACCEPT_BACKOFF)
                     continue
+                last_accept_error = ""
                 client.setblocking(False)
+                try:
+                    _pid, uid, _gid = _peer_credentials(client)
+                except OSError:
+                    client.close()
+                    continue
+                refusal = _over_limit(per_uid, uid, roles)
+                if refusal is not None:
+                    _refuse(client, refusal)
+                    continue
+                per_uid[uid] = per_uid.get(uid, 0) + 1
                 conn = _Connection(
                     client,
                     handler,
@@ -310,9 +349,39 @@ async def serve(
                     idle_timeout=idle_timeout,
                     max_in_flight=max_in_flight,
                 )
-                tg.start_soon(conn.run)
+                tg.start_soon(run_connection, conn, uid)
     finally:
         sock.close()
+
+
+def _over_limit(per_uid: dict[int, int], uid: int, roles: _Roles) -> str | None:
+    """Why a new connection from ``uid`` is refused, or None. Root and the daemon's own uid
+    are exempt from the per-uid cap (an operator can always get in); nobody is from the total."""
+    if sum(per_uid.values()) >= MAX_CONNECTIONS:
+        return f"too many control connections ({MAX_CONNECTIONS}); try again shortly"
+    if not roles.privileged(uid) and per_uid.get(uid, 0) >= MAX_PER_UID:
+        return f"too many control connections from uid {uid} (at most {MAX_PER_UID})"
+    return None
+
+
+def _refuse(client: socket.socket, message: str) -> None:
+    """One error line, best effort (the socket buffer takes it or it is lost), then close."""
+    log.warning("refusing a control connection: %s", message)
+    with contextlib.suppress(OSError):
+        client.send(encode_error(None, "unavailable", message))
+    client.close()
+
+
+def _peer_groups(sock: socket.socket) -> tuple[int, ...] | None:
+    """The supplementary groups the peer process really holds (SO_PEERGROUPS), or None when
+    the kernel cannot say (then the user database decides)."""
+    try:
+        raw = sock.getsockopt(
+            socket.SOL_SOCKET, _SO_PEERGROUPS, 1024
+        )  # 256 gids: the most Python allows
+    except OSError:
+        return None
+    return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
 
 
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -377,11 +446,13 @@ class _Connection:
         self._scope = anyio.CancelScope()
         self._peer = Peer(pid=0, uid=-1, gid=-1, role="reader")
         self._reads_without_wait = 0
+        self._denied_count = 0
 
     async def run(self) -> None:
         try:
             pid, uid, gid = _peer_credentials(self._sock)
-            self._peer = Peer(pid=pid, uid=uid, gid=gid, role=await self._roles.role(uid, gid))
+            role = await self._roles.role(uid, gid, _peer_groups(self._sock))
+            self._peer = Peer(pid=pid, uid=uid, gid=gid, role=role)
             log.debug("control connection from pid=%d uid=%d role=%s", pid, uid, self._peer.role)
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
@@ -394,6 +465,13 @@ class _Connection:
         except Exception:
             log.exception("control connection from pid %d failed", self._peer.pid)
         finally:
+            if self._denied_count > AUDIT_DENIED_PER_CONNECTION:
+                audit_log.info(
+                    "audit uid=%d pid=%d refused %d more mutating request(s) on this connection",
+                    self._peer.uid,
+                    self._peer.pid,
+                    self._denied_count - AUDIT_DENIED_PER_CONNECTION,
+                )
             self._sock.close()
 
     async def _read_loop(self, tg: anyio.abc.TaskGroup) -> bool:
@@ -508,15 +586,22 @@ class _Connection:
             if sent == len(data):
                 return
             data = data[sent:]
-        async with self._send_lock:
-            try:
-                with anyio.fail_after(self._idle):
-                    await self._sendall(data)
-            except (_PeerGone, TimeoutError) as exc:
-                log.debug("dropping control connection from pid %d: %r", self._peer.pid, exc)
-                self._scope.cancel()
-                await anyio.lowlevel.checkpoint()  # delivers the cancellation
-                raise  # pragma: no cover - the checkpoint above raises the cancellation
+        # A line, once begun, is finished whole or the connection is dropped: a cancelled
+        # request must not leave half a line for the next reply to run into. Shielded, and
+        # bounded by the idle timeout (a peer that stops reading is dropped).
+        gone: BaseException | None = None
+        with anyio.CancelScope(shield=True):
+            async with self._send_lock:
+                try:
+                    with anyio.fail_after(self._idle):
+                        await self._sendall(data)
+                except (_PeerGone, TimeoutError) as exc:
+                    gone = exc
+        if gone is not None:
+            log.debug("dropping control connection from pid %d: %r", self._peer.pid, gone)
+            self._scope.cancel()
+            await anyio.lowlevel.checkpoint()  # delivers the cancellation
+            raise gone  # pragma: no cover - the checkpoint above raises the cancellation
 
     async def _sendall(self, data: bytes) -> None:
         view = memoryview(data)
@@ -531,12 +616,18 @@ class _Connection:
             view = view[sent:]
 
     def _audit(self, req: Request, outcome: str) -> None:
+        if outcome == "permission_denied":
+            self._denied_count += 1
+            if self._denied_count > AUDIT_DENIED_PER_CONNECTION:
+                return  # summarised when the connection ends
+        target = _target(req)
         audit_log.info(
             "audit uid=%d pid=%d op=%s target=%s note=%r outcome=%s",
             self._peer.uid,
             self._peer.pid,
             _op(req),
-            _target(req),
+            # quoted when it has a newline or other control characters: never a forged line
+            target if target.isprintable() else repr(target),
             getattr(req, "note", None),
             outcome,
         )
