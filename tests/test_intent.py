@@ -565,3 +565,27 @@ def test_sigkill_mid_storm_keeps_every_acknowledged_mutation(tmp_path: Path, rou
     assert all(i.state == "paused" for i in state.keys.values())
     # no temp files left behind apart from at most the one the kill interrupted
     assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) <= 1
+
+
+@pytest.mark.anyio
+async def test_a_write_replaced_but_unconfirmed_is_kept_not_rolled_back(
+    store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename happened, only the directory fsync failed: memory must match the file."""
+    import errno
+    import os
+
+    from oneiric import _files
+
+    real_fsync = os.fsync
+
+    def flaky_fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):  # the directory's fsync
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(_files.os, "fsync", flaky_fsync)
+    await store.pause("adapter", "cache", **WHO)  # no NotDurable: it is on disk
+    monkeypatch.undo()
+    assert store.effective("adapter", "cache").state == "paused"
+    assert reload(path).effective("adapter", "cache").state == "paused"

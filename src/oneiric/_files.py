@@ -8,6 +8,14 @@ import tempfile
 from pathlib import Path
 
 
+class ReplacedUnconfirmed(OSError):
+    """The file was replaced, but the directory fsync that makes the rename durable failed:
+    the new content is what readers see now (and most likely after a crash), unconfirmed."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, f"replaced, but the directory sync failed: {cause}")
+
+
 def atomic_write(
     path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, durable: bool = True
 ) -> None:
@@ -19,23 +27,28 @@ def atomic_write(
     seconds anyway (the health file), wrong for operator intent."""
     target = Path(path)
     directory = target.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    # opened before the rename, so nothing that can fail stands between the rename and the
+    # directory fsync but the fsync itself (which then means "replaced, not confirmed")
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY) if durable else -1
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fh.fileno(), mode)
+                if durable:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if durable:
+            try:
+                os.fsync(dir_fd)
+            except OSError as exc:
+                raise ReplacedUnconfirmed(exc) from exc
     finally:
-        os.close(dir_fd)
+        if dir_fd >= 0:
+            os.close(dir_fd)

@@ -27,7 +27,7 @@ import anyio.to_thread
 import msgspec
 
 from oneiric._const import DOMAINS
-from oneiric._files import atomic_write
+from oneiric._files import ReplacedUnconfirmed, atomic_write
 from oneiric.errors import BadRequest, ConfigError, OneiricError
 
 __all__ = [
@@ -406,6 +406,14 @@ class IntentStore:
         data = msgspec.json.encode(snapshot)
         try:
             await anyio.to_thread.run_sync(atomic_write, self._path, data)
+        except ReplacedUnconfirmed as exc:
+            # The file already holds the new state: rolling back in memory would make memory
+            # and the next start disagree. Keep it, and say durability is unconfirmed.
+            log.error(
+                "operator intent written to %s, but its durability is unconfirmed: %s",
+                self._path,
+                exc,
+            )
         except Exception as exc:
             log.error(
                 "could not persist operator intent to %s (%d change(s) rolled back): %s",
