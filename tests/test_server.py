@@ -565,9 +565,12 @@ async def test_audit_log_for_mutating_requests(caplog: pytest.LogCaptureFixture)
     uid, pid = os.getuid(), os.getpid()
     assert [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"] == [
         f"audit uid={uid} pid={pid} op=pause target=adapter/cache note='maint' outcome=ok",
+        f"audit uid={uid} pid={pid} op=drain target=* note=None outcome=accepted",
         f"audit uid={uid} pid={pid} op=drain target=* note=None outcome=ok",
         f"audit uid={uid} pid={pid} op=resume target=service note=None outcome=ok",
+        f"audit uid={uid} pid={pid} op=emit target=orders.created note=None outcome=accepted",
         f"audit uid={uid} pid={pid} op=emit target=orders.created note=None outcome=ok",
+        f"audit uid={uid} pid={pid} op=sync target=* note=None outcome=accepted",
         f"audit uid={uid} pid={pid} op=sync target=* note=None outcome=conflict",
     ]
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "oneiric.audit")
@@ -586,9 +589,12 @@ async def test_cancelled_mutating_request_is_audited(caplog: pytest.LogCaptureFi
         with anyio.fail_after(WAIT):
             await handler.cancelled.wait()
     audit = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
+    # accepted when dispatched (it may already have taken effect), then how it ended
     assert audit == [
         f"audit uid={os.getuid()} pid={os.getpid()} op=run target=workflow/etl note=None "
-        "outcome=cancelled"
+        "outcome=accepted",
+        f"audit uid={os.getuid()} pid={os.getpid()} op=run target=workflow/etl note=None "
+        "outcome=cancelled",
     ]
 
 

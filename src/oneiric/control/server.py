@@ -536,6 +536,10 @@ class _Connection:
             return
         await self._slots.acquire()
         self._in_flight += 1
+        if op in MUTATING_OPS:
+            # long ops (drain, swap, reload, run) take effect before they finish waiting: the
+            # audit trail must not depend on the client waiting for the outcome line
+            self._audit(req, "accepted")
         tg.start_soon(self._handle, req)
 
     def _denied(self, op: str) -> str:
