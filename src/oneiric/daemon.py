@@ -31,6 +31,7 @@ from oneiric.control.server import AlreadyRunning, bind_control_socket, serve
 from oneiric.errors import ConfigError, OneiricError
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.health import (
+    ComponentHealth,
     ConfigHealth,
     HealthSnapshot,
     RemoteHealth,
@@ -259,8 +260,9 @@ class Daemon:
             await rt.reconcile_many(keys)
             await self._start_extensions(tg, rt, config)
             self._set_state("running")
-            self.notifier.ready(self.status_line())
-            log.info("oneiricd %s ready (pid %d): %s", VERSION, os.getpid(), self.status_line())
+            line = self.status_line()
+            self.notifier.ready(line)
+            log.info("oneiricd %s ready (pid %d): %s", VERSION, os.getpid(), line)
             task_status.started(self)
             await self._stop.wait()
             await self._shutdown(rt, config)
@@ -277,11 +279,13 @@ class Daemon:
         # turns watching on, so `watch` really can change live.
         await tg.start(watch_config, self)
 
-    def status_line(self) -> str:
+    def status_line(self, comps: list[ComponentHealth] | None = None) -> str:
+        """One line for systemd's STATUS= (``comps``: a status already built, to reuse)."""
         rt = self.runtime
         if rt is None:
             return self.state
-        comps = rt.components()
+        if comps is None:
+            comps = rt.components()
         ready = sum(1 for c in comps if c.lifecycle == "ready")
         paused = sum(1 for c in comps if c.admin != "active")
         bad = sum(1 for c in comps if c.lifecycle in ("failed", "degraded"))
@@ -403,7 +407,7 @@ class Daemon:
                     failing = None
             self._health_written.set()
             self._health_written = anyio.Event()
-            line = self.status_line()
+            line = self.status_line(snap.components)  # not a second status build per write
             if line != last_status and self.state == "running":
                 self.notifier.status(line)
                 last_status = line
