@@ -25,6 +25,8 @@ from oneiric.control.client import (
     DaemonNotRunning,
     RemoteError,
 )
+from oneiric.control.listen import bind_control_socket
+from oneiric.control.peers import Peer
 from oneiric.control.protocol import (
     ExplainRequest,
     PingRequest,
@@ -33,7 +35,8 @@ from oneiric.control.protocol import (
     RunRequest,
     WatchRequest,
 )
-from oneiric.control.server import Emit, Peer, bind_control_socket, serve
+from oneiric.control.server import serve
+from oneiric.control.session import Emit
 from oneiric.errors import ConfigError, NotFound
 
 WAIT = 10

@@ -19,13 +19,12 @@ import pytest
 
 import oneiric.runtime.intent as intent_mod
 from oneiric._files import atomic_write
-from oneiric.errors import BadRequest, ConfigError
+from oneiric.errors import BadRequest, ConfigError, NotDurable
 from oneiric.runtime.intent import (
     Effective,
     Intent,
     IntentState,
     IntentStore,
-    NotDurable,
     scope_label,
 )
 

@@ -21,7 +21,6 @@ from oneiric.control.protocol import (
     ListRequest,
     PauseRequest,
     PingRequest,
-    ProtocolError,
     RunRequest,
     StatusRequest,
     SwapRequest,
@@ -31,7 +30,7 @@ from oneiric.control.protocol import (
     encode_event,
     encode_ok,
 )
-from oneiric.errors import OneiricError
+from oneiric.errors import OneiricError, ProtocolError
 
 # --- framing ---------------------------------------------------------------------------------
 

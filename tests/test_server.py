@@ -20,7 +20,10 @@ import anyio
 import anyio.abc
 import pytest
 
-from oneiric.control import server as server_mod
+from oneiric.control import listen as listen_mod
+from oneiric.control import peers as peers_mod
+from oneiric.control.listen import bind_control_socket
+from oneiric.control.peers import Peer, Roles
 from oneiric.control.protocol import (
     EmitRequest,
     ExplainRequest,
@@ -34,15 +37,9 @@ from oneiric.control.protocol import (
     SyncRequest,
     WatchRequest,
 )
-from oneiric.control.server import (
-    AlreadyRunning,
-    Emit,
-    Peer,
-    _Roles,
-    bind_control_socket,
-    serve,
-)
-from oneiric.errors import ConfigError, Conflict, NotFound, OneiricError
+from oneiric.control.server import serve
+from oneiric.control.session import Emit
+from oneiric.errors import AlreadyRunning, ConfigError, Conflict, NotFound, OneiricError
 
 NOBODY = 65534
 WAIT = 10  # seconds: an upper bound on waiting for an event, never a sleep
@@ -246,7 +243,7 @@ async def test_handler_traceback_is_logged_for_internal_errors(
         conn = await Raw.open(path)
         await conn.call({"id": 1, "op": "health"})
         await conn.aclose()
-    [record] = [r for r in caplog.records if r.name == "oneiric.control.server" and r.exc_info]
+    [record] = [r for r in caplog.records if r.name == "oneiric.control.session" and r.exc_info]
     assert "'health'" in record.getMessage()
 
 
@@ -513,7 +510,7 @@ async def test_without_admin_group_only_root_and_own_uid_are_admins() -> None:
 
 @pytest.mark.anyio
 async def test_role_lookup() -> None:
-    roles = _Roles("nogroup")
+    roles = Roles("nogroup")
     assert await roles.role(0, 0) == "admin"
     assert await roles.role(os.getuid(), 0) == "admin"
     assert await roles.role(NOBODY, NOBODY) == "admin"  # primary group
@@ -521,9 +518,9 @@ async def test_role_lookup() -> None:
     assert await roles.role(54321, 1) == "reader"  # no such user
     assert await roles.role(54321, NOBODY) == "admin"  # no passwd entry, but the right gid
     assert await roles.role(NOBODY, 1) == "admin"  # cached
-    assert await _Roles("daemon").role(NOBODY, NOBODY) == "reader"
-    assert await _Roles("no-such-group-oneiric").role(NOBODY, NOBODY) == "reader"
-    assert await _Roles(None).role(NOBODY, NOBODY) == "reader"
+    assert await Roles("daemon").role(NOBODY, NOBODY) == "reader"
+    assert await Roles("no-such-group-oneiric").role(NOBODY, NOBODY) == "reader"
+    assert await Roles(None).role(NOBODY, NOBODY) == "reader"
 
 
 @pytest.mark.anyio
@@ -534,11 +531,11 @@ async def test_role_cache_expires(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(uid)
         return len(calls) > 1
 
-    monkeypatch.setattr(server_mod, "_in_group", fake_in_group)
-    cached = _Roles("g", ttl=3600)
+    monkeypatch.setattr(peers_mod, "_in_group", fake_in_group)
+    cached = Roles("g", ttl=3600)
     assert [await cached.role(1000, 1000) for _ in range(2)] == ["reader", "reader"]
     assert calls == [1000]
-    expiring = _Roles("g", ttl=-1)
+    expiring = Roles("g", ttl=-1)
     assert await expiring.role(1000, 1000) == "admin"  # looked up again
     assert calls == [1000, 1000]
     for uid in range(2000, 3100):  # the cache stays bounded
@@ -740,7 +737,7 @@ def test_bind_failure_in_bind_leaves_the_path_alone(monkeypatch: pytest.MonkeyPa
         with open(path, "w"):
             pass
         monkeypatch.setattr(socket, "socket", Failing)
-        monkeypatch.setattr(server_mod, "_clear_stale", lambda path: None)
+        monkeypatch.setattr(listen_mod, "_clear_stale", lambda path: None)
         with pytest.raises(PermissionError):
             bind_control_socket(path, mode=0o600, group=None)
         assert os.path.exists(path)  # not ours: not removed
@@ -777,12 +774,12 @@ def test_bind_survives_a_refused_chown(
 def test_probe_live() -> None:
     with scratch() as d:
         path = os.path.join(d, "s")
-        server_mod.probe_live(path)  # nothing there: fine
+        listen_mod.probe_live(path)  # nothing there: fine
         live = bind_control_socket(path, mode=0o600, group=None)
         with pytest.raises(AlreadyRunning):
-            server_mod.probe_live(path)
+            listen_mod.probe_live(path)
         live.close()
-        server_mod.probe_live(path)  # stale file: fine, and left for bind to remove
+        listen_mod.probe_live(path)  # stale file: fine, and left for bind to remove
         assert os.path.exists(path)
 
 
@@ -790,7 +787,7 @@ def test_bind_failure_after_bind_removes_the_file(monkeypatch: pytest.MonkeyPatc
     def broken_chown(path: str, group: str | None) -> None:
         raise OSError("simulated")
 
-    monkeypatch.setattr(server_mod, "_apply_group", broken_chown)
+    monkeypatch.setattr(listen_mod, "_apply_group", broken_chown)
     with scratch() as d:
         path = os.path.join(d, "s")
         with pytest.raises(OSError, match="simulated"):
@@ -838,9 +835,7 @@ async def test_admin_by_a_supplementary_group_the_peer_really_holds() -> None:
 async def test_connections_beyond_the_cap_get_one_error_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from oneiric.control import server as server_mod
-
-    monkeypatch.setattr(server_mod, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(peers_mod, "MAX_CONNECTIONS", 2)
     async with running_server(FakeHandler()) as path:
         first, second = await Raw.open(path), await Raw.open(path)
         for conn in (first, second):  # both accepted and served

@@ -27,8 +27,9 @@ import msgspec
 
 from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
 from oneiric.config import Config, DaemonConfig, ResolvedPaths, default_paths, load_config
-from oneiric.control.server import AlreadyRunning, bind_control_socket, serve
-from oneiric.errors import ConfigError, OneiricError
+from oneiric.control.listen import open_control_socket
+from oneiric.control.server import serve
+from oneiric.errors import AlreadyRunning, ConfigError, OneiricError
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.health import (
     ComponentHealth,
@@ -39,7 +40,7 @@ from oneiric.runtime.health import (
 )
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
-from oneiric.systemd import Notifier, listen_fds, watchdog_loop
+from oneiric.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
 
@@ -177,17 +178,12 @@ class Daemon:
 
     def _open_socket(self, config: Config) -> socket.socket:
         assert self.paths is not None
-        inherited = [
-            s
-            for s in listen_fds(self.environ)
-            if s.family == socket.AF_UNIX and s.type == socket.SOCK_STREAM
-        ]
-        if inherited:
-            log.info("using the control socket passed by the service manager (LISTEN_FDS)")
-            return inherited[0]
         try:
-            sock = bind_control_socket(
-                self.paths.socket, mode=config.daemon.socket_mode, group=config.daemon.admin_group
+            opened = open_control_socket(
+                self.paths.socket,
+                mode=config.daemon.socket_mode,
+                group=config.daemon.admin_group,
+                environ=self.environ,
             )
         except AlreadyRunning as exc:
             raise StartupError(
@@ -199,8 +195,8 @@ class Daemon:
             raise StartupError(
                 f"cannot create the control socket {self.paths.socket}: {exc}", EXIT_CONFIG
             ) from exc
-        self._owns_socket_file = True
-        return sock
+        self._owns_socket_file = opened.owns_file
+        return opened.sock
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED

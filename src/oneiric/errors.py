@@ -1,30 +1,66 @@
 """One exception tree for the whole project.
 
-Every error carries a protocol ``code`` (SPEC §8) so the control server can translate it at
-one boundary, and the CLI can map it to an exit status.
+Every error oneiric raises on purpose is a :class:`OneiricError` declared here, and carries a
+protocol ``code`` (SPEC §8) and an optional JSON-able ``detail``, so the control session
+translates any of them into an error reply at one boundary (``code``, ``str(exc)``,
+``detail``) and the CLI maps the code to an exit status. Modules raise these classes; none
+declares its own. The module imports nothing, so the lightest caller (``oneiricctl``) may
+import it.
+
+The only exceptions declared elsewhere are private control-flow signals that never cross a
+module boundary (the control server's "peer gone", the client's "unreadable reply") and the
+client's own errors in :mod:`oneiric.control.client`, which describe what happened on the
+client's side of the socket.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+__all__ = [
+    "ActivationError",
+    "AlreadyRunning",
+    "BadRequest",
+    "Busy",
+    "ConfigError",
+    "Conflict",
+    "DrainTimeout",
+    "NotDurable",
+    "NotFound",
+    "OneiricError",
+    "Paused",
+    "PermissionDenied",
+    "ProtocolError",
+    "RunCancelled",
+    "SessionMisuse",
+    "SwapFailed",
+    "TaskFailed",
+    "Timeout",
+    "Unavailable",
+]
+
 
 class OneiricError(Exception):
-    """Base of every error oneiric raises on purpose."""
+    """Base of every error oneiric raises on purpose.
+
+    ``code`` is the SPEC §8 error code of the reply it becomes; ``detail`` (None when there is
+    nothing more to say) is sent as the error's ``detail`` field and must be encodable as JSON.
+    """
 
     code: str = "internal"
+    detail: Any = None
+
+    def __init__(self, message: str = "", *, detail: Any = None) -> None:
+        super().__init__(message)
+        if detail is not None:
+            self.detail = detail
 
 
-class ConfigError(OneiricError):
-    """The configuration is invalid. ``str()`` names the file, the field path and what was
-    expected."""
+# --- request and state errors (the reply codes of SPEC §8) -----------------------------------
 
+
+class BadRequest(OneiricError):
     code = "bad_request"
-
-    def __init__(self, message: str, *, file: str | None = None, path: str | None = None) -> None:
-        self.file = file
-        self.path = path
-        where = ", ".join(p for p in (file, f"at {path}" if path else None) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.detail = message
 
 
 class NotFound(OneiricError):
@@ -57,6 +93,60 @@ class Timeout(OneiricError):
     code = "timeout"
 
 
+# --- configuration -----------------------------------------------------------------------------
+
+
+class ConfigError(OneiricError):
+    """The configuration is invalid. ``str()`` names the file, the field path and what was
+    expected; ``detail`` is what was expected alone."""
+
+    code = "bad_request"
+    detail: str  # always the bare message here (the base class's may be None)
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None) -> None:
+        self.file = file
+        self.path = path
+        where = ", ".join(p for p in (file, f"at {path}" if path else None) if p)
+        super().__init__(f"{where}: {message}" if where else message, detail=message)
+
+
+# --- the control protocol ----------------------------------------------------------------------
+
+
+class ProtocolError(OneiricError):
+    """A request line could not be turned into a request.
+
+    ``id`` is the request's id when it was readable, so the error reply can be correlated.
+    """
+
+    def __init__(self, code: str, message: str, id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+class SessionMisuse(OneiricError):
+    """The daemon's own code broke the session's rules (say, an event after the final reply):
+    always a bug, never the peer's fault."""
+
+
+class AlreadyRunning(OneiricError):
+    """A live daemon already answers on the control socket."""
+
+    code = "conflict"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"another oneiricd is already answering on {path}; stop it first "
+            "(systemctl stop oneiricd) or give this one a different --socket"
+        )
+
+
+# --- the runtime and the domains -----------------------------------------------------------------
+
+
 class ActivationError(OneiricError):
     """Constructing, starting or health-gating a provider failed; the serving instance (if any)
     was kept."""
@@ -64,5 +154,38 @@ class ActivationError(OneiricError):
     code = "internal"
 
 
-class BadRequest(OneiricError):
-    code = "bad_request"
+class NotDurable(OneiricError):
+    """Persisting a mutation failed; the mutation was rolled back and has no effect. The
+    underlying OS error is the ``__cause__``."""
+
+    code = "internal"
+
+
+class SwapFailed(OneiricError):
+    """A swap's activation failed; the previous instance keeps serving."""
+
+    code = "unavailable"
+
+
+class DrainTimeout(Timeout):
+    """Drain gave up; ``detail`` names what is still in flight."""
+
+    def __init__(self, message: str, in_flight: dict[str, int]) -> None:
+        super().__init__(message, detail={"in_flight": in_flight})
+
+
+class TaskFailed(OneiricError):
+    """A task or workflow run raised. Code ``conflict`` (gRPC ABORTED ↔ HTTP 409): the request
+    was valid and the daemon is fine; the work itself failed. ``detail`` carries the run id,
+    the exception type and the duration."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message, detail=detail or {})
+
+
+class RunCancelled(OneiricError):
+    """A run was cancelled before it finished (the daemon is stopping)."""
+
+    code = "unavailable"

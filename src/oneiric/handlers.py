@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from oneiric._const import VERSION
+from oneiric.control.peers import Peer
 from oneiric.control.protocol import (
     DrainRequest,
     EmitRequest,
@@ -31,25 +32,13 @@ from oneiric.control.protocol import (
     SyncRequest,
     WatchRequest,
 )
-from oneiric.control.server import Emit, Peer
-from oneiric.errors import OneiricError, Timeout, Unavailable
+from oneiric.control.session import Emit
+from oneiric.errors import DrainTimeout, OneiricError, SwapFailed, Unavailable
 
 if TYPE_CHECKING:
     from oneiric.daemon import Daemon
 
 log = logging.getLogger(__name__)
-
-
-class DrainTimeout(Timeout):
-    """Drain gave up; ``detail`` names what is still in flight."""
-
-    def __init__(self, message: str, in_flight: dict[str, int]) -> None:
-        super().__init__(message)
-        self.detail = {"in_flight": in_flight}
-
-
-class SwapFailed(OneiricError):
-    code = "unavailable"
 
 
 def _names(keys: list[tuple[str, str]]) -> list[str]:

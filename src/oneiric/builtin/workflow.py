@@ -36,8 +36,8 @@ import anyio
 import msgspec
 
 import oneiric
-from oneiric.domains._base import RunCancelled, describe
-from oneiric.errors import BadRequest, OneiricError
+from oneiric.domains._base import describe
+from oneiric.errors import BadRequest, OneiricError, RunCancelled
 
 log = logging.getLogger(__name__)
 

@@ -139,8 +139,9 @@ def _run(daemon: object) -> int:
 def _refuse_if_running(daemon: object) -> None:
     """Before detaching, so the exit status reaches the caller: 75 when a live daemon answers
     on the socket (the detached child would find the same and could only log it)."""
-    from oneiric.control.server import AlreadyRunning, probe_live
+    from oneiric.control.listen import probe_live
     from oneiric.daemon import Daemon
+    from oneiric.errors import AlreadyRunning
 
     assert isinstance(daemon, Daemon) and daemon.paths is not None
     try:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from oneiric._const import Domain
-from oneiric.errors import OneiricError
+from oneiric.errors import ProtocolError
 
 __all__ = [
     "KNOWN_OPS",
@@ -28,7 +28,6 @@ __all__ = [
     "ListRequest",
     "PauseRequest",
     "PingRequest",
-    "ProtocolError",
     "ReloadRequest",
     "Request",
     "ResumeRequest",
@@ -239,19 +238,6 @@ KNOWN_OPS: Final[tuple[str, ...]] = tuple(str(t.__struct_config__.tag) for t in 
 MUTATING_OPS: Final = frozenset(
     {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync"}
 )
-
-
-class ProtocolError(OneiricError):
-    """A request line could not be turned into a :data:`Request`.
-
-    ``id`` is the request's id when it was readable, so the error reply can be correlated.
-    """
-
-    def __init__(self, code: str, message: str, id: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.id = id
 
 
 class _Envelope(msgspec.Struct):

@@ -4,10 +4,10 @@ Runtime`; see :mod:`oneiric.domains.manager`."""
 
 from __future__ import annotations
 
-from oneiric.domains._base import RunCancelled, TaskFailed
 from oneiric.domains.event import Event
 from oneiric.domains.manager import DomainManager, current_manager, start_domains
 from oneiric.domains.service import BackoffPolicy
+from oneiric.errors import RunCancelled, TaskFailed  # public here too (docs/components.md)
 
 __all__ = [
     "BackoffPolicy",

@@ -18,30 +18,11 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from oneiric.errors import OneiricError
 from oneiric.runtime.core import KeyState, Runtime
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
-
-
-class TaskFailed(OneiricError):
-    """A task or workflow run raised. Code ``conflict`` (gRPC ABORTED ↔ HTTP 409): the request
-    was valid and the daemon is fine; the work itself failed. ``detail`` carries the run id,
-    the exception type and the duration."""
-
-    code = "conflict"
-
-    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.detail = detail or {}
-
-
-class RunCancelled(OneiricError):
-    """A run was cancelled before it finished (the daemon is stopping)."""
-
-    code = "unavailable"
 
 
 def set_extras(rt: Runtime, st: KeyState, **values: Any) -> None:

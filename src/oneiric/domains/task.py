@@ -25,15 +25,21 @@ import anyio
 import anyio.abc
 
 from oneiric.domains._base import (
-    RunCancelled,
-    TaskFailed,
     bump,
     call_component,
     describe,
     jsonable,
     set_extras,
 )
-from oneiric.errors import BadRequest, Busy, OneiricError, Paused, Unavailable
+from oneiric.errors import (
+    BadRequest,
+    Busy,
+    OneiricError,
+    Paused,
+    RunCancelled,
+    TaskFailed,
+    Unavailable,
+)
 from oneiric.runtime.core import KeyState, Runtime
 from oneiric.runtime.leases import Binding
 

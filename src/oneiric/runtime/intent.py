@@ -28,7 +28,7 @@ import msgspec
 
 from oneiric._const import DOMAINS
 from oneiric._files import ReplacedUnconfirmed, atomic_write
-from oneiric.errors import BadRequest, ConfigError, OneiricError
+from oneiric.errors import BadRequest, ConfigError, NotDurable
 
 __all__ = [
     "SCHEMA",
@@ -36,7 +36,6 @@ __all__ = [
     "Intent",
     "IntentState",
     "IntentStore",
-    "NotDurable",
     "OverrideMeta",
     "scope_label",
 ]
@@ -51,13 +50,6 @@ ScopeName = Literal["key", "domain", "global", ""]
 
 # How restrictive each state is; the effective state is the maximum over the three scopes.
 _RANK: Final[dict[str, int]] = {"active": 0, "paused": 1, "draining": 2}
-
-
-class NotDurable(OneiricError):
-    """Persisting a mutation failed; the mutation was rolled back and has no effect. The
-    underlying OS error is the ``__cause__``."""
-
-    code = "internal"
 
 
 class Intent(msgspec.Struct, frozen=True, kw_only=True):

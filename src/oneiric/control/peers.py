@@ -1,0 +1,168 @@
+"""Who is on the other end of a control connection, and how many of them the daemon serves.
+
+The kernel tells us (``SO_PEERCRED``, ``SO_PEERGROUPS``); :class:`Roles` turns that into the
+``admin`` or ``reader`` role of SPEC §8, and :class:`ConnectionLimits` decides whether one more
+connection from a uid is served at all. Pure policy plus two ``getsockopt`` calls: the byte
+pump in :mod:`oneiric.control.server` asks, this module answers.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import socket
+import struct
+import time
+from typing import Final, Literal
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_PER_UID",
+    "ConnectionLimits",
+    "Peer",
+    "Role",
+    "Roles",
+    "peer_credentials",
+    "peer_groups",
+]
+
+log = logging.getLogger(__name__)
+
+#: Connections served at once, and per unprivileged uid: a reader who can connect must not be
+#: able to use up the daemon's file descriptors (beyond the cap: one `unavailable` line, close).
+MAX_CONNECTIONS: Final = 256
+MAX_PER_UID: Final = 32
+ROLE_CACHE_TTL: Final = 60.0
+_SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux ≥ 4.13
+_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+Role = Literal["admin", "reader"]
+
+
+class Peer(msgspec.Struct, frozen=True):
+    """Who is on the other end of a connection, from ``SO_PEERCRED`` at connect time."""
+
+    pid: int
+    uid: int
+    gid: int
+    role: Role
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process that connected (``SO_PEERCRED``)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def peer_groups(sock: socket.socket) -> tuple[int, ...] | None:
+    """The supplementary groups the peer process really holds (SO_PEERGROUPS), or None when
+    the kernel cannot say (then the user database decides)."""
+    try:
+        raw = sock.getsockopt(
+            socket.SOL_SOCKET, _SO_PEERGROUPS, 1024
+        )  # 256 gids: the most Python allows
+    except OSError:
+        return None
+    return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+
+
+def _in_group(group: str, uid: int, gid: int, groups: tuple[int, ...] | None) -> bool:
+    """Whether the peer belongs to ``group``: its primary ``gid`` or, when the kernel told us
+    (SO_PEERGROUPS), the supplementary groups it really holds; otherwise the user database's
+    view of ``uid``. Blocking (NSS)."""
+    try:
+        target = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return False
+    if gid == target:
+        return True
+    if groups is not None:
+        return target in groups
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return target in os.getgrouplist(pw.pw_name, pw.pw_gid)
+
+
+class Roles:
+    """Decides admin vs reader; caches group lookups briefly so a membership change is
+    picked up without a restart, yet a busy client does not hammer NSS."""
+
+    def __init__(self, admin_group: str | None, ttl: float = ROLE_CACHE_TTL) -> None:
+        self.admin_group = admin_group
+        self._ttl = ttl
+        self._own_uid = os.getuid()
+        self._cache: dict[tuple[int, int, tuple[int, ...] | None], tuple[float, bool]] = {}
+
+    def privileged(self, uid: int) -> bool:
+        """Root and the daemon's own uid: admins whatever the group says."""
+        return uid in (0, self._own_uid)
+
+    async def role(self, uid: int, gid: int, groups: tuple[int, ...] | None = None) -> Role:
+        if self.privileged(uid):
+            return "admin"
+        if self.admin_group is None:
+            return "reader"
+        key = (uid, gid, groups)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            is_admin = hit[1]
+        else:
+            is_admin = await anyio.to_thread.run_sync(_in_group, self.admin_group, uid, gid, groups)
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[key] = (time.monotonic() + self._ttl, is_admin)
+        return "admin" if is_admin else "reader"
+
+    async def identify(self, sock: socket.socket) -> Peer:
+        """The connected peer with its role (may look up groups in a worker thread)."""
+        pid, uid, gid = peer_credentials(sock)
+        return Peer(pid=pid, uid=uid, gid=gid, role=await self.role(uid, gid, peer_groups(sock)))
+
+
+class ConnectionLimits:
+    """How many connections each uid holds, and whether one more is served.
+
+    Root and the daemon's own uid are exempt from the per-uid cap (an operator can always get
+    in); nobody is from the total. The accept loop calls :meth:`admit` for each new connection
+    and :meth:`release` when it ends.
+    """
+
+    def __init__(self, roles: Roles) -> None:
+        self._roles = roles
+        self._per_uid: dict[int, int] = {}
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def refusal(self, uid: int) -> str | None:
+        """Why a new connection from ``uid`` is refused, or None."""
+        if self._total >= MAX_CONNECTIONS:
+            return f"too many control connections ({MAX_CONNECTIONS}); try again shortly"
+        if not self._roles.privileged(uid) and self._per_uid.get(uid, 0) >= MAX_PER_UID:
+            return f"too many control connections from uid {uid} (at most {MAX_PER_UID})"
+        return None
+
+    def admit(self, uid: int) -> str | None:
+        """Count a new connection from ``uid``; or say why it is refused (then not counted)."""
+        refusal = self.refusal(uid)
+        if refusal is None:
+            self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+            self._total += 1
+        return refusal
+
+    def release(self, uid: int) -> None:
+        self._total -= 1
+        self._per_uid[uid] -= 1
+        if not self._per_uid[uid]:
+            del self._per_uid[uid]
