@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from oneiric.control.client import ControlClient
 from oneiric.daemon import Daemon, Options
 from oneiric.runtime.core import Runtime
 from oneiric.runtime.health import read_health
+from waiting import wait_until
 
 
 @dataclass
@@ -55,30 +56,29 @@ class Harness:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait (on runtime change events, never on time) until ``predicate()`` holds."""
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await self.rt.wait_changed(self.rt.version)
+        await wait_until(predicate, self.rt, timeout=timeout)
+
+    @property
+    def health_writes(self) -> Callable[[], Awaitable[None]]:
+        """A pulse for :func:`waiting.wait_until`: returns after the next health-file write."""
+        return self.daemon.health_written
 
     async def wait_health(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> Any:
         """Wait for health-file writes until ``predicate(snapshot)`` holds; return it."""
-        with anyio.fail_after(timeout):
-            while True:
-                written = anyio.Event()
+        seen: list[Any] = []
 
-                async def _next(ev: anyio.Event = written) -> None:
-                    await self.daemon.health_written()
-                    ev.set()
+        def written() -> bool:
+            try:
+                snap = read_health(str(self.health_file))
+            except (FileNotFoundError, ValueError):
+                return False
+            if predicate(snap):
+                seen.append(snap)
+                return True
+            return False
 
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_next)
-                    try:
-                        snap = read_health(str(self.health_file))
-                    except (FileNotFoundError, ValueError):
-                        snap = None
-                    if snap is not None and predicate(snap):
-                        tg.cancel_scope.cancel()
-                        return snap
-                    await written.wait()
+        await wait_until(written, self.health_writes, timeout=timeout)
+        return seen[-1]
 
     def write_config(self, text: str, name: str | None = None) -> Path:
         path = self.config if name is None else self.dir / name

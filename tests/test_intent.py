@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -27,6 +26,7 @@ from oneiric.runtime.intent import (
     IntentStore,
     scope_label,
 )
+from waiting import wait_until
 
 WRITER = Path(__file__).with_name("_intent_writer.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -92,13 +92,6 @@ class ScriptedWriter:
 
     async def wait_entered(self, i: int) -> None:
         await anyio.to_thread.run_sync(self.entered[i].wait)
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    """Yield to the loop until ``cond`` holds (scheduling only; never sleeps)."""
-    with anyio.fail_after(5):
-        while not cond():
-            await anyio.sleep(0)
 
 
 # --- precedence --------------------------------------------------------------------------
@@ -453,12 +446,12 @@ async def test_write_failure_reaches_every_uncommitted_caller_and_rolls_back(
         await writer.wait_entered(0)
         for i in range(1, 10):
             tg.start_soon(pause, f"k{i}")
-        await until(lambda: len(store.state.keys) == 10)
+        await wait_until(lambda: len(store.state.keys) == 10)  # k1..k9 queued
         writer.gates[0].set()
         await writer.wait_entered(1)
         assert results == {"k0": None}  # acknowledged only once its own write finished
         tg.start_soon(pause, "k10")
-        await until(lambda: len(store.state.keys) == 11)
+        await wait_until(lambda: len(store.state.keys) == 11)
         version = store.version
         writer.gates[1].set()
         await writer.wait_entered(2)

@@ -15,6 +15,7 @@ from oneiric.errors import NotFound, Paused, Timeout, Unavailable
 from oneiric.runtime.core import Runtime, RuntimeObserver, Timeouts, current_runtime
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
+from waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -52,6 +53,12 @@ async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     store.load()
     async with Runtime(intent=store, timeouts=FAST) as runtime:
         yield runtime
+
+
+def serving(rt: Runtime, key: str = "cache") -> str | None:
+    """The provider bound to ``adapter/<key>`` right now."""
+    cur = rt.state("adapter", key).slot.current
+    return None if cur is None else cur.provider
 
 
 async def setup(rt: Runtime, *cands: Candidate, select: str | None = None) -> None:
@@ -95,9 +102,7 @@ async def test_swap_is_make_before_break_and_waits_for_leases(rt: Runtime) -> No
         assert comp.CALLS["a.stop"] == 0, "old instance stopped while still leased"
         assert "a" in comp.LIVE
     # the old instance stops once its last lease ends
-    with anyio.fail_after(5):
-        while "a" in comp.LIVE:
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: "a" not in comp.LIVE, rt)
     st = rt.state("adapter", "cache")
     assert st.swaps == 1 and st.last_swap_ms is not None and comp.CALLS["a.stop"] == 1
 
@@ -172,9 +177,7 @@ async def test_concurrent_swaps_of_one_key_never_leak_or_double_stop(rt: Runtime
         async with anyio.create_task_group() as tg:
             for i in range(6):
                 tg.start_soon(swap_to, f"p{i}")
-    with anyio.fail_after(5):
-        while len(comp.LIVE) > 1:
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: len(comp.LIVE) <= 1, rt)
     assert not comp.ERRORS
     current = rt.state("adapter", "cache").slot.current
     assert current is not None and comp.LIVE == {current.provider}
@@ -186,16 +189,12 @@ async def test_request_reconcile_coalesces_bursts(rt: Runtime) -> None:
     )
     rt.selections = {"adapter": {"cache": "p1"}}
     rt.request_reconcile("adapter", "cache")
-    with anyio.fail_after(5):
-        while comp.CALLS["p1.start"] == 0:
-            await anyio.sleep(0)
+    await comp.gate("p1.starting").wait()
     for i in range(2, 20):  # nineteen more saves while p1 is starting
         rt.selections = {"adapter": {"cache": f"p{i}"}}
         rt.request_reconcile("adapter", "cache")
     comp.gate("p1.start").set()
-    with anyio.fail_after(5):
-        while (cur := rt.state("adapter", "cache").slot.current) is None or cur.provider != "p19":
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: serving(rt) == "p19", rt)
     # one swap in flight plus one queued: intermediate selections were never built
     assert sum(comp.CALLS[f"p{i}.init"] for i in range(2, 19)) == 0
 
@@ -210,9 +209,7 @@ async def test_drain_timeout_stops_old_instance_and_is_recorded(
         async with rt.use("adapter", "cache"):
             rt.selections = {"adapter": {"cache": "b"}}
             await rt.reconcile("adapter", "cache")
-            with anyio.fail_after(5):
-                while comp.CALLS["a.stop"] == 0:
-                    await rt.wait_changed(rt.version)
+            await wait_until(lambda: comp.CALLS["a.stop"] > 0, rt)
     assert "drain timeout" in caplog.text
 
 
@@ -245,7 +242,7 @@ async def test_pause_closes_admission_and_resume_reopens(rt: Runtime) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
-        await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # the waiter is parked at admission
         assert got == []
         h = rt.components()[0]
         assert h.admin == "paused" and h.note == "redis failover" and h.paused_by == "key"
@@ -270,9 +267,7 @@ async def test_swap_while_paused_is_parked_and_applied_once_on_resume(rt: Runtim
     assert "parked" in (rt.explain("adapter", "cache").mismatch or "")
     assert comp.CALLS["b.init"] == 0
     await rt.resume("adapter", "cache", uid=0, pid=1)
-    with anyio.fail_after(5):
-        while (cur := rt.state("adapter", "cache").slot.current) is None or cur.provider != "b":
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: serving(rt) == "b", rt)
     assert comp.CALLS["b.init"] == 1
     assert rt.components()[0].parked_provider is None
 
@@ -300,7 +295,7 @@ async def test_drain_completes_exactly_when_last_lease_ends(rt: Runtime) -> None
             done.set()
 
         tg.start_soon(drainer)
-        await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # the drainer is waiting on the lease
         assert not done.is_set()
         release.set()
         with anyio.fail_after(5):
@@ -336,11 +331,14 @@ async def test_removed_candidate_falls_back_then_retires(rt: Runtime) -> None:
     assert rt.state("adapter", "cache").slot.current.provider == "a"  # type: ignore[union-attr]
     keys = rt.apply_candidates({"test"}, [])
     assert await rt.reconcile_many(keys) == {("adapter", "cache"): "removed"}
+
     # once the old instance has retired, the key leaves status altogether
-    with anyio.fail_after(5):
-        while rt.components():
-            assert rt.components()[0].lifecycle == "inactive"
-            await rt.wait_changed(rt.version)
+    def retired() -> bool:
+        left = rt.components()
+        assert all(c.lifecycle == "inactive" for c in left)  # nothing else on the way out
+        return not left
+
+    await wait_until(retired, rt)
     assert "b" not in comp.LIVE
 
 
@@ -351,13 +349,9 @@ async def test_periodic_health_marks_degraded_and_recovers(tmp_path: Path) -> No
         await setup(rt, cand("a"))
         inst = rt.state("adapter", "cache").slot.current.instance  # type: ignore[union-attr]
         inst.fail = "health"
-        with anyio.fail_after(5):
-            while rt.state("adapter", "cache").lifecycle != "degraded":
-                await rt.wait_changed(rt.version)
+        await wait_until(lambda: rt.state("adapter", "cache").lifecycle == "degraded", rt)
         inst.fail = ""
-        with anyio.fail_after(5):
-            while rt.state("adapter", "cache").lifecycle != "ready":
-                await rt.wait_changed(rt.version)
+        await wait_until(lambda: rt.state("adapter", "cache").lifecycle == "ready", rt)
 
 
 async def test_shutdown_waits_for_leases_then_stops_everything(rt: Runtime) -> None:
@@ -378,7 +372,7 @@ async def test_shutdown_waits_for_leases_then_stops_everything(rt: Runtime) -> N
             assert await rt.shutdown(5) == {}
 
         tg.start_soon(stopper)
-        await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # shutdown is waiting on the lease
         assert comp.CALLS["a.stop"] == 0 and rt.stopping
         release.set()
     assert comp.LIVE == set()
@@ -465,7 +459,5 @@ async def test_hanging_health_probe_degrades(tmp_path: Path) -> None:
         )
         await rt.reconcile_many(rt.apply_candidates({"test"}, [c]))
         rt.state("adapter", "g").slot.current.instance.probe.set()  # type: ignore[union-attr]
-        with anyio.fail_after(5):
-            while rt.state("adapter", "g").lifecycle != "degraded":
-                await rt.wait_changed(rt.version)
+        await wait_until(lambda: rt.state("adapter", "g").lifecycle == "degraded", rt)
         assert "did not answer" in (rt.state("adapter", "g").last_error or "")

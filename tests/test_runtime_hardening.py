@@ -12,6 +12,7 @@ import components as comp
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
+from waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +27,11 @@ def cand(provider: str, factory: str = "components:Thing", **settings: object) -
         settings=settings,
         source="test",
     )
+
+
+def serving(rt: Runtime) -> str | None:
+    cur = rt.state("adapter", "cache").slot.current
+    return None if cur is None else cur.provider
 
 
 @pytest.fixture(autouse=True)
@@ -57,9 +63,7 @@ async def test_swap_completes_when_its_requester_is_cancelled(rt: Runtime) -> No
         scope.cancel()  # the operator's client hung up mid-activation
         comp.gate("b.start").set()
     # the swap was not half-done: b serves, a retires, nothing leaks
-    with anyio.fail_after(5):
-        while "a" in comp.LIVE:
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: "a" not in comp.LIVE, rt)
     assert rt.state("adapter", "cache").slot.current.provider == "b"  # type: ignore[union-attr]
     assert comp.LIVE == {"b"}
 
@@ -70,7 +74,7 @@ async def test_shutdown_waits_for_a_swap_in_progress_and_binds_nothing(rt: Runti
     await comp.gate("b.starting").wait()
     async with anyio.create_task_group() as tg:
         tg.start_soon(rt.shutdown, 5)
-        await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # shutdown has begun and waits for the swap
         comp.gate("b.start").set()
     assert comp.LIVE == set(), "an instance started during shutdown was left running"
     assert comp.CALLS["b.stop"] == 1
@@ -84,9 +88,7 @@ async def test_parked_retry_of_a_failed_swap_is_applied_on_resume(rt: Runtime) -
     comp.FAIL_START.clear()  # the backend is fixed; the operator asks again while paused
     assert await rt.set_override("adapter", "cache", "f", uid=0, pid=1) == "parked"
     await rt.resume("adapter", "cache", uid=0, pid=1)
-    with anyio.fail_after(5):
-        while (cur := rt.state("adapter", "cache").slot.current) is None or cur.provider != "f":
-            await rt.wait_changed(rt.version)
+    await wait_until(lambda: serving(rt) == "f", rt)
 
 
 async def test_failed_operator_swap_does_not_stay_durable(rt: Runtime, tmp_path: Path) -> None:

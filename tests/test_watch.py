@@ -26,6 +26,7 @@ from harness import Harness, make_dir, running_daemon
 from oneiric.control.client import RemoteError
 from oneiric.daemon import Daemon, Options
 from oneiric.watch import ConfigWatcher, _matches, make_plan, watcher_of
+from waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -115,13 +116,6 @@ def status(h: Harness, key: str = "cache") -> Any:
     return h.rt.components("adapter", key)[0]
 
 
-async def until(w: ConfigWatcher, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait on the watcher's progress events until ``predicate()`` holds."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await w.wait_changed(w.version)
-
-
 async def leased_name(h: Harness) -> str:
     async with h.rt.use("adapter", "cache") as inst:
         return str(inst.name)
@@ -138,7 +132,7 @@ async def processed(h: Harness, save: Callable[[], None]) -> None:
     w = watcher(h)
     before = w.reloads
     save()
-    await until(w, lambda: w.reloads > before and w.settled)
+    await wait_until(lambda: w.reloads > before and w.settled, w)
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +184,8 @@ async def test_each_editor_save_style_is_applied(style: str) -> None:
         SAVES[style](h.config, config("b"))
         await h.wait_for(lambda: provider(h) == "b")
         assert await leased_name(h) == "b"
-        assert wc.CALLS["b.init"] == 1 and wc.CALLS["a.stop"] == 1
+        await h.wait_for(lambda: wc.CALLS["a.stop"] == 1)  # a retires after the swap
+        assert wc.CALLS["b.init"] == 1
         SAVES[style](h.config, config("c"))
         await h.wait_for(lambda: provider(h) == "c")
         assert await leased_name(h) == "c"
@@ -204,7 +199,7 @@ async def test_dropin_in_a_directory_created_after_start() -> None:
         (h.dir / "conf.d").mkdir()
         save_rename(h.dir / "conf.d" / "10-sel.toml", '[selections.adapter]\ncache = "b"\n')
         await h.wait_for(lambda: provider(h) == "b")
-        await until(w, lambda: str(h.dir / "conf.d") in w.watching)
+        await wait_until(lambda: str(h.dir / "conf.d") in w.watching, w)
         # now watched directly: a later drop-in (lexically later, so it wins) applies too
         (h.dir / "conf.d" / "20-sel.toml").write_text('[selections.adapter]\ncache = "c"\n')
         await h.wait_for(lambda: provider(h) == "c")
@@ -213,7 +208,7 @@ async def test_dropin_in_a_directory_created_after_start() -> None:
             f.unlink()
         (h.dir / "conf.d").rmdir()
         await h.wait_for(lambda: provider(h) == "a")
-        await until(w, lambda: str(h.dir / "conf.d") not in w.watching)
+        await wait_until(lambda: str(h.dir / "conf.d") not in w.watching, w)
 
 
 async def test_main_file_behind_symlinks_configmap_style(d: Path) -> None:
@@ -233,7 +228,7 @@ async def test_main_file_behind_symlinks_configmap_style(d: Path) -> None:
         (d / "..data_tmp").symlink_to("..v2")
         os.replace(d / "..data_tmp", d / "..data")
         await h.wait_for(lambda: provider(h) == "c")
-        await until(w, lambda: str(d / "..v2") in w.watching)
+        await wait_until(lambda: str(d / "..v2") in w.watching, w)
         save_truncate(d / "..v2" / "oneiricd.toml", config("a"))
         await h.wait_for(lambda: provider(h) == "a")
 
@@ -245,7 +240,7 @@ async def test_include_change_moves_the_watch(d: Path) -> None:
         w = watcher(h)
         save_rename(h.config, 'include = ["extra/*.toml"]\n' + config("a"))
         await h.wait_for(lambda: provider(h) == "b")
-        await until(w, lambda: str(d / "extra") in w.watching)
+        await wait_until(lambda: str(d / "extra") in w.watching, w)
         save_rename(d / "extra" / "x.toml", '[selections.adapter]\ncache = "c"\n')
         await h.wait_for(lambda: provider(h) == "c")
 
@@ -268,9 +263,7 @@ async def test_a_save_between_the_startup_load_and_arming_is_caught_up(d: Path) 
         await tg.start(daemon.run)
         rt = daemon.runtime
         assert rt is not None
-        with anyio.fail_after(10):
-            while rt.components()[0].provider != "b":
-                await rt.wait_changed(rt.version)
+        await wait_until(lambda: rt.components()[0].provider == "b", rt)
         assert wc.CALLS["a.init"] == wc.CALLS["b.init"] == 1
         daemon.request_stop()
 
@@ -454,7 +447,7 @@ async def test_daemon_settings_live_and_not_live(caplog: pytest.LogCaptureFixtur
         new = config("a", daemon='socket_mode = "0600"').replace('drain_timeout = "5s"', "")
         save_rename(h.config, new)
         await h.wait_for(lambda: h.rt.timeouts.drain == 30)
-        await until(watcher(h), lambda: watcher(h).settled)
+        await wait_until(lambda: watcher(h).settled, watcher(h))
         line = next(r.getMessage() for r in caplog.records if "config change applied" in r.message)
         assert "daemon.drain_timeout live" in line
         assert "needs a restart: daemon.socket_mode" in line
@@ -470,12 +463,12 @@ async def test_sighup_reloads_through_the_same_path_and_watch_can_turn_on_live()
         save_rename(h.config, config("b", watch=True))
         os.kill(os.getpid(), signal.SIGHUP)
         await h.wait_for(lambda: provider(h) == "b")
-        await until(w, lambda: bool(w.watching))  # the reload turned watching on
+        await wait_until(lambda: bool(w.watching), w)  # the reload turned watching on
         save_rename(h.config, config("c", watch=True))
         await h.wait_for(lambda: provider(h) == "c")
         # and off again, through the watcher itself
         save_rename(h.config, config("c", watch=False))
-        await until(w, lambda: w.watching == ())
+        await wait_until(lambda: w.watching == (), w)
 
 
 # --------------------------------------------------------------------------- fake watcher
@@ -509,10 +502,10 @@ async def test_fake_saves_during_a_reload_coalesce_into_one_more() -> None:
         for sel in ("c", "d", "e"):
             save_rename(h.config, text(sel))
             await send.send(str(h.config))
-        await until(w, lambda: w.dirty)
+        await wait_until(lambda: w.dirty, w)
         comp.gate("hold").set()
         await h.wait_for(lambda: provider(h) == "e")
-        await until(w, lambda: w.settled)
+        await wait_until(lambda: w.settled, w)
         assert w.reloads == 2
         assert wc.CALLS["c.init"] == wc.CALLS["d.init"] == 0 and wc.CALLS["e.init"] == 1
 
@@ -520,7 +513,7 @@ async def test_fake_saves_during_a_reload_coalesce_into_one_more() -> None:
 async def test_fake_touch_changes_nothing() -> None:
     async with running_daemon(config("a", watch=False)) as h, fake_watcher(h) as (w, send):
         await send.send(str(h.config))
-        await until(w, lambda: w.reloads == 1 and w.settled)
+        await wait_until(lambda: w.reloads == 1 and w.settled, w)
         assert wc.CALLS == {"a.init": 1, "a.start": 1}
         assert status(h).swaps == 0
 
@@ -529,11 +522,11 @@ async def test_fake_invalid_then_valid() -> None:
     async with running_daemon(config("a", watch=False)) as h, fake_watcher(h) as (w, send):
         save_rename(h.config, "[[component]]\ndomain = 'nope'\n")
         await send.send(str(h.config))
-        await until(w, lambda: w.failures == 1 and w.settled)
+        await wait_until(lambda: w.failures == 1 and w.settled, w)
         assert "component[0]" in str(h.daemon.config_error) and provider(h) == "a"
         save_rename(h.config, config("b", watch=False))
         await send.send(str(h.config))
-        await until(w, lambda: w.reloads == 2 and w.settled)
+        await wait_until(lambda: w.reloads == 2 and w.settled, w)
         assert h.daemon.config_error is None and provider(h) == "b"
 
 
@@ -541,7 +534,7 @@ async def test_fake_empty_file_is_a_save_in_progress() -> None:
     async with running_daemon(config("a", watch=False)) as h, fake_watcher(h) as (w, send):
         save_truncate(h.config, "")  # the truncate half of truncate-and-write
         await send.send({(2, str(h.config))})
-        await until(w, lambda: w.skipped == 1 and w.settled)
+        await wait_until(lambda: w.skipped == 1 and w.settled, w)
         assert w.reloads == 0 and provider(h) == "a"  # not "no components at all"
         save_truncate(h.config, config("b", watch=False))
         await send.send({(2, str(h.config))})
@@ -556,5 +549,5 @@ async def test_new_empty_dropin_does_not_hold_back_its_batch(d: Path) -> None:
         w = watcher(h)
         (d / "conf.d" / "10-b.toml").write_text(component("b", priority=100))
         (d / "conf.d" / "99-local.toml").write_text("")
-        await until(w, lambda: provider(h) == "b")
+        await wait_until(lambda: provider(h) == "b", w)
         assert w.skipped == 0

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import components as comp
 
@@ -46,7 +47,7 @@ class Tracked:
             started(self.name).set()
             if self.gate:
                 await comp.gate(self.gate).wait()
-            await anyio.sleep(0)  # a checkpoint, so overlapping starts would be seen
+            await anyio.lowlevel.checkpoint()  # so overlapping starts would be seen
             if self.fail:
                 raise RuntimeError(f"{self.name} cannot start")
         finally:
