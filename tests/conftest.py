@@ -1,4 +1,10 @@
-"""Shared fixtures: anyio pinned to asyncio."""
+"""Shared fixtures: anyio on asyncio, and on trio too where a module asks for both.
+
+A module marked ``pytest.mark.both_backends`` runs each of its async tests on asyncio and on
+trio (ids ``[asyncio]``/``[trio]``), so the runtime and the control protocol cannot come to
+depend on asyncio by accident: trio refuses what asyncio lets slide (a missing checkpoint, an
+asyncio-only API, an Event created outside the loop). The rest of the suite stays on asyncio,
+which is what oneiricd runs on."""
 
 from __future__ import annotations
 
@@ -7,10 +13,19 @@ from collections.abc import Iterator
 
 import pytest
 
+BACKENDS = ("asyncio", "trio")
+
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "anyio_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("anyio_backend", BACKENDS)
 
 
 @pytest.fixture(autouse=True, scope="session")

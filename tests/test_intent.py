@@ -31,6 +31,8 @@ from waiting import wait_until
 WRITER = Path(__file__).with_name("_intent_writer.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+pytestmark = pytest.mark.both_backends  # the async ones: on asyncio and on trio
+
 
 class Who(TypedDict):
     uid: int

@@ -17,7 +17,7 @@ from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
 from waiting import wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 FAST = Timeouts(activation=2.0, stop=2.0, drain=5.0, health_interval=3600)
 

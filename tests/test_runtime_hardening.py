@@ -14,7 +14,7 @@ from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
 from waiting import wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 def cand(provider: str, factory: str = "components:Thing", **settings: object) -> Candidate:

@@ -41,6 +41,8 @@ from oneiric.control.server import serve
 from oneiric.control.session import Emit
 from oneiric.errors import AlreadyRunning, ConfigError, Conflict, NotFound, OneiricError
 
+pytestmark = pytest.mark.both_backends  # the async ones: on asyncio and on trio
+
 NOBODY = 65534
 WAIT = 10  # seconds: an upper bound on waiting for an event, never a sleep
 
