@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from clocks import FakeClock
 from harness import make_dir
-from oneiric.builtin import cache as cache_mod
 from oneiric.builtin.cache import MemoryCache, SqliteCache, state_dir
 
 pytestmark = pytest.mark.anyio
@@ -45,14 +46,14 @@ async def test_memory_get_set_delete_and_stats() -> None:
     assert await c.clear() == 1 and c.health() is True
 
 
-async def test_memory_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(cache_mod.time, "monotonic", lambda: now[0])
-    c = MemoryCache()
+async def test_memory_ttl() -> None:
+    clock = FakeClock()
+    c = MemoryCache(clock=clock)
     await c.set("k", "v", ttl="5s")
     await c.set("forever", 1, ttl=0)
+    clock.advance(4.999)
     assert await c.get("k") == "v"
-    now[0] += 5
+    clock.advance(0.001)
     assert await c.get("k") is None and await c.get("forever") == 1
 
 
@@ -60,6 +61,17 @@ def test_memory_rejects_bad_settings() -> None:
     for bad in (0, -1, True, "10"):
         with pytest.raises(ValueError, match="max_entries"):
             MemoryCache(max_entries=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [MemoryCache, SqliteCache])
+def test_clock_is_not_a_setting(cls: type) -> None:
+    with pytest.raises(TypeError, match="clock is not a setting"):
+        cls(clock="monotonic")
+
+
+def test_expiry_uses_the_real_clocks_by_default() -> None:
+    assert MemoryCache()._clock is time.monotonic  # immune to wall-clock jumps
+    assert SqliteCache()._clock is time.time  # stored expiry must mean the same after a restart
 
 
 async def test_sqlite_persists_across_instances(tmp: Path) -> None:
@@ -84,14 +96,14 @@ async def test_sqlite_persists_across_instances(tmp: Path) -> None:
     await again.stop()
 
 
-async def test_sqlite_ttl_and_json_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(cache_mod.time, "time", lambda: now[0])
-    c = SqliteCache(path=str(tmp / "c.db"))
+async def test_sqlite_ttl_and_json_only(tmp: Path) -> None:
+    clock = FakeClock()
+    c = SqliteCache(path=str(tmp / "c.db"), clock=clock)
     await c.start()
     await c.set("k", "v", ttl=10)
+    clock.advance(9.5)
     assert await c.get("k") == "v"
-    now[0] += 10
+    clock.advance(0.5)
     assert await c.get("k") is None
     assert (await c.stats())["entries"] == 0  # expired rows are removed when read
     with pytest.raises(TypeError):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TypedDict
 
@@ -17,6 +18,7 @@ import msgspec
 import pytest
 
 import oneiric.runtime.intent as intent_mod
+from clocks import FakeClock
 from oneiric._files import atomic_write
 from oneiric.errors import BadRequest, ConfigError, NotDurable
 from oneiric.runtime.intent import (
@@ -141,7 +143,10 @@ async def test_effective_precedence(
 
 
 @pytest.mark.anyio
-async def test_intent_records_who_when_and_note(store: IntentStore) -> None:
+async def test_intent_records_who_when_and_note(path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    store = IntentStore(path, clock=clock)
+    store.load()
     await store.pause("task", "nightly", uid=7, pid=99, note="disk swap")
     eff = store.effective("task", "nightly")
     assert isinstance(eff, Effective)
@@ -152,7 +157,16 @@ async def test_intent_records_who_when_and_note(store: IntentStore) -> None:
         99,
         "disk swap",
     )
-    assert eff.intent.at > 1_600_000_000  # epoch seconds
+    assert eff.intent.at == 1_700_000_000.0  # when it was given, on the store's clock
+    clock.advance(60)
+    await store.set_override("task", "nightly", "other", uid=7, pid=99)
+    meta = store.override_meta("task", "nightly")
+    assert meta is not None and meta.at == 1_700_000_060.0
+    assert reload(path).effective("task", "nightly").intent == eff.intent  # persisted as given
+
+
+def test_intent_is_stamped_with_wall_clock_time_by_default(path: Path) -> None:
+    assert IntentStore(path)._clock is time.time  # operators read these as dates
 
 
 @pytest.mark.anyio

@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.abc
@@ -384,7 +384,8 @@ class ConfigWatcher(ChangeCounter):
                 watch_filter=lambda _change, path: plan.relevant(path),
                 debounce=DEBOUNCE_MS,
                 step=STEP_MS,
-                stop_event=stop,
+                # awatch only calls is_set() and set(); its hint names concrete Event classes
+                stop_event=cast("anyio.Event", stop),
                 rust_timeout=0,  # no periodic wake-ups: the stop event ends the wait
                 recursive=False,
             ):

@@ -44,6 +44,12 @@ def _ttl(ttl: float | str | None) -> float | None:
     return seconds if seconds > 0 else None
 
 
+def _clock(clock: Callable[[], float]) -> Callable[[], float]:
+    if not callable(clock):
+        raise TypeError(f"clock is not a setting (it is for tests and embedding), got {clock!r}")
+    return clock
+
+
 def state_dir(environ: dict[str, str] | None = None) -> str:
     """The daemon's default state directory: the first entry of ``$STATE_DIRECTORY`` (as set by
     systemd's ``StateDirectory=`` and by ``make run``), else ``/var/lib/oneiric``."""
@@ -56,20 +62,24 @@ class MemoryCache:
     """An in-process LRU cache; contents are lost on restart or swap.
 
     Settings: ``max_entries`` (default 10000): the least recently used entry is evicted beyond
-    it."""
+    it. ``clock`` (not a setting) is what TTLs are measured on, :func:`time.monotonic` unless a
+    test or an embedding program passes another."""
 
     provider = "memory"
 
-    def __init__(self, max_entries: int = 10000) -> None:
+    def __init__(
+        self, max_entries: int = 10000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
             raise ValueError(f"max_entries must be an integer >= 1, got {max_entries!r}")
         self.max_entries = max_entries
+        self._clock = _clock(clock)
         self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()
         self._counts = {"hits": 0, "misses": 0, "sets": 0, "deletes": 0, "evictions": 0}
 
     async def get(self, key: str, default: Any = None) -> Any:
         entry = self._data.get(key)
-        if entry is not None and entry[1] is not None and entry[1] <= time.monotonic():
+        if entry is not None and entry[1] is not None and entry[1] <= self._clock():
             del self._data[key]
             entry = None
         if entry is None:
@@ -81,7 +91,7 @@ class MemoryCache:
 
     async def set(self, key: str, value: Any, ttl: float | str | None = None) -> None:
         seconds = _ttl(ttl)
-        expires = time.monotonic() + seconds if seconds is not None else None
+        expires = self._clock() + seconds if seconds is not None else None
         self._data[key] = (value, expires)
         self._data.move_to_end(key)
         self._counts["sets"] += 1
@@ -127,11 +137,14 @@ class SqliteCache:
     Settings: ``path`` (default ``<state dir>/cache.sqlite3``, the state dir being
     ``$STATE_DIRECTORY`` or ``/var/lib/oneiric``; relative paths are taken from the state dir
     too). The database is opened in ``start()`` and closed in ``stop()``; every query runs in a
-    worker thread so the event loop never blocks on disk."""
+    worker thread so the event loop never blocks on disk. Expiry times are stored as wall-clock
+    seconds (:func:`time.time`, or the ``clock`` a test or an embedding program passes; not a
+    setting), so they mean the same after a restart."""
 
     provider = "sqlite"
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = _clock(clock)
         base = state_dir()
         self.path = os.path.join(base, path or DEFAULT_FILE)
         self._db: sqlite3.Connection | None = None
@@ -177,7 +190,7 @@ class SqliteCache:
             row = db.execute("SELECT value, expires_at FROM cache WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
-            if row[1] is not None and row[1] <= time.time():
+            if row[1] is not None and row[1] <= self._clock():
                 db.execute("DELETE FROM cache WHERE key = ?", (key,))
                 return None
             return bytes(row[0])
@@ -192,7 +205,7 @@ class SqliteCache:
     async def set(self, key: str, value: Any, ttl: float | str | None = None) -> None:
         seconds = _ttl(ttl)
         blob = self._encoder.encode(value)  # raises TypeError for values JSON cannot hold
-        expires = time.time() + seconds if seconds is not None else None
+        expires = self._clock() + seconds if seconds is not None else None
         await self._run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO cache (key, value, expires_at) VALUES (?, ?, ?)",

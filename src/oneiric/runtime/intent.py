@@ -169,10 +169,15 @@ class IntentStore:
 
     The containing directory must exist (the daemon creates the state dir). Single event loop
     only; the blocking ``load`` is meant for start-up, before anything else touches the store.
+    ``clock`` stamps each intent and override with when it was given (wall-clock seconds, as
+    operators read them; tests pass a fake one).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._path = Path(path)
+        self._clock = clock
         self._durable = IntentState()  # what the disk holds (as far as we know)
         self._state = self._durable  # _durable with every pending mutation applied
         self._pending: list[_Pending] = []  # applied in memory, not yet on disk, in order
@@ -325,7 +330,7 @@ class IntentStore:
         note: str,
     ) -> None:
         _check_scope(domain, key)
-        intent = Intent(state=state, uid=uid, pid=pid, at=time.time(), note=note)
+        intent = Intent(state=state, uid=uid, pid=pid, at=self._clock(), note=note)
         log.info(
             "intent %s %s (uid=%s pid=%s note=%r)", state, scope_label(domain, key), uid, pid, note
         )
@@ -355,7 +360,7 @@ class IntentStore:
         _check_scope(domain, key)
         if provider is not None and not provider:
             raise BadRequest("empty provider name; give a provider or clear the override")
-        meta = OverrideMeta(uid=uid, pid=pid, at=time.time(), note=note)
+        meta = OverrideMeta(uid=uid, pid=pid, at=self._clock(), note=note)
         log.info(
             "override %s -> %s (uid=%s pid=%s note=%r)",
             _kk(domain, key),
