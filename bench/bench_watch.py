@@ -83,7 +83,6 @@ def _pct(samples: list[float], q: float) -> float:
 
 async def _measure(save: Callable[[Path, str], None], rounds: int) -> list[float]:
     from oneiric.daemon import Daemon, Options
-    from oneiric.watch import watcher_of
 
     d = Path(tempfile.mkdtemp(prefix="onb", dir="/tmp"))
     (d / "etc").mkdir()
@@ -105,7 +104,7 @@ async def _measure(save: Callable[[Path, str], None], rounds: int) -> list[float
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             rt = daemon.runtime
-            watcher = watcher_of(daemon)
+            watcher = daemon.watcher
             assert rt is not None and watcher is not None
             for i in range(rounds):
                 target = f"p{(i + 1) % 2}"

@@ -25,7 +25,8 @@ import watch_components as wc
 from harness import Harness, make_dir, running_daemon
 from oneiric.control.client import RemoteError
 from oneiric.daemon import Daemon, Options
-from oneiric.watch import ConfigWatcher, _matches, make_plan, watcher_of
+from oneiric.watch import ConfigWatcher, make_plan
+from oneiric.watchplan import _matches
 from waiting import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -122,7 +123,7 @@ async def leased_name(h: Harness) -> str:
 
 
 def watcher(h: Harness) -> ConfigWatcher:
-    w = watcher_of(h.daemon)
+    w = h.daemon.watcher
     assert w is not None
     return w
 
@@ -479,7 +480,8 @@ async def fake_watcher(
     h: Harness,
 ) -> AsyncIterator[tuple[ConfigWatcher, anyio.abc.ObjectSendStream[object]]]:
     send, receive = anyio.create_memory_object_stream[object](100)
-    w = ConfigWatcher(h.daemon)
+    assert h.daemon.reloader is not None and h.daemon.paths is not None
+    w = ConfigWatcher(h.daemon.reloader, h.daemon.paths)
     async with anyio.create_task_group() as tg:
         await tg.start(functools.partial(w.run, changes=receive))
         try:

@@ -189,3 +189,11 @@ class RunCancelled(OneiricError):
     """A run was cancelled before it finished (the daemon is stopping)."""
 
     code = "unavailable"
+
+
+class StartupError(OneiricError):
+    """oneiricd could not start; ``exit_status`` is what it exits with (SPEC §6)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status

@@ -1,7 +1,9 @@
 """The daemon's answers to control requests (SPEC §7–§8): translate each op into runtime calls.
 
 Runs inside the control server's per-request task; raises :class:`OneiricError` subclasses,
-which the server turns into error replies.
+which the server turns into error replies. Its collaborators are handed to it, typed: the
+runtime, the reloader, the health reporter and (once started) the domain manager; it never
+reaches into the daemon.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -33,10 +34,11 @@ from oneiric.control.protocol import (
     WatchRequest,
 )
 from oneiric.control.session import Emit
+from oneiric.domains.manager import DomainManager
 from oneiric.errors import DrainTimeout, OneiricError, SwapFailed, Unavailable
-
-if TYPE_CHECKING:
-    from oneiric.daemon import Daemon
+from oneiric.reload import Reloader
+from oneiric.runtime.core import Runtime
+from oneiric.runtime.reporter import HealthReporter
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def _names(keys: list[tuple[str, str]]) -> list[str]:
     return [f"{d}/{k}" for d, k in keys]
 
 
-def _still_held(rt: Any, keys: list[tuple[str, str]], states: set[str]) -> dict[str, str]:
+def _still_held(rt: Runtime, keys: list[tuple[str, str]], states: set[str]) -> dict[str, str]:
     """Keys whose effective state is one of ``states`` after the change, and by which scope
     ("paused by domain"): the reply must not claim more than the change achieved."""
     held: dict[str, str] = {}
@@ -59,34 +61,37 @@ def _still_held(rt: Any, keys: list[tuple[str, str]], states: set[str]) -> dict[
 class ControlHandler:
     """Callable the control server invokes per request."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        rt: Runtime,
+        reloader: Reloader,
+        health: HealthReporter,
+        domains: DomainManager | None = None,
+    ) -> None:
+        self.rt = rt
+        self.reloader = reloader
+        self.health = health
+        #: None until the domains have started (the server answers before that: ``run`` and
+        #: ``emit`` say "still starting" meanwhile)
+        self.domains = domains
 
-    @property
-    def rt(self) -> Any:
-        rt = self.daemon.runtime
-        if rt is None:
-            raise Unavailable("the daemon is still starting")
-        return rt
-
-    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Any:
-        d = self.daemon
+    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> object:
         rt = self.rt
         match request:
             case PingRequest():
                 return {
                     "version": VERSION,
                     "pid": os.getpid(),
-                    "uptime_s": round(time.time() - d.started_at, 3),
-                    "state": d.state,
+                    "uptime_s": round(time.time() - self.health.started_at, 3),
+                    "state": self.health.state,
                 }
             case StatusRequest(domain=domain, key=key):
-                snap = d.snapshot(domain, key)
-                if key is not None and not snap.components:
+                snap = self.health.snapshot(domain, key)
+                if domain is not None and key is not None and not snap.components:
                     rt.state(domain, key)  # raises not_found naming the key
                 return snap
             case HealthRequest():
-                return d.snapshot()
+                return self.health.snapshot()
             case ExplainRequest(domain=domain, key=key):
                 return rt.explain(domain, key)
             case ListRequest(domain=domain, shadowed=shadowed):
@@ -112,11 +117,11 @@ class ControlHandler:
             case SwapRequest(domain=domain, key=key, provider=provider, clear=clear):
                 return await self._swap(domain, key, None if clear else provider, peer)
             case ReloadRequest():
-                return await d.reload(trigger=f"oneiricctl (uid {peer.uid})")
+                return await self.reloader.reload(trigger=f"oneiricctl (uid {peer.uid})")
             case WatchRequest():
                 return await self._watch(emit)
             case RunRequest() | EmitRequest():
-                domains = getattr(d, "domains", None)
+                domains = self.domains
                 if domains is None:
                     raise Unavailable("oneiricd is still starting; try again in a moment")
                 if isinstance(request, RunRequest):
@@ -131,9 +136,9 @@ class ControlHandler:
                 )
         raise OneiricError(f"unhandled op {type(request).__name__}")  # pragma: no cover
 
-    def _list(self, domain: str | None, shadowed: bool) -> list[dict[str, Any]]:
+    def _list(self, domain: str | None, shadowed: bool) -> list[dict[str, object]]:
         rt = self.rt
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, object]] = []
         for d, k in rt.registry.keys(domain=domain):
             res = rt.registry.resolve(
                 d,
@@ -163,7 +168,9 @@ class ControlHandler:
                 )
         return out
 
-    async def _swap(self, domain: str, key: str, provider: str | None, peer: Peer) -> Any:
+    async def _swap(
+        self, domain: str, key: str, provider: str | None, peer: Peer
+    ) -> dict[str, object]:
         rt = self.rt
         st = rt.state(domain, key)
         previous = st.slot.current.provider if st.slot.current is not None else None
@@ -182,7 +189,7 @@ class ControlHandler:
             "swap_ms": round((time.monotonic() - started) * 1000, 3),
         }
 
-    async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> Any:
+    async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> dict[str, object]:
         rt = self.rt
         keys = await rt.drain(req.domain, req.key, uid=peer.uid, pid=peer.pid, note=req.note or "")
         started = time.monotonic()
@@ -217,13 +224,12 @@ class ControlHandler:
             left,
         )
 
-    async def _watch(self, emit: Emit) -> Any:
-        d = self.daemon
+    async def _watch(self, emit: Emit) -> dict[str, object]:
         rt = self.rt
         seen = -1
         while True:
             seen = rt.version
-            await emit({"type": "snapshot", "snapshot": d.snapshot()})
-            if d.state == "stopped":
+            await emit({"type": "snapshot", "snapshot": self.health.snapshot()})
+            if self.health.state == "stopped":
                 return {"ended": "daemon stopping"}
             await rt.wait_changed(seen)

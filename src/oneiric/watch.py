@@ -8,41 +8,36 @@ Two tasks, data flowing one way:
   and the directories on the way to them. When one of those directories appears or vanishes
   (``conf.d`` created after start, ``rm -r conf.d``) it re-arms on the new set and marks the
   config dirty once armed, so a drop-in written into a brand-new directory is never missed.
-* The **worker** waits for the mark, clears it, and calls :meth:`Daemon.reload` — the single
+* The **worker** waits for the mark, clears it, and calls :meth:`Reloader.reload` — the single
   reload path that SIGHUP and ``oneiricctl reload`` use too. Saves landing during a reload set
   the mark again, so any burst costs one reload in flight plus one that reads the latest files.
 
 Diffing, parking a change that hits a paused key, replacing a parked change, per-key swap
-serialisation and failed-swap bookkeeping all live in the daemon and the runtime; this module
-only decides *when* to reload. No polling: the only timers are watchfiles' own ``step`` and
-``debounce``, set here deliberately (its defaults add about 1.6 s to every change).
+serialisation and failed-swap bookkeeping all live in the reloader and the runtime; this module
+only decides *when* to reload (what to watch is planned by :mod:`oneiric.watchplan`). No
+polling: the only timers are watchfiles' own ``step`` and ``debounce``, set here deliberately
+(its defaults add about 1.6 s to every change).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import logging
-import os
-import re
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import anyio
 import anyio.abc
 import anyio.from_thread
+from watchfiles import awatch
 
 from oneiric._changes import ChangeCounter
-from oneiric.config import Config, load_config
+from oneiric.config import Config, ResolvedPaths, load_config
 from oneiric.errors import ConfigError
+from oneiric.reload import Reloader, ReloadResult
+from oneiric.watchplan import WatchPlan, make_plan, paths_of, saves_in_progress
 
-if TYPE_CHECKING:
-    from oneiric.daemon import Daemon, ReloadResult
-
-__all__ = ["ConfigWatcher", "WatchPlan", "make_plan", "watch_config", "watcher_of"]
+__all__ = ["ConfigWatcher", "WatchPlan", "make_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -52,109 +47,6 @@ STEP_MS = 5
 #: Upper bound (ms) on how long watchfiles keeps collecting while events keep arriving, so a
 #: long stream of saves is still delivered in batches rather than held back.
 DEBOUNCE_MS = 50
-
-_WATCHERS: weakref.WeakKeyDictionary[Daemon, ConfigWatcher] = weakref.WeakKeyDictionary()
-
-
-def watcher_of(daemon: Daemon) -> ConfigWatcher | None:
-    """The config watcher running for ``daemon`` (tests and diagnostics), if any."""
-    return _WATCHERS.get(daemon)
-
-
-# --------------------------------------------------------------------------- what to watch
-
-
-def _matches(path: str, pattern: str) -> bool:
-    """Component-wise glob match with :func:`glob.glob`'s rules: ``*`` stays within one path
-    component and does not match a leading dot (editor temp files like ``.x.toml.swp``)."""
-    names, parts = path.split(os.sep), pattern.split(os.sep)
-    if len(names) != len(parts):
-        return False
-    for name, part in zip(names, parts, strict=True):
-        if name == part:
-            continue
-        if name.startswith(".") and not part.startswith("."):
-            return False
-        if not fnmatch.fnmatchcase(name, part):
-            return False
-    return True
-
-
-_MAGIC = re.compile(r"[*?[]")
-
-
-def _chain(directory: str) -> list[str]:
-    """``/a/b/c`` → ``["/", "/a", "/a/b", "/a/b/c"]``."""
-    parts = directory.split(os.sep)
-    return [os.sep.join(parts[:i]) or os.sep for i in range(1, len(parts) + 1)]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchPlan:
-    """Which directories to hand to watchfiles and which event paths matter."""
-
-    mains: tuple[str, ...]  # the main file, and its real path when it is reached via symlinks
-    patterns: tuple[str, ...]  # absolute include globs
-    levels: tuple[str, ...]  # directory patterns leading to the main file and the drop-ins
-    dirs: tuple[str, ...]  # existing directories to watch, non-recursively
-
-    def relevant(self, path: str) -> bool:
-        return self.is_config(path) or self.is_level(path)
-
-    def is_config(self, path: str) -> bool:
-        return path in self.mains or any(_matches(path, p) for p in self.patterns)
-
-    def is_level(self, path: str) -> bool:
-        return any(_matches(path, p) for p in self.levels)
-
-
-def _symlink_hops(path: str, limit: int = 40) -> list[str]:
-    """The symlinks met while resolving ``path`` (the file itself or any directory on the way),
-    then the real path; ``[]`` when there are none. Swapping one of them (``ln -sfn``, a
-    Kubernetes ConfigMap's ``..data``) changes what the main file is."""
-    hops: list[str] = []
-    current = path
-    for _ in range(limit):
-        link = next((p for p in _chain(current)[1:] if os.path.islink(p)), None)
-        if link is None:
-            break
-        try:
-            target = os.path.join(os.path.dirname(link), os.readlink(link))
-        except OSError:  # replaced between the two calls: the event that follows re-plans
-            break
-        hops.append(link)
-        rest = os.path.relpath(current, link) if current != link else ""
-        current = os.path.normpath(os.path.join(target, rest) if rest else target)
-    return [*hops, current] if hops else []
-
-
-def make_plan(main: str, include: Iterable[str]) -> WatchPlan:
-    """Plan the watch for a main file and its ``include`` globs (blocking: globs and stats).
-
-    For each directory a config file may live in: watch the deepest existing directory of its
-    wildcard-free prefix (the nearest existing ancestor when that prefix does not exist yet),
-    plus every existing directory matching the deeper, wildcarded levels. A main file reached
-    through symlinks also gets the directories of the links and of its real path watched."""
-    main = os.path.abspath(main)
-    base = os.path.dirname(main)
-    patterns = tuple(dict.fromkeys(os.path.normpath(os.path.join(base, p)) for p in include))
-    hops = _symlink_hops(main)
-    levels: dict[str, None] = dict.fromkeys(hops[:-1])  # a swapped link: plan again
-    dirs: set[str] = set()
-    targets = [base, *(os.path.dirname(p) for p in patterns), *map(os.path.dirname, hops)]
-    for target in dict.fromkeys(targets):
-        chain = _chain(target)
-        levels.update(dict.fromkeys(chain[1:]))
-        fixed = next((i - 1 for i, d in enumerate(chain) if _MAGIC.search(d)), len(chain) - 1)
-        start = fixed
-        while start > 0 and not os.path.isdir(chain[start]):
-            start -= 1
-        dirs.add(chain[start])
-        if start == fixed:
-            for level in chain[fixed + 1 :]:
-                dirs.update(d for d in glob.glob(level) if os.path.isdir(d))
-    mains = (main, hops[-1]) if hops else (main,)
-    return WatchPlan(mains, patterns, tuple(levels), tuple(sorted(dirs)))
 
 
 class _ArmedStop:
@@ -192,51 +84,18 @@ class _ArmedStop:
         self._stop.set()
 
 
-def _saves_in_progress(paths: Iterable[str], known: Iterable[str]) -> list[str]:
-    """Those of ``paths`` that are empty now and are among the ``known`` config files
-    (blocking: resolves symlinks)."""
-    real = {os.path.realpath(f) for f in known}
-    return [p for p in _empty_files(paths) if os.path.realpath(p) in real]
-
-
-def _empty_files(paths: Iterable[str]) -> list[str]:
-    """Those of ``paths`` that are empty regular files right now (blocking)."""
-    out = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        if st.st_size == 0 and os.path.isfile(p):
-            out.append(p)
-    return out
-
-
-def _paths_of(item: object) -> set[str]:
-    """Event paths of a watchfiles batch (``{(Change, path)}``); an injected item may be
-    anything, and then simply means "something changed"."""
-    if isinstance(item, str):
-        return {item}
-    out: set[str] = set()
-    if isinstance(item, Iterable):
-        for entry in item:
-            if isinstance(entry, str):
-                out.add(entry)
-            elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], str):
-                out.add(entry[1])
-    return out
-
-
 # --------------------------------------------------------------------------- the watcher
 
 
 class ConfigWatcher(ChangeCounter):
-    """Watches the config files of one daemon and applies each valid change through
-    :meth:`Daemon.reload`. Counters and :meth:`wait_changed` make its progress observable."""
+    """Watches the config files (``paths.config`` and its drop-ins) and applies each valid
+    change through :meth:`Reloader.reload`. Counters and :meth:`wait_changed` make its progress
+    observable."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, reloader: Reloader, paths: ResolvedPaths) -> None:
         super().__init__()
-        self.daemon = daemon
+        self.reloader = reloader
+        self.paths = paths
         self.reloads = 0  # reloads started by the worker
         self.failures = 0  # of which the new config did not validate
         self.skipped = 0  # changes held back because a file was empty (a save in progress)
@@ -278,9 +137,8 @@ class ConfigWatcher(ChangeCounter):
         """Run until cancelled. With ``changes`` (a fake watcher for tests) every item is a
         change batch and the filesystem is not watched; otherwise watchfiles is armed before
         ``task_status.started()`` (and stays dormant while ``[daemon] watch = false``)."""
-        _WATCHERS[self.daemon] = self
         if changes is None:
-            self.daemon.config_listeners.append(self._on_config)
+            self.reloader.listeners.append(self._on_config)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._worker)
@@ -290,13 +148,12 @@ class ConfigWatcher(ChangeCounter):
                     tg.start_soon(self._feed, changes)
                 task_status.started()
         finally:
-            if self._on_config in self.daemon.config_listeners:
-                self.daemon.config_listeners.remove(self._on_config)
-            _WATCHERS.pop(self.daemon, None)
+            if self._on_config in self.reloader.listeners:
+                self.reloader.listeners.remove(self._on_config)
 
     async def _feed(self, changes: AsyncIterator[object]) -> None:
         async for item in changes:
-            self.mark(_paths_of(item))
+            self.mark(paths_of(item))
 
     def _on_config(self, new: Config) -> None:
         """A config was applied (by any trigger): re-plan if what we watch depends on it."""
@@ -305,8 +162,7 @@ class ConfigWatcher(ChangeCounter):
 
     # -- the file watch --------------------------------------------------------------------------
     async def _watch_files(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        assert self.daemon.paths is not None
-        main = self.daemon.paths.config
+        main = self.paths.config
         ready = False
 
         def started() -> None:
@@ -318,8 +174,7 @@ class ConfigWatcher(ChangeCounter):
         vanished = 0  # consecutive arming failures because a directory had just vanished
         while True:
             self._replan = anyio.Event()
-            config = self.daemon.config
-            assert config is not None
+            config = self.reloader.config
             self._plan_key = (config.include, config.daemon.watch)
             self._arm_failed = False
             error: Exception | None = None
@@ -376,8 +231,6 @@ class ConfigWatcher(ChangeCounter):
     async def _iterate(
         self, plan: WatchPlan, stop: _ArmedStop, ready: anyio.Event, failure: list[Exception]
     ) -> None:
-        from watchfiles import awatch
-
         try:
             async for batch in awatch(
                 *plan.dirs,
@@ -389,7 +242,7 @@ class ConfigWatcher(ChangeCounter):
                 rust_timeout=0,  # no periodic wake-ups: the stop event ends the wait
                 recursive=False,
             ):
-                paths = _paths_of(batch)
+                paths = paths_of(batch)
                 self.mark(paths)
                 if any(plan.is_level(p) for p in paths):
                     self._replan.set()  # a directory on the way appeared or vanished
@@ -409,7 +262,7 @@ class ConfigWatcher(ChangeCounter):
         except ConfigError:
             self.mark()  # let the worker record and report it
             return
-        if fresh != self.daemon.config:
+        if fresh != self.reloader.config:
             self.mark()
 
     # -- the worker ------------------------------------------------------------------------------
@@ -428,11 +281,8 @@ class ConfigWatcher(ChangeCounter):
     async def _apply(self, paths: set[str]) -> None:
         # Only a file the running config was built from can be "a save in progress"; a new,
         # empty drop-in (a placeholder) is valid TOML and must not hold back its batch.
-        running = self.daemon.config
-        known = list(running.files) if running is not None else []
-        if self.daemon.paths is not None:
-            known.append(self.daemon.paths.config)
-        empty = await anyio.to_thread.run_sync(_saves_in_progress, paths, known) if paths else []
+        known = [*self.reloader.config.files, self.paths.config]
+        empty = await anyio.to_thread.run_sync(saves_in_progress, paths, known) if paths else []
         if empty:
             self.skipped += 1
             log.info(
@@ -441,31 +291,29 @@ class ConfigWatcher(ChangeCounter):
                 ", ".join(sorted(empty)),
             )
             return
-        old = self.daemon.config
+        old = self.reloader.config
         self.reloads += 1
         try:
-            result = await self.daemon.reload(trigger="file change", force=False, notify=False)
+            result = await self.reloader.reload(trigger="file change", force=False, notify=False)
         except ConfigError:
             self.failures += 1  # reload logged it and shows it in status and the health file
             return
         except Exception:  # a bug must not end live configuration for the daemon's lifetime
             log.exception("applying the config change failed")
             return
-        _log_applied(result, old, self.daemon.config)
+        _log_applied(result, old, self.reloader.config)
 
 
-def _log_applied(result: ReloadResult, old: Config | None, new: Config | None) -> None:
+def _log_applied(result: ReloadResult, old: Config, new: Config) -> None:
     """One line per applied change, naming what changed."""
     parts = [f"{key} {outcome}" for key, outcome in sorted(result.outcomes.items())]
-    if old is not None and new is not None:
-        parts += [
-            f"daemon.{f} live"
-            for f in new.daemon.__struct_fields__
-            if getattr(new.daemon, f) != getattr(old.daemon, f)
-            and f"daemon.{f}" not in result.not_live
-        ]
-        if new.include != old.include:
-            parts.append("include")
+    parts += [
+        f"daemon.{f} live"
+        for f in new.daemon.__struct_fields__
+        if getattr(new.daemon, f) != getattr(old.daemon, f) and f"daemon.{f}" not in result.not_live
+    ]
+    if new.include != old.include:
+        parts.append("include")
     if result.not_live:
         parts.append(f"needs a restart: {', '.join(result.not_live)}")
     if not parts:
@@ -477,14 +325,3 @@ def _log_applied(result: ReloadResult, old: Config | None, new: Config | None) -
         "config change applied: %s",
         "; ".join(parts),
     )
-
-
-async def watch_config(
-    daemon: Daemon,
-    *,
-    changes: AsyncIterator[object] | None = None,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Watch ``daemon``'s config files and apply changes; ``await tg.start(watch_config, d)``
-    returns once the watch is armed. ``changes`` replaces the file watch (tests)."""
-    await ConfigWatcher(daemon).run(changes=changes, task_status=task_status)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
+import anyio
 import click
 
-from oneiric._const import EXIT_CONFIG, EXIT_OK, VERSION
+from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_OK, VERSION
+from oneiric.config import check_factories
+from oneiric.control.listen import probe_live
+from oneiric.daemon import Daemon, Options
+from oneiric.errors import AlreadyRunning, StartupError
+from oneiric.logging_setup import configure_logging
 
 EPILOG = """\b
 Examples:
@@ -77,9 +84,6 @@ def cli(
     logfile: str | None,
 ) -> None:
     """Run the oneiric host daemon in the foreground."""
-    from oneiric.daemon import Daemon, Options, StartupError
-    from oneiric.logging_setup import configure_logging
-
     daemon = Daemon(
         Options(config=config, socket=socket_path, state_dir=state_dir, health_file=health_file)
     )
@@ -89,8 +93,6 @@ def cli(
         click.echo(f"oneiricd: {exc}", err=True)
         sys.exit(exc.exit_status)
     if check:
-        from oneiric.config import check_factories
-
         problems = check_factories(cfg)
         for p in problems:
             click.echo(f"oneiricd: {p}", err=True)
@@ -108,14 +110,7 @@ def cli(
     sys.exit(_run(daemon))
 
 
-def _run(daemon: object) -> int:
-    import logging
-
-    import anyio
-
-    from oneiric.daemon import Daemon, StartupError
-
-    assert isinstance(daemon, Daemon)
+def _run(daemon: Daemon) -> int:
     try:
         anyio.run(daemon.run)
     except StartupError as exc:
@@ -136,19 +131,15 @@ def _run(daemon: object) -> int:
     return 0
 
 
-def _refuse_if_running(daemon: object) -> None:
+def _refuse_if_running(daemon: Daemon) -> None:
     """Before detaching, so the exit status reaches the caller: 75 when a live daemon answers
     on the socket (the detached child would find the same and could only log it)."""
-    from oneiric.control.listen import probe_live
-    from oneiric.daemon import Daemon
-    from oneiric.errors import AlreadyRunning
-
-    assert isinstance(daemon, Daemon) and daemon.paths is not None
+    assert daemon.paths is not None
     try:
         probe_live(daemon.paths.socket)
     except AlreadyRunning as exc:
         click.echo(f"oneiricd: {exc}", err=True)
-        sys.exit(75)
+        sys.exit(EXIT_ALREADY_RUNNING)
 
 
 def _detach(pidfile: str, logfile: str | None) -> None:

@@ -83,12 +83,11 @@ def current_manager() -> DomainManager:
     raise Unavailable("oneiricd is still starting: tasks and events are not available yet")
 
 
-async def start_domains(tg: anyio.abc.TaskGroup, rt: Runtime, daemon: Any) -> DomainManager:
-    """Start the domains in ``tg`` (the daemon's task group) and publish the manager as
-    ``daemon.domains`` for the control handler."""
+async def start_domains(tg: anyio.abc.TaskGroup, rt: Runtime) -> DomainManager:
+    """Start the domains in ``tg`` (the daemon's task group) and return their manager (the
+    daemon hands it to the control handler for ``run`` and ``emit``)."""
     manager = DomainManager(rt, tg)
     await manager.attach()
-    daemon.domains = manager
     log.info(
         "domains started: %d service(s), %d task(s), %d workflow(s), %d event key(s)",
         *(

@@ -1,0 +1,207 @@
+"""The one reload path: re-read the config files, apply what changed, report the outcome.
+
+SIGHUP, ``oneiricctl reload`` and the config watcher all call :meth:`Reloader.reload`. A config
+that does not validate keeps the running one (its error is kept in :class:`LoadedConfig` for
+status and the health file) and raises :class:`ConfigError`. A valid one is applied whole,
+shielded from the caller going away: new timeouts and log level, candidates re-ranked, and only
+the keys whose winner changed are reconciled. ``[daemon]`` settings outside
+:data:`LIVE_SETTINGS` are reported as needing a restart.
+
+The reloader is handed the runtime, the health reporter (it flips the daemon's state to
+``reloading`` and back) and the systemd notifier (``RELOADING=1`` … ``READY=1``); it never
+reaches back into the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+import msgspec
+
+from oneiric.config import Config, DaemonConfig, load_config
+from oneiric.errors import ConfigError
+from oneiric.runtime.core import Runtime, Timeouts
+from oneiric.runtime.registry import Candidate
+from oneiric.runtime.reporter import HealthReporter, LoadedConfig
+from oneiric.systemd import Notifier
+
+__all__ = ["LIVE_SETTINGS", "ReloadResult", "Reloader", "candidates_of", "timeouts_of"]
+
+log = logging.getLogger(__name__)
+
+#: [daemon] settings that take effect on reload; the others need a restart.
+LIVE_SETTINGS = frozenset(
+    {
+        "drain_timeout",
+        "stop_timeout",
+        "activation_timeout",
+        "health_interval",
+        "log_level",
+        "watch",
+    }
+)
+
+
+class ReloadResult(msgspec.Struct, kw_only=True):
+    changed: list[str]
+    not_live: list[str]
+    outcomes: dict[str, str]
+    failed: dict[str, str] = {}  # key -> why its swap failed (the previous instance serves)
+
+
+def candidates_of(config: Config) -> list[Candidate]:
+    return [
+        Candidate(
+            domain=c.domain,
+            key=c.key,
+            provider=c.provider,
+            factory=c.factory,
+            priority=c.priority,
+            stack_level=c.stack_level,
+            settings=dict(c.settings),
+            source=c.source,
+            every=c.every,
+            topics=tuple(c.topics),
+            concurrency=c.concurrency,
+            queue_size=c.queue_size,
+        )
+        for c in config.components
+    ]
+
+
+def timeouts_of(config: Config) -> Timeouts:
+    d = config.daemon
+    return Timeouts(
+        activation=d.activation_timeout,
+        stop=d.stop_timeout,
+        drain=d.drain_timeout,
+        health_interval=d.health_interval,
+    )
+
+
+class Reloader:
+    """Owns the running config: applies the boot config, then every reload, one at a time."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        loaded: LoadedConfig,
+        *,
+        config_path: str,
+        health: HealthReporter,
+        notifier: Notifier,
+    ) -> None:
+        self.rt = rt
+        self.loaded = loaded
+        self.config_path = config_path
+        self.health = health
+        self.notifier = notifier
+        #: what the settings that need a restart still are
+        self.boot: DaemonConfig = loaded.config.daemon
+        #: called with each applied config, whatever triggered it (the watcher re-plans)
+        self.listeners: list[Callable[[Config], object]] = []
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @property
+    def error(self) -> str | None:
+        """Why the last reload failed; None when the running config is the files' latest."""
+        return self.loaded.error
+
+    def close(self) -> None:
+        """The daemon is stopping: reloads still apply, but never send ``READY=1`` again."""
+        self._closed = True
+
+    async def activate(self) -> None:
+        """Apply the config the daemon started with (start-up, before ``READY=1``)."""
+        config = self.config
+        keys = self.rt.apply_candidates(
+            {c.source for c in config.components} | {config.path},
+            candidates_of(config),
+            config.selections,
+        )
+        await self.rt.reconcile_many(keys)
+
+    async def reload(
+        self, *, trigger: str, force: bool = True, notify: bool = True
+    ) -> ReloadResult:
+        """Re-read the config; apply what changed. A broken config keeps the running one and
+        raises ConfigError (also recorded in status and the health file).
+
+        SIGHUP and ``oneiricctl reload`` use the defaults (systemd sees RELOADING=1 … READY=1
+        and failed swaps are retried); the file watcher passes ``notify=False``.
+        """
+        health = self.health
+        async with self._lock:
+            previous_state = health.state
+            notify = notify and not self._closed
+            if notify:
+                health.set_state("reloading")
+                self.notifier.reloading()
+            try:
+                try:
+                    new = await anyio.to_thread.run_sync(load_config, self.config_path)
+                except ConfigError as exc:
+                    if self.loaded.error != str(exc):
+                        self.loaded.error = str(exc)
+                        self.rt.touch()
+                    log.error(
+                        "config reload (%s) failed, keeping the running config: %s", trigger, exc
+                    )
+                    raise
+                # Shielded: a config is applied whole even if the requester goes away (each
+                # swap inside is bounded by the activation and stop timeouts).
+                with anyio.CancelScope(shield=True):
+                    result = await self.apply(new, force=force)
+                log.info("config reloaded (%s): %d key(s) changed", trigger, len(result.changed))
+                return result
+            finally:
+                if notify and not self._closed:  # never READY=1 after STOPPING=1
+                    health.set_state(previous_state if previous_state != "reloading" else "running")
+                    self.notifier.ready(health.status_line())
+
+    async def apply(self, new: Config, *, force: bool) -> ReloadResult:
+        """Make ``new`` the running config and reconcile the keys it changes."""
+        rt = self.rt
+        old = self.config
+        boot = self.boot
+        # against what the daemon started with: a setting changed by an earlier reload is
+        # still pending a restart, and one changed back is not
+        not_live = [
+            f"daemon.{f}"
+            for f in new.daemon.__struct_fields__
+            if f not in LIVE_SETTINGS and getattr(new.daemon, f) != getattr(boot, f)
+        ]
+        if not_live:
+            log.warning("changed settings need a restart to take effect: %s", ", ".join(not_live))
+        rt.timeouts = timeouts_of(new)
+        if new.daemon.log_level != old.daemon.log_level:
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+        sources = {c.source for c in old.components} | {c.source for c in new.components}
+        sources |= {old.path, new.path}
+        keys = rt.apply_candidates(sources, candidates_of(new), new.selections)
+        self.loaded.config = new
+        self.loaded.loaded_at = time.time()
+        self.loaded.error = None
+        for cb in self.listeners:
+            cb(new)
+        # a forced reload (SIGHUP, `oneiricctl reload`) also retries failed swaps of unchanged keys
+        retry = {k for k, st in rt.states.items() if force and st.failed_target is not None}
+        outcomes = await rt.reconcile_many(keys | retry, force=force)
+        return ReloadResult(
+            changed=sorted(f"{d}/{k}" for d, k in keys),
+            not_live=not_live,
+            outcomes={f"{d}/{k}": v for (d, k), v in outcomes.items()},
+            failed={
+                f"{d}/{k}": rt.states[(d, k)].last_error or "activation failed"
+                for (d, k), v in outcomes.items()
+                if v == "failed"
+            },
+        )

@@ -1,0 +1,181 @@
+"""The daemon's face to the outside: its state, the health file and the STATUS= line.
+
+:class:`HealthReporter` owns what a reader of the health file or of ``oneiricctl status`` sees of
+the daemon as a whole: its state (``starting → running ⇄ reloading → draining → stopping →
+stopped``), when it started, and a snapshot of every component. It writes the snapshot on every
+runtime change (a burst of changes coalesced into one write) and at least every heartbeat.
+
+It is handed to the reloader (which flips ``reloading``) and to the control handler (``ping``,
+``status``, ``health`` and ``watch`` read it); it knows nothing of either. The config it reports
+comes from a :class:`LoadedConfig` record that the reloader keeps current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+
+from oneiric._const import EXIT_CONFIG, VERSION
+from oneiric.config import Config
+from oneiric.errors import StartupError
+from oneiric.runtime.core import Runtime
+from oneiric.runtime.health import (
+    ComponentHealth,
+    ConfigHealth,
+    DaemonState,
+    HealthSnapshot,
+    RemoteHealth,
+    write_health,
+)
+
+__all__ = ["HEALTH_COALESCE", "HealthReporter", "LoadedConfig"]
+
+log = logging.getLogger(__name__)
+
+#: After a change, wait this long for more before rewriting the health file: a burst of 64
+#: concurrent pauses costs one write instead of dozens (measured: +25 % durable requests/s).
+HEALTH_COALESCE = 0.005
+
+
+@dataclass(slots=True)
+class LoadedConfig:
+    """The config the daemon runs, when it was loaded, and why the last reload failed (None
+    when it did not). The reloader writes it; the reporter reads it."""
+
+    config: Config
+    loaded_at: float
+    error: str | None = None
+
+
+def _write_health_file(path: str, snap: HealthSnapshot) -> None:
+    """Write the snapshot, recreating the directory if something removed it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_health(path, snap)
+
+
+class HealthReporter:
+    """State, snapshot and health file of one daemon. ``await tg.start(reporter.run)`` returns
+    after the first write; a first write that fails raises :class:`StartupError` (78)."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        loaded: LoadedConfig,
+        *,
+        path: str,
+        started_at: float,
+        on_status: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.rt = rt
+        self.loaded = loaded
+        self.path = path
+        self.started_at = started_at
+        self.state: DaemonState = "starting"
+        self.remote = RemoteHealth()
+        self._on_status = on_status  # STATUS= for the service manager, while running
+        self._written = anyio.Event()
+        self._ok = False  # a health file was written at least once
+
+    # -- state -----------------------------------------------------------------------------------
+    def set_state(self, state: DaemonState) -> None:
+        self.state = state
+        self.rt.touch()  # the writer follows the runtime's changes
+
+    # -- what is reported ------------------------------------------------------------------------
+    def snapshot(self, domain: str | None = None, key: str | None = None) -> HealthSnapshot:
+        config = self.loaded.config
+        return HealthSnapshot(
+            version=VERSION,
+            pid=os.getpid(),
+            state=self.state,
+            started_at=self.started_at,
+            updated_at=time.time(),
+            heartbeat_s=config.daemon.health_interval,
+            config=ConfigHealth(
+                path=config.path,
+                loaded_at=self.loaded.loaded_at,
+                last_error=self.loaded.error,
+                files=list(config.files),
+            ),
+            remote=self.remote,
+            components=self.rt.components(domain, key),
+        )
+
+    def status_line(self, comps: list[ComponentHealth] | None = None) -> str:
+        """One line for systemd's STATUS= (``comps``: a status already built, to reuse)."""
+        if comps is None:
+            comps = self.rt.components()
+        ready = sum(1 for c in comps if c.lifecycle == "ready")
+        paused = sum(1 for c in comps if c.admin != "active")
+        bad = sum(1 for c in comps if c.lifecycle in ("failed", "degraded"))
+        parts = [f"{self.state}: {ready}/{len(comps)} components ready"]
+        if paused:
+            parts.append(f"{paused} paused/drained")
+        if bad:
+            parts.append(f"{bad} failed/degraded")
+        if self.loaded.error:
+            parts.append("config error (running the previous config)")
+        return ", ".join(parts)
+
+    # -- the writer ------------------------------------------------------------------------------
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Write on every change (coalesced) and every heartbeat, until cancelled."""
+        rt = self.rt
+        path = self.path
+        first = True
+        last_status = ""
+        failing: str | None = None
+        while True:
+            snap = self.snapshot()
+            seen = rt.version
+            try:
+                await anyio.to_thread.run_sync(_write_health_file, path, snap)
+            except OSError as exc:
+                if first:
+                    raise StartupError(
+                        f"cannot write the health file {path}: {exc} (check --health-file, "
+                        "[daemon] health_file or RUNTIME_DIRECTORY)",
+                        EXIT_CONFIG,
+                    ) from exc
+                if failing != str(exc):  # once per distinct problem, not every heartbeat
+                    log.error("cannot write the health file %s: %s; will retry", path, exc)
+                    failing = str(exc)
+            else:
+                self._ok = True
+                if failing is not None:
+                    log.info("health file %s is being written again", path)
+                    failing = None
+            self._written.set()
+            self._written = anyio.Event()
+            line = self.status_line(snap.components)  # not a second status build per write
+            if line != last_status and self.state == "running":
+                self._on_status(line)
+                last_status = line
+            if first:
+                task_status.started()
+                first = False
+            with anyio.move_on_after(self.loaded.config.daemon.health_interval):
+                await rt.wait_changed(seen)
+                # coalesce a burst of changes into one write; the file lags by at most this
+                await anyio.sleep(HEALTH_COALESCE)
+
+    async def written(self) -> None:
+        """Return after the next attempt to write the health file (tests follow the file)."""
+        await self._written.wait()
+
+    async def write_final(self) -> None:
+        """The ``stopped`` file, the daemon's last word (only if one was ever written)."""
+        if not self._ok:
+            return  # never got as far as writing one: nothing to finalise
+        self.state = "stopped"
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(write_health, self.path, self.snapshot())
+            except OSError as exc:
+                log.error("cannot write the final health file: %s", exc)
