@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VAR    := $(CURDIR)/var
 
-.PHONY: venv run test lint typecheck unit bench clean deb e2e-systemd check-units
+.PHONY: venv run test lint typecheck check-imports unit bench clean deb e2e-systemd check-units
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,16 +22,20 @@ run: $(STAMP)
 	$(VENV)/bin/oneiricd --log-level info
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# no import cycles among src/oneiric's modules (TYPE_CHECKING and lazy imports count)
+check-imports: $(STAMP)
+	$(PY) -m tools.check_imports src/oneiric
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest --cov --cov-report=term -q
 
-test: $(STAMP) lint typecheck check-units unit
+test: $(STAMP) lint typecheck check-imports check-units unit
 
 check-units:
 	bash contrib/systemd/check-units.sh
