@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+import oneiric
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.registry import Candidate
@@ -20,24 +21,33 @@ class Cache:
         return None
 
 
-async def _lease(rounds: int = 7, n: int = 100_000) -> list[float]:
+async def _lease(rounds: int = 7, n: int = 100_000) -> tuple[list[float], list[float]]:
+    """µs per lease through ``rt.use`` and through the public ``oneiric.use``, alternating
+    rounds in the same loop."""
     tmp = Path(tempfile.mkdtemp(prefix="onb"))
     store = IntentStore(tmp / "intent.json")
     store.load()
     samples: list[float] = []
+    public_samples: list[float] = []
     async with Runtime(intent=store, timeouts=Timeouts()) as rt:
         cand = Candidate(
             domain="adapter", key="cache", provider="m", factory="bench_core:Cache", source="bench"
         )
         await rt.reconcile_many(rt.apply_candidates({"bench"}, [cand]))
         use = rt.use
+        public = oneiric.use
         for _ in range(rounds):
             t0 = time.perf_counter()
             for _ in range(n):
                 async with use("adapter", "cache"):
                     pass
             samples.append((time.perf_counter() - t0) / n * 1e6)
-    return samples
+            t0 = time.perf_counter()
+            for _ in range(n):
+                async with public("adapter", "cache"):
+                    pass
+            public_samples.append((time.perf_counter() - t0) / n * 1e6)
+    return samples, public_samples
 
 
 async def _intent(writers: int, total: int) -> float:
@@ -64,7 +74,7 @@ def run() -> list[dict[str, Any]]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    lease = anyio.run(_lease)
+    lease, public = anyio.run(_lease)
     one = [anyio.run(_intent, 1, 400) for _ in range(3)]
     many = [anyio.run(_intent, 64, 12_800) for _ in range(3)]
     return [
@@ -74,6 +84,14 @@ def run() -> list[dict[str, Any]]:
             "p50": statistics.median(lease),
             "goal": "< 5 µs",
             "met": statistics.median(lease) < 5,
+        },
+        {
+            "name": "oneiric.use() lease round trip (public API)",
+            "unit": "µs",
+            "p50": statistics.median(public),
+            "value": f"{statistics.median(public) / statistics.median(lease):.2f}× rt.use",
+            "goal": "≈ rt.use (≤ 1.2×)",
+            "met": statistics.median(public) <= 1.2 * statistics.median(lease),
         },
         {
             "name": "durable intent mutation, 1 writer",

@@ -1,7 +1,12 @@
 """Run every benchmark side by side in one process run; print a table, write JSON.
 
-    make bench            # all
+    make bench            # all (installs the bench extra: supervisor, the yardstick)
     python bench/run.py --only core,control --out bench/results.json
+
+Suites: client (oneiricctl vs supervisorctl vs the bare interpreter), core (leases, durable
+intent), control (requests/s and latency over the socket), ops (drain completion, pause effect,
+idle CPU), watch (config save → serving), scale (10 / 1,000 / 10,000 components and growth).
+Every row with a goal says whether it was met; ``growth`` is the 10k figure over the 1k one.
 
 Figures are medians (and p99 where latency matters) measured in the same run, so ratios between
 them are meaningful on a shared, noisy machine; absolute numbers are not goals by themselves.
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-SUITES = ["core", "control", "watch"]
+SUITES = ["client", "core", "control", "ops", "watch", "scale"]
 
 
 def main() -> int:
@@ -49,13 +54,15 @@ def main() -> int:
 
 
 def fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
     if isinstance(v, float):
         return f"{v:,.3f}" if v < 100 else f"{v:,.0f}"
     return "" if v is None else str(v)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = ["suite", "name", "unit", "p50", "p99", "value", "goal", "met"]
+    cols = ["suite", "name", "unit", "p50", "p99", "value", "sizes", "growth", "goal", "met"]
     table = [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
