@@ -1,5 +1,6 @@
-"""Live configuration: a real daemon in-process, real files, real watchfiles (and a fake watcher
-for the cases that must be deterministic). Every wait is on an event — the runtime's change
+"""Live configuration: a real daemon in-process, real files, each real file watcher (the inotify
+reader and watchfiles: every test runs on both), and a fake watcher for the cases that must be
+deterministic. Every wait is on an event — the runtime's change
 events, the health file, the watcher's own progress — never on time."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 import components as comp
 import watch_components as wc
 from harness import Harness, make_dir, running_daemon
+from oneiric import _inotify, watch
 from oneiric.control.client import RemoteError
 from oneiric.daemon import Daemon, Options
 from oneiric.watch import ConfigWatcher, make_plan
@@ -140,6 +142,15 @@ async def processed(h: Harness, save: Callable[[], None]) -> None:
 def _reset() -> None:
     comp.reset()
     wc.reset()
+
+
+@pytest.fixture(autouse=True, params=["inotify", "watchfiles"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each file watcher in turn (inotify is the default on Linux, watchfiles elsewhere)."""
+    if request.param == "inotify":
+        assert _inotify.available()  # this suite runs on Linux: the default must be real
+    monkeypatch.setattr(watch, "BACKEND", request.param)
+    return str(request.param)
 
 
 @pytest.fixture

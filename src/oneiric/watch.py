@@ -15,8 +15,12 @@ Two tasks, data flowing one way:
 Diffing, parking a change that hits a paused key, replacing a parked change, per-key swap
 serialisation and failed-swap bookkeeping all live in the reloader and the runtime; this module
 only decides *when* to reload (what to watch is planned by :mod:`oneiric.watchplan`). No
-polling: the only timers are watchfiles' own ``step`` and ``debounce``, set here deliberately
-(its defaults add about 1.6 s to every change).
+polling. On Linux the event loop waits on an inotify descriptor itself
+(:mod:`oneiric._inotify`): nothing wakes up until a file changes, and a save is seen within a
+millisecond. Elsewhere watchfiles watches, with its ``step`` and ``debounce`` set here
+deliberately (its defaults add about 1.6 s to every change); its thread wakes every ``step``
+even when idle, which is why it is not the first choice where inotify is at hand
+(docs/performance.md has the curve of step against latency and idle CPU).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import cast
 import anyio
 import anyio.abc
 import anyio.from_thread
-from watchfiles import awatch
 
+from oneiric import _inotify
 from oneiric._changes import ChangeCounter
 from oneiric.config import Config, ResolvedPaths, load_config
 from oneiric.errors import ConfigError
@@ -47,6 +51,9 @@ STEP_MS = 5
 #: Upper bound (ms) on how long watchfiles keeps collecting while events keep arriving, so a
 #: long stream of saves is still delivered in batches rather than held back.
 DEBOUNCE_MS = 50
+#: Which file watcher runs: "inotify" (Linux: the event loop waits on the kernel's descriptor,
+#: no wake-ups while idle) or "watchfiles" (everywhere else).
+BACKEND = "inotify" if _inotify.available() else "watchfiles"
 
 
 class _ArmedStop:
@@ -228,9 +235,48 @@ class ConfigWatcher(ChangeCounter):
             tg.cancel_scope.cancel()
         return None
 
+    def _on_batch(self, plan: WatchPlan, paths: set[str]) -> None:
+        self.mark(paths)
+        if any(plan.is_level(p) for p in paths):
+            self._replan.set()  # a directory on the way appeared or vanished
+
     async def _iterate(
         self, plan: WatchPlan, stop: _ArmedStop, ready: anyio.Event, failure: list[Exception]
     ) -> None:
+        if BACKEND == "inotify":
+            await self._iterate_inotify(plan, ready, failure)
+        else:
+            await self._iterate_watchfiles(plan, stop, ready, failure)
+
+    async def _iterate_inotify(
+        self, plan: WatchPlan, ready: anyio.Event, failure: list[Exception]
+    ) -> None:
+        try:
+            watch = _inotify.DirWatch(plan.dirs)  # every watch is in place when this returns
+        except OSError as exc:
+            failure.append(exc)
+            ready.set()
+            return
+        with watch:
+            ready.set()
+            try:
+                while True:
+                    got = await watch.changes()
+                    if "" in got:  # the kernel queue overflowed: events were lost
+                        self.mark()
+                        self._replan.set()
+                    paths = {p for p in got if p and plan.relevant(p)}
+                    if paths:
+                        self._on_batch(plan, paths)
+            except OSError as exc:  # never let the watch take the daemon down
+                log.warning("config watch failed (%s); re-arming", exc)
+        self._replan.set()
+
+    async def _iterate_watchfiles(
+        self, plan: WatchPlan, stop: _ArmedStop, ready: anyio.Event, failure: list[Exception]
+    ) -> None:
+        from watchfiles import awatch  # lazy: on Linux the inotify reader needs none of it
+
         try:
             async for batch in awatch(
                 *plan.dirs,
@@ -242,10 +288,7 @@ class ConfigWatcher(ChangeCounter):
                 rust_timeout=0,  # no periodic wake-ups: the stop event ends the wait
                 recursive=False,
             ):
-                paths = paths_of(batch)
-                self.mark(paths)
-                if any(plan.is_level(p) for p in paths):
-                    self._replan.set()  # a directory on the way appeared or vanished
+                self._on_batch(plan, paths_of(batch))
         except Exception as exc:  # OSError mostly; never let the watch take the daemon down
             if not stop.armed:
                 failure.append(exc)
