@@ -15,7 +15,20 @@ client's side of the socket.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+#: The error codes of SPEC §8: every error's ``code`` is one of them.
+ErrorCode = Literal[
+    "bad_request",
+    "unknown_op",
+    "not_found",
+    "permission_denied",
+    "conflict",
+    "timeout",
+    "too_large",
+    "unavailable",
+    "internal",
+]
 
 __all__ = [
     "ActivationError",
@@ -25,6 +38,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DrainTimeout",
+    "ErrorCode",
     "NotDurable",
     "NotFound",
     "OneiricError",
@@ -47,7 +61,7 @@ class OneiricError(Exception):
     nothing more to say) is sent as the error's ``detail`` field and must be encodable as JSON.
     """
 
-    code: str = "internal"
+    code: ErrorCode = "internal"
     detail: Any = None
 
     def __init__(self, message: str = "", *, detail: Any = None) -> None:
@@ -119,7 +133,7 @@ class ProtocolError(OneiricError):
     ``id`` is the request's id when it was readable, so the error reply can be correlated.
     """
 
-    def __init__(self, code: str, message: str, id: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, id: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

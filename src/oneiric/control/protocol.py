@@ -1,31 +1,40 @@
-"""The control protocol (SPEC §8), sans-IO: framing, request Structs, reply encoding.
+"""The control protocol (SPEC §8), sans-IO: framing, request Structs, reply envelopes.
 
 Nothing here touches a socket, so the server, tests and any future transport share one
 definition of the wire format and it is unit-tested without I/O. Requests are a msgspec
 tagged union (``op`` is the tag) decoded by one module-level Decoder; the Structs ignore
-unknown fields so a newer client can talk to an older daemon.
+unknown fields so a newer client can talk to an older daemon. Replies are an envelope (success,
+error with one of :data:`ERROR_CODES`, or a streamed event) around an op's result, whose
+Structs are in :mod:`oneiric.control.replies`; a connection's rules are in
+:mod:`oneiric.control.session`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
 from oneiric._const import Domain
-from oneiric.errors import ProtocolError
+from oneiric.errors import ErrorCode, ProtocolError
 
 __all__ = [
+    "ERROR_CODES",
     "KNOWN_OPS",
     "MAX_LINE",
     "MUTATING_OPS",
     "DrainRequest",
     "EmitRequest",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorReply",
+    "EventMessage",
     "ExplainRequest",
     "Frame",
     "HealthRequest",
     "LineFramer",
     "ListRequest",
+    "OkReply",
     "PauseRequest",
     "PingRequest",
     "ReloadRequest",
@@ -279,24 +288,58 @@ def decode_request(line: bytes) -> Request:
 
 
 # ---------------------------------------------------------------------------------------------
-# Replies
+# Reply envelopes (what each op's ``result`` holds: oneiric.control.replies)
+
+#: The error codes a daemon sends (SPEC §8); ``oneiricctl --json`` adds client-side ones.
+ERROR_CODES: Final[tuple[str, ...]] = get_args(ErrorCode)
+
+
+class OkReply(msgspec.Struct, kw_only=True):
+    """``{"id": …, "ok": true, "result": …}``: the final reply of a request that succeeded."""
+
+    id: int | None
+    ok: Literal[True] = True
+    result: Any
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``{"code": …, "message": …[, "detail": …]}``; ``detail`` only when there is one."""
+
+    code: ErrorCode
+    message: str
+    detail: Any = None
+
+
+class ErrorReply(msgspec.Struct, kw_only=True):
+    """``{"id": …, "ok": false, "error": {…}}``: the final reply of a request that failed
+    (``id`` is null when the line's id could not be read)."""
+
+    id: int | None
+    ok: Literal[False] = False
+    error: ErrorBody
+
+
+class EventMessage(msgspec.Struct, kw_only=True):
+    """``{"id": …, "event": …}``: one streamed item, before the request's final reply."""
+
+    id: int | None
+    event: Any
+
 
 _encoder: Final = msgspec.json.Encoder()
 
 
 def encode_ok(id: int | None, result: Any) -> bytes:
     """``{"id":…,"ok":true,"result":…}\\n``; raises TypeError if ``result`` is not encodable."""
-    return _encoder.encode({"id": id, "ok": True, "result": result}) + b"\n"
+    return _encoder.encode(OkReply(id=id, result=result)) + b"\n"
 
 
-def encode_error(id: int | None, code: str, message: str, detail: Any = None) -> bytes:
+def encode_error(id: int | None, code: ErrorCode, message: str, detail: Any = None) -> bytes:
     """``{"id":…,"ok":false,"error":{"code":…,"message":…[,"detail":…]}}\\n``."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if detail is not None:
-        error["detail"] = detail
-    return _encoder.encode({"id": id, "ok": False, "error": error}) + b"\n"
+    body = ErrorBody(code=code, message=message, detail=detail)
+    return _encoder.encode(ErrorReply(id=id, error=body)) + b"\n"
 
 
 def encode_event(id: int | None, event: Any) -> bytes:
     """``{"id":…,"event":…}\\n`` — one streamed item before the final reply."""
-    return _encoder.encode({"id": id, "event": event}) + b"\n"
+    return _encoder.encode(EventMessage(id=id, event=event)) + b"\n"

@@ -1,0 +1,163 @@
+"""Every reply and streamed event of the control protocol (SPEC §8), as msgspec Structs.
+
+With :mod:`oneiric.control.protocol` (framing, requests, the reply envelopes and error codes)
+this is the whole wire contract: the
+daemon's handler builds these, the session encodes them, and docs/protocol.md documents them
+field by field. Field names and their order are the JSON the clients read (``oneiricctl``
+decodes them with the stdlib ``json``, not with these classes), so a field is only ever added,
+never renamed or removed. Fields that are absent from some replies use ``msgspec.UNSET``, so
+they are left out of the JSON rather than sent as ``null``.
+
+Two results are the runtime's own Structs, named here as replies: the status document (the
+same schema as the health file, :class:`~oneiric.runtime.health.HealthSnapshot`) and the
+explanation of a key's ranking. A task's result and a workflow's report are the component's
+own data, passed through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from oneiric.runtime.health import DaemonState, HealthSnapshot
+from oneiric.runtime.registry import Explanation
+
+__all__ = [
+    "DrainProgress",
+    "DrainReply",
+    "EmitReply",
+    "ExplainReply",
+    "ListReply",
+    "ListedCandidate",
+    "PauseReply",
+    "PingReply",
+    "ReloadResult",
+    "ResumeReply",
+    "RunAccepted",
+    "StatusReply",
+    "SwapReply",
+    "TaskRunReply",
+    "WatchEnded",
+    "WatchSnapshot",
+    "WorkflowRunReply",
+]
+
+# --- results, op by op -----------------------------------------------------------------------
+
+
+class PingReply(msgspec.Struct, kw_only=True):
+    version: str
+    pid: int
+    uptime_s: float
+    state: DaemonState
+
+
+#: ``status`` (filtered) and ``health``: the status document, the health file's schema.
+StatusReply: TypeAlias = HealthSnapshot
+#: ``explain``: the ranking of a key's candidates with reasons.
+ExplainReply: TypeAlias = Explanation
+
+
+class ListedCandidate(msgspec.Struct, kw_only=True):
+    domain: str
+    key: str
+    provider: str
+    factory: str
+    source: str
+    priority: int
+    stack_level: int
+    winner: bool
+    active: bool
+
+
+class ListReply(msgspec.Struct, kw_only=True):
+    candidates: list[ListedCandidate]
+
+
+class PauseReply(msgspec.Struct, kw_only=True):
+    """``state`` says what the change achieved: ``partly draining`` when a wider drain still
+    holds some of the keys (``still_held``: key → "draining by domain")."""
+
+    affected: list[str]
+    state: Literal["paused", "partly draining"]
+    still_held: dict[str, str]
+
+
+class ResumeReply(msgspec.Struct, kw_only=True):
+    """``partly active`` when a wider pause or drain still holds some of the keys."""
+
+    affected: list[str]
+    state: Literal["active", "partly active"]
+    still_held: dict[str, str]
+
+
+class DrainProgress(msgspec.Struct, kw_only=True, tag_field="type", tag="progress"):
+    """Event of ``drain``: ``{"type": "progress", "in_flight": {...}, "elapsed_s": …}``."""
+
+    in_flight: dict[str, int]
+    elapsed_s: float
+
+
+class DrainReply(msgspec.Struct, kw_only=True):
+    """``in_flight`` is only sent with ``wait=false`` (what was still running when the drain
+    was recorded); a waited drain that returns has drained everything."""
+
+    drained: bool
+    affected: list[str]
+    in_flight: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+    elapsed_s: float
+
+
+class SwapReply(msgspec.Struct, kw_only=True):
+    provider: str | None
+    previous: str | None
+    parked: bool
+    outcome: str
+    swap_ms: float
+
+
+class ReloadResult(msgspec.Struct, kw_only=True):
+    """The result of ``reload`` (and of every config reload, however triggered)."""
+
+    changed: list[str]
+    not_live: list[str]
+    outcomes: dict[str, str]
+    failed: dict[str, str] = {}  # key -> why its swap failed (the previous instance serves)
+
+
+class WatchSnapshot(msgspec.Struct, kw_only=True, tag_field="type", tag="snapshot"):
+    """Event of ``watch``: the status document after a change."""
+
+    snapshot: HealthSnapshot
+
+
+class WatchEnded(msgspec.Struct, kw_only=True):
+    ended: str
+
+
+class RunAccepted(msgspec.Struct, kw_only=True):
+    """``run`` with ``wait=false``."""
+
+    run_id: str
+    accepted: Literal[True] = True
+
+
+class TaskRunReply(msgspec.Struct, kw_only=True):
+    result: Any
+    duration_ms: float | None
+    run_id: str
+
+
+#: ``run workflow``: the workflow provider's report (the built-in one's: ``{ok, nodes}``) with
+#: ``duration_ms`` and ``run_id`` added. Its shape is the provider's, so it stays a mapping.
+WorkflowRunReply: TypeAlias = dict[str, Any]
+
+
+class EmitReply(msgspec.Struct, kw_only=True):
+    """Which event keys took the event (``delivered``), hold it until resumed (``held``) or
+    dropped it because their queue is full (``dropped``)."""
+
+    delivered: list[str]
+    held: list[str]
+    dropped: list[str]
