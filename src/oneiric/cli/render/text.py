@@ -1,0 +1,129 @@
+"""The building blocks of oneiricctl's output: JSON lines, times and durations, cells,
+tables. Pure functions; see :mod:`oneiric.cli.render`."""
+
+from __future__ import annotations
+
+import datetime as dt  # free: click imports it already
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Doc = Mapping[str, Any]
+
+_DASH = "-"
+
+
+def to_json(value: Any) -> str:
+    """One compact JSON document on one line (the ``--json`` output unit; ``--watch`` prints
+    one per line, so it must never contain a newline: ``json.dumps`` escapes newlines inside
+    strings). Stdlib json, not msgspec: importing msgspec would cost more than the encoding."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds from whatever the daemon sent: a number (epoch seconds) or an ISO 8601
+    string (naive means UTC). ``None`` when absent or unreadable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.timestamp()
+    return None
+
+
+def duration(seconds: float) -> str:
+    """Compact human duration: ``45s``, ``3m07s``, ``2h05m``, ``4d03h``."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def ago(value: Any, now: float) -> str:
+    """Relative time for a timestamp: ``3s ago``, ``in 5m00s``, ``never`` when absent."""
+    when = parse_time(value)
+    if when is None:
+        return "never"
+    delta = now - when
+    if -1 < delta < 1:
+        return "just now"
+    if delta < 0:
+        return f"in {duration(-delta)}"
+    return f"{duration(delta)} ago"
+
+
+def seconds(value: Any) -> str:
+    """``1.2s`` for an elapsed-seconds number, ``-`` when absent."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.1f}s"
+    return _DASH
+
+
+def millis(value: Any) -> str:
+    """``12.3 ms`` for a millisecond number, ``-`` when absent."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.1f} ms"
+    return _DASH
+
+
+# --- generic building blocks -----------------------------------------------------------------
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for nothing, compact JSON for structures."""
+    if value is None or value == "":
+        return _DASH
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return str(value)
+    return to_json(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; returns the header line followed by one
+    line per row (callers interleave detail lines under rows)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(text.ljust(widths[i]) for i, text in enumerate(cells)).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def mapping_lines(result: Any, indent: str = "") -> list[str]:
+    """``key: value`` lines for a result whose exact shape the CLI does not interpret (sync,
+    ``--no-wait`` acknowledgements): readable, and forward compatible."""
+    if not isinstance(result, Mapping):
+        return [indent + cell(result)]
+    if not result:
+        return [indent + "(empty)"]
+    return [f"{indent}{name}: {cell(value)}" for name, value in result.items()]
+
+
+def names(items: Iterable[Any]) -> str:
+    """Comma-separated list, ``none`` when empty."""
+    listed = [cell(item) for item in items]
+    return ", ".join(listed) if listed else "none"
