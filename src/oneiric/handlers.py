@@ -33,6 +33,25 @@ from oneiric.control.protocol import (
     SyncRequest,
     WatchRequest,
 )
+from oneiric.control.replies import (
+    DrainProgress,
+    DrainReply,
+    EmitReply,
+    ExplainReply,
+    ListedCandidate,
+    ListReply,
+    PauseReply,
+    PingReply,
+    ReloadResult,
+    ResumeReply,
+    RunAccepted,
+    StatusReply,
+    SwapReply,
+    TaskRunReply,
+    WatchEnded,
+    WatchSnapshot,
+    WorkflowRunReply,
+)
 from oneiric.control.session import Emit
 from oneiric.domains.manager import DomainManager
 from oneiric.errors import DrainTimeout, OneiricError, SwapFailed, Unavailable
@@ -41,6 +60,24 @@ from oneiric.runtime.core import Runtime
 from oneiric.runtime.reporter import HealthReporter
 
 log = logging.getLogger(__name__)
+
+#: What an op answers: one of the reply Structs of :mod:`oneiric.control.replies`.
+Reply = (
+    PingReply
+    | StatusReply
+    | ExplainReply
+    | ListReply
+    | PauseReply
+    | ResumeReply
+    | DrainReply
+    | SwapReply
+    | ReloadResult
+    | WatchEnded
+    | RunAccepted
+    | TaskRunReply
+    | WorkflowRunReply
+    | EmitReply
+)
 
 
 def _names(keys: list[tuple[str, str]]) -> list[str]:
@@ -75,16 +112,16 @@ class ControlHandler:
         #: ``emit`` say "still starting" meanwhile)
         self.domains = domains
 
-    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> object:
+    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Reply:
         rt = self.rt
         match request:
             case PingRequest():
-                return {
-                    "version": VERSION,
-                    "pid": os.getpid(),
-                    "uptime_s": round(time.time() - self.health.started_at, 3),
-                    "state": self.health.state,
-                }
+                return PingReply(
+                    version=VERSION,
+                    pid=os.getpid(),
+                    uptime_s=round(time.time() - self.health.started_at, 3),
+                    state=self.health.state,
+                )
             case StatusRequest(domain=domain, key=key):
                 snap = self.health.snapshot(domain, key)
                 if domain is not None and key is not None and not snap.components:
@@ -93,25 +130,26 @@ class ControlHandler:
             case HealthRequest():
                 return self.health.snapshot()
             case ExplainRequest(domain=domain, key=key):
-                return rt.explain(domain, key)
+                explanation: ExplainReply = rt.explain(domain, key)
+                return explanation
             case ListRequest(domain=domain, shadowed=shadowed):
-                return {"candidates": self._list(domain, shadowed)}
+                return ListReply(candidates=self._list(domain, shadowed))
             case PauseRequest(domain=domain, key=key, note=note):
                 keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
                 held = _still_held(rt, keys, {"draining"})  # a wider drain is stricter
-                return {
-                    "affected": _names(keys),
-                    "state": "paused" if not held else "partly draining",
-                    "still_held": held,
-                }
+                return PauseReply(
+                    affected=_names(keys),
+                    state="paused" if not held else "partly draining",
+                    still_held=held,
+                )
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
                 held = _still_held(rt, keys, {"paused", "draining"})  # by a wider intent
-                return {
-                    "affected": _names(keys),
-                    "state": "active" if not held else "partly active",
-                    "still_held": held,
-                }
+                return ResumeReply(
+                    affected=_names(keys),
+                    state="active" if not held else "partly active",
+                    still_held=held,
+                )
             case DrainRequest():
                 return await self._drain(request, peer, emit)
             case SwapRequest(domain=domain, key=key, provider=provider, clear=clear):
@@ -120,15 +158,13 @@ class ControlHandler:
                 return await self.reloader.reload(trigger=f"oneiricctl (uid {peer.uid})")
             case WatchRequest():
                 return await self._watch(emit)
-            case RunRequest() | EmitRequest():
-                domains = self.domains
-                if domains is None:
-                    raise Unavailable("oneiricd is still starting; try again in a moment")
-                if isinstance(request, RunRequest):
-                    return await domains.run(
-                        request.domain, request.key, request.payload, wait=request.wait
-                    )
-                return await domains.emit(request.topic, request.data)
+            case RunRequest():
+                return await self._run(request)
+            case EmitRequest(topic=topic, data=data):
+                out = await self._domains().emit(topic, data)
+                return EmitReply(
+                    delivered=out["delivered"], held=out["held"], dropped=out["dropped"]
+                )
             case SyncRequest():
                 raise Unavailable(
                     "remote manifests are not implemented in this version of oneiricd "
@@ -136,9 +172,24 @@ class ControlHandler:
                 )
         raise OneiricError(f"unhandled op {type(request).__name__}")  # pragma: no cover
 
-    def _list(self, domain: str | None, shadowed: bool) -> list[dict[str, object]]:
+    def _domains(self) -> DomainManager:
+        if self.domains is None:
+            raise Unavailable("oneiricd is still starting; try again in a moment")
+        return self.domains
+
+    async def _run(self, req: RunRequest) -> RunAccepted | TaskRunReply | WorkflowRunReply:
+        handle = await self._domains().start(req.domain, req.key, req.payload)
+        if not req.wait:
+            return RunAccepted(run_id=handle.run_id)
+        result = await handle.wait()
+        if req.domain == "workflow" and isinstance(result, dict) and "nodes" in result:
+            # the provider's own report ({ok, nodes} for the built-in one), passed through
+            return {**result, "duration_ms": handle.duration_ms, "run_id": handle.run_id}
+        return TaskRunReply(result=result, duration_ms=handle.duration_ms, run_id=handle.run_id)
+
+    def _list(self, domain: str | None, shadowed: bool) -> list[ListedCandidate]:
         rt = self.rt
-        out: list[dict[str, object]] = []
+        out: list[ListedCandidate] = []
         for d, k in rt.registry.keys(domain=domain):
             res = rt.registry.resolve(
                 d,
@@ -154,23 +205,21 @@ class ControlHandler:
                 if not shadowed and not winner:
                     continue
                 out.append(
-                    {
-                        "domain": d,
-                        "key": k,
-                        "provider": c.provider,
-                        "factory": c.factory,
-                        "source": c.source,
-                        "priority": c.priority,
-                        "stack_level": c.stack_level,
-                        "winner": winner,
-                        "active": active is not None and active.candidate == c,
-                    }
+                    ListedCandidate(
+                        domain=d,
+                        key=k,
+                        provider=c.provider,
+                        factory=c.factory,
+                        source=c.source,
+                        priority=c.priority,
+                        stack_level=c.stack_level,
+                        winner=winner,
+                        active=active is not None and active.candidate == c,
+                    )
                 )
         return out
 
-    async def _swap(
-        self, domain: str, key: str, provider: str | None, peer: Peer
-    ) -> dict[str, object]:
+    async def _swap(self, domain: str, key: str, provider: str | None, peer: Peer) -> SwapReply:
         rt = self.rt
         st = rt.state(domain, key)
         previous = st.slot.current.provider if st.slot.current is not None else None
@@ -181,42 +230,35 @@ class ControlHandler:
                 f"swap of {domain}/{key} failed, {previous!r} keeps serving: {st.last_error}"
             )
         current = st.slot.current.provider if st.slot.current is not None else None
-        return {
-            "provider": st.parked.provider if st.parked is not None else current,
-            "previous": previous,
-            "parked": outcome == "parked",
-            "outcome": outcome,
-            "swap_ms": round((time.monotonic() - started) * 1000, 3),
-        }
+        return SwapReply(
+            provider=st.parked.provider if st.parked is not None else current,
+            previous=previous,
+            parked=outcome == "parked",
+            outcome=outcome,
+            swap_ms=round((time.monotonic() - started) * 1000, 3),
+        )
 
-    async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> dict[str, object]:
+    async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> DrainReply:
         rt = self.rt
         keys = await rt.drain(req.domain, req.key, uid=peer.uid, pid=peer.pid, note=req.note or "")
         started = time.monotonic()
         if not req.wait:
-            return {
-                "drained": not rt.in_flight(keys),
-                "affected": _names(keys),
-                "in_flight": rt.in_flight(keys),
-                "elapsed_s": 0.0,
-            }
+            left = rt.in_flight(keys)
+            return DrainReply(
+                drained=not left, affected=_names(keys), in_flight=left, elapsed_s=0.0
+            )
 
         async def progress(in_flight: dict[str, int]) -> None:
-            await emit(
-                {
-                    "type": "progress",
-                    "in_flight": in_flight,
-                    "elapsed_s": round(time.monotonic() - started, 3),
-                }
-            )
+            elapsed = round(time.monotonic() - started, 3)
+            await emit(DrainProgress(in_flight=in_flight, elapsed_s=elapsed))
 
         with anyio.move_on_after(req.timeout if req.timeout is not None else float("inf")):
             await rt.wait_idle(keys, progress=progress)
-            return {
-                "drained": True,
-                "affected": _names(keys),
-                "elapsed_s": round(time.monotonic() - started, 3),
-            }
+            return DrainReply(
+                drained=True,
+                affected=_names(keys),
+                elapsed_s=round(time.monotonic() - started, 3),
+            )
         left = rt.in_flight(keys)
         raise DrainTimeout(
             f"drain timed out after {req.timeout:g}s; still in flight: "
@@ -224,12 +266,12 @@ class ControlHandler:
             left,
         )
 
-    async def _watch(self, emit: Emit) -> dict[str, object]:
+    async def _watch(self, emit: Emit) -> WatchEnded:
         rt = self.rt
         seen = -1
         while True:
             seen = rt.version
-            await emit({"type": "snapshot", "snapshot": self.health.snapshot()})
+            await emit(WatchSnapshot(snapshot=self.health.snapshot()))
             if self.health.state == "stopped":
-                return {"ended": "daemon stopping"}
+                return WatchEnded(ended="daemon stopping")
             await rt.wait_changed(seen)

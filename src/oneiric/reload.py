@@ -19,16 +19,16 @@ import time
 from collections.abc import Callable
 
 import anyio
-import msgspec
 
 from oneiric.config import Config, DaemonConfig, load_config
+from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.registry import Candidate
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
 from oneiric.systemd import Notifier
 
-__all__ = ["LIVE_SETTINGS", "ReloadResult", "Reloader", "candidates_of", "timeouts_of"]
+__all__ = ["LIVE_SETTINGS", "Reloader", "candidates_of", "timeouts_of"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,6 @@ LIVE_SETTINGS = frozenset(
         "watch",
     }
 )
-
-
-class ReloadResult(msgspec.Struct, kw_only=True):
-    changed: list[str]
-    not_live: list[str]
-    outcomes: dict[str, str]
-    failed: dict[str, str] = {}  # key -> why its swap failed (the previous instance serves)
 
 
 def candidates_of(config: Config) -> list[Candidate]:

@@ -37,8 +37,9 @@ import anyio.from_thread
 from oneiric import _inotify
 from oneiric._changes import ChangeCounter
 from oneiric.config import Config, ResolvedPaths, load_config
+from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
-from oneiric.reload import Reloader, ReloadResult
+from oneiric.reload import Reloader
 from oneiric.watchplan import WatchPlan, make_plan, paths_of, saves_in_progress
 
 __all__ = ["ConfigWatcher", "WatchPlan", "make_plan"]

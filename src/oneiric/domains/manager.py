@@ -17,7 +17,7 @@ import anyio.abc
 
 from oneiric.domains.event import EventDispatcher
 from oneiric.domains.service import ServiceSupervisor
-from oneiric.domains.task import RunManager
+from oneiric.domains.task import RunHandle, RunManager
 from oneiric.errors import BadRequest, Unavailable
 from oneiric.runtime.core import KeyState, Runtime, RuntimeObserver, current_runtime
 from oneiric.runtime.leases import Binding
@@ -61,12 +61,13 @@ class DomainManager(RuntimeObserver):
             self.events.admission(state, admitting)
 
     # -- operations ------------------------------------------------------------------------------
-    async def run(self, domain: str, key: str, payload: Any, *, wait: bool) -> dict[str, Any]:
-        """``oneiricctl run task|workflow KEY``: see :meth:`RunManager.run`."""
+    async def start(self, domain: str, key: str, payload: Any) -> RunHandle:
+        """``oneiricctl run task|workflow KEY``: start one run (see :meth:`RunManager.start`);
+        the control handler waits on the handle when asked to."""
         if domain == "task":
-            return await self.tasks.run(key, payload, wait=wait)
+            return await self.tasks.start(key, payload)
         if domain == "workflow":
-            return await self.workflows.run(key, payload, wait=wait)
+            return await self.workflows.start(key, payload)
         raise BadRequest(f"only task and workflow keys can be run, not {domain}")
 
     async def emit(self, topic: str, data: Any = None) -> dict[str, list[str]]:

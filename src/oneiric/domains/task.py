@@ -159,17 +159,6 @@ class RunManager:
         self.tg.start_soon(self._execute, st, kr, lease, instance, payload, handle)
         return handle
 
-    async def run(self, key: str, payload: Any, *, wait: bool) -> dict[str, Any]:
-        """The control op ``run``: the result (task), the per-node report (workflow) or, with
-        ``wait=False``, the run id."""
-        handle = await self.start(key, payload)
-        if not wait:
-            return {"run_id": handle.run_id, "accepted": True}
-        result = await handle.wait()
-        if self.domain == "workflow" and isinstance(result, dict) and "nodes" in result:
-            return {**result, "duration_ms": handle.duration_ms, "run_id": handle.run_id}
-        return {"result": result, "duration_ms": handle.duration_ms, "run_id": handle.run_id}
-
     async def _execute(
         self,
         st: KeyState,
