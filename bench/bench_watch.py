@@ -1,11 +1,11 @@
 """Live configuration: time from a config file write returning to the new provider serving.
 
 A real Daemon runs in-process with its real file watcher (inotify on Linux). Each round flips
-the selection of one key by saving the main file (rename-save, or truncate-and-write in place), then waits on the
-runtime's change events until a lease (``daemon.runtime.use``) yields the new provider. The
-clock starts when the write returns and stops when that lease is granted, so it covers the
-inotify event, watchfiles' step/debounce, the off-loop parse and validation, the diff, and the
-make-before-break swap (construct + ``start()``).
+the selection of one key by saving the main file (rename-save, or truncate-and-write in place),
+then waits on the runtime's change events until a lease (``daemon.runtime.use``) yields the new
+provider. The clock starts when the write returns and stops when that lease is granted, so it
+covers the inotify event, watchfiles' step/debounce, the off-loop parse and validation, the
+diff, and the make-before-break swap (construct + ``start()``).
 
     python bench/bench_watch.py          # prints the rows
 """
