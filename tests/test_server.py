@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from clocks import FakeClock
 from oneiric.control import listen as listen_mod
 from oneiric.control import peers as peers_mod
 from oneiric.control.listen import bind_control_socket
@@ -534,11 +535,14 @@ async def test_role_cache_expires(monkeypatch: pytest.MonkeyPatch) -> None:
         return len(calls) > 1
 
     monkeypatch.setattr(peers_mod, "_in_group", fake_in_group)
-    cached = Roles("g", ttl=3600)
+    clock = FakeClock()
+    cached = Roles("g", ttl=30, clock=clock)
     assert [await cached.role(1000, 1000) for _ in range(2)] == ["reader", "reader"]
-    assert calls == [1000]
-    expiring = Roles("g", ttl=-1)
-    assert await expiring.role(1000, 1000) == "admin"  # looked up again
+    clock.advance(29.9)
+    assert await cached.role(1000, 1000) == "reader"
+    assert calls == [1000]  # one lookup while the entry is fresh
+    clock.advance(0.1)
+    assert await cached.role(1000, 1000) == "admin"  # expired: looked up again
     assert calls == [1000, 1000]
     for uid in range(2000, 3100):  # the cache stays bounded
         await cached.role(uid, uid)

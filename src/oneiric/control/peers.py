@@ -15,6 +15,7 @@ import pwd
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Final, Literal
 
 import anyio
@@ -94,11 +95,19 @@ def _in_group(group: str, uid: int, gid: int, groups: tuple[int, ...] | None) ->
 
 class Roles:
     """Decides admin vs reader; caches group lookups briefly so a membership change is
-    picked up without a restart, yet a busy client does not hammer NSS."""
+    picked up without a restart, yet a busy client does not hammer NSS. ``clock`` measures
+    the ``ttl`` (monotonic, so a wall-clock jump neither pins nor flushes the cache)."""
 
-    def __init__(self, admin_group: str | None, ttl: float = ROLE_CACHE_TTL) -> None:
+    def __init__(
+        self,
+        admin_group: str | None,
+        ttl: float = ROLE_CACHE_TTL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.admin_group = admin_group
         self._ttl = ttl
+        self._clock = clock
         self._own_uid = os.getuid()
         self._cache: dict[tuple[int, int, tuple[int, ...] | None], tuple[float, bool]] = {}
 
@@ -113,13 +122,13 @@ class Roles:
             return "reader"
         key = (uid, gid, groups)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self._clock():
             is_admin = hit[1]
         else:
             is_admin = await anyio.to_thread.run_sync(_in_group, self.admin_group, uid, gid, groups)
             if len(self._cache) > 1024:
                 self._cache.clear()
-            self._cache[key] = (time.monotonic() + self._ttl, is_admin)
+            self._cache[key] = (self._clock() + self._ttl, is_admin)
         return "admin" if is_admin else "reader"
 
     async def identify(self, sock: socket.socket) -> Peer:
