@@ -1,10 +1,11 @@
 """Shared fixtures: anyio on asyncio, and on trio too where a module asks for both.
 
 A module marked ``pytest.mark.both_backends`` runs each of its async tests on asyncio and on
-trio (ids ``[asyncio]``/``[trio]``), so the runtime and the control protocol cannot come to
-depend on asyncio by accident: trio refuses what asyncio lets slide (a missing checkpoint, an
-asyncio-only API, an Event created outside the loop). The rest of the suite stays on asyncio,
-which is what oneiricd runs on."""
+trio (ids ``[asyncio]``/``[trio]``), so the runtime, the control protocol and the daemon's
+wiring cannot come to depend on asyncio by accident: trio refuses what asyncio lets slide (an
+asyncio-only API, a missing checkpoint), and its scheduler randomly runs a batch of ready
+tasks in reverse, which flushes out tests that lean on asyncio's first-woken-first-run
+order. The rest of the suite stays on asyncio, which is what oneiricd runs on."""
 
 from __future__ import annotations
 

@@ -39,6 +39,8 @@ from oneiric.control.server import serve
 from oneiric.control.session import Emit
 from oneiric.errors import ConfigError, NotFound
 
+pytestmark = pytest.mark.both_backends  # the async ones: on asyncio and on trio
+
 WAIT = 10
 
 

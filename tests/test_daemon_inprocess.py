@@ -10,7 +10,7 @@ from oneiric.control.client import RemoteError
 from oneiric.runtime.health import read_health
 from waiting import wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 CONFIG = """
 [daemon]
