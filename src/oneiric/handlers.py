@@ -57,6 +57,7 @@ from oneiric.domains.manager import DomainManager
 from oneiric.errors import DrainTimeout, OneiricError, SwapFailed, Unavailable
 from oneiric.reload import Reloader
 from oneiric.runtime.core import Runtime
+from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.reporter import HealthReporter
 
 log = logging.getLogger(__name__)
@@ -80,18 +81,18 @@ Reply = (
 )
 
 
-def _names(keys: list[tuple[str, str]]) -> list[str]:
-    return [f"{d}/{k}" for d, k in keys]
+def _names(keys: list[ComponentKey]) -> list[str]:
+    return [str(ck) for ck in keys]
 
 
-def _still_held(rt: Runtime, keys: list[tuple[str, str]], states: set[str]) -> dict[str, str]:
+def _still_held(rt: Runtime, keys: list[ComponentKey], states: set[str]) -> dict[str, str]:
     """Keys whose effective state is one of ``states`` after the change, and by which scope
     ("paused by domain"): the reply must not claim more than the change achieved."""
     held: dict[str, str] = {}
-    for d, k in keys:
-        eff = rt.intent.effective(d, k)
+    for ck in keys:
+        eff = rt.intent.effective(ck.domain, ck.key)
         if eff.state in states:
-            held[f"{d}/{k}"] = f"{eff.state} by {eff.scope}"
+            held[str(ck)] = f"{eff.state} by {eff.scope}"
     return held
 
 
@@ -190,14 +191,15 @@ class ControlHandler:
     def _list(self, domain: str | None, shadowed: bool) -> list[ListedCandidate]:
         rt = self.rt
         out: list[ListedCandidate] = []
-        for d, k in rt.registry.keys(domain=domain):
+        for ck in rt.registry.keys(domain=domain):
+            d, k = ck
             res = rt.registry.resolve(
                 d,
                 k,
                 override=rt.intent.override(d, k),
                 selection=rt.selections.get(d, {}).get(k),
             )
-            st = rt.states.get((d, k))
+            st = rt.states.get(ck)
             active = st.slot.current if st is not None else None
             for r in rt.registry.ranked(d, k):
                 c = r.candidate

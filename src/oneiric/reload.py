@@ -144,7 +144,7 @@ class Reloader:
                 except ConfigError as exc:
                     if self.loaded.error != str(exc):
                         self.loaded.error = str(exc)
-                        self.rt.touch()
+                        self.rt.bump()
                     log.error(
                         "config reload (%s) failed, keeping the running config: %s", trigger, exc
                     )
@@ -189,12 +189,12 @@ class Reloader:
         retry = {k for k, st in rt.states.items() if force and st.failed_target is not None}
         outcomes = await rt.reconcile_many(keys | retry, force=force)
         return ReloadResult(
-            changed=sorted(f"{d}/{k}" for d, k in keys),
+            changed=sorted(str(ck) for ck in keys),
             not_live=not_live,
-            outcomes={f"{d}/{k}": v for (d, k), v in outcomes.items()},
+            outcomes={str(ck): v for ck, v in outcomes.items()},
             failed={
-                f"{d}/{k}": rt.states[(d, k)].last_error or "activation failed"
-                for (d, k), v in outcomes.items()
+                str(ck): rt.states[ck].last_error or "activation failed"
+                for ck, v in outcomes.items()
                 if v == "failed"
             },
         )

@@ -36,8 +36,8 @@ import anyio
 import msgspec
 
 import oneiric
-from oneiric.domains._base import describe
 from oneiric.errors import BadRequest, OneiricError, RunCancelled
+from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Workflow:
         """Check that every node's task key exists in the running daemon."""
         from oneiric.runtime.core import current_runtime
 
-        known = {k for d, k in current_runtime().known_keys() if d == "task"}
+        known = {ck.key for ck in current_runtime().known_keys() if ck.domain == "task"}
         for node in self.nodes:
             if node.task not in known:
                 raise ValueError(

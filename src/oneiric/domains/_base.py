@@ -2,7 +2,7 @@
 
 Status counters live in ``KeyState.extras`` (merged into the key's ``ComponentHealth``), so
 every key written here must be a ``ComponentHealth`` field. Each change bumps the runtime's
-version (``rt.touch()``), which is what ``status --watch``, the health file and every waiter in
+version (``rt.bump()``), which is what ``status --watch``, the health file and every waiter in
 this package follow — nothing here polls.
 """
 
@@ -34,13 +34,13 @@ def set_extras(rt: Runtime, st: KeyState, **values: Any) -> None:
             st.extras[name] = value
             changed = True
     if changed:
-        rt.touch()
+        rt.bump()
 
 
-def bump(rt: Runtime, st: KeyState, name: str, by: int = 1) -> None:
-    """Add ``by`` to the counter ``name`` of the key."""
+def increment(rt: Runtime, st: KeyState, name: str, by: int = 1) -> None:
+    """Add ``by`` to the status counter ``name`` of the key (and bump the runtime's version)."""
     st.extras[name] = int(st.extras.get(name, 0)) + by
-    rt.touch()
+    rt.bump()
 
 
 async def wait_until(rt: Runtime, predicate: Callable[[], bool]) -> None:
@@ -95,8 +95,3 @@ def jsonable(value: Any) -> Any:
     except (TypeError, ValueError, OverflowError):
         return repr(value)
     return value
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -24,10 +24,11 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from oneiric.domains._base import bump, call_component, describe, set_extras
+from oneiric.domains._base import call_component, increment, set_extras
 from oneiric.errors import BadRequest, OneiricError
 from oneiric.runtime.core import KeyState, Runtime
 from oneiric.runtime.leases import Binding
+from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class EventDispatcher:
                 "%s: removed with %d undelivered event(s); they are dropped", st.slot.name, lost
             )
             kq.queue.clear()
-            bump(self.rt, st, "dropped_events", lost)
+            increment(self.rt, st, "dropped_events", lost)
             set_extras(self.rt, st, held_events=0)
 
     def admission(self, st: KeyState, admitting: bool) -> None:
@@ -114,9 +115,9 @@ class EventDispatcher:
         check_topic(topic)
         event = Event(topic=topic, data=data, id=next(self._ids), emitted_at=time.time())
         out: dict[str, list[str]] = {"delivered": [], "held": [], "dropped": []}
-        for (domain, _key), st in sorted(self.rt.states.items()):
+        for ck, st in sorted(self.rt.states.items()):
             binding = st.slot.current
-            if domain != "event" or binding is None:
+            if ck.domain != "event" or binding is None:
                 continue
             if not any(fnmatchcase(topic, p) for p in binding.candidate.topics):
                 continue
@@ -130,7 +131,7 @@ class EventDispatcher:
                     event.id,
                     topic,
                 )
-                bump(self.rt, st, "dropped_events")
+                increment(self.rt, st, "dropped_events")
                 out["dropped"].append(name)
                 continue
             kq.queue.append(event)
@@ -182,4 +183,4 @@ class EventDispatcher:
             await lease.__aexit__(None, None, None)
             kq.running -= 1
             kq.wake.set()
-            bump(self.rt, st, "delivered" if ok else "failed_deliveries")
+            increment(self.rt, st, "delivered" if ok else "failed_deliveries")

@@ -92,7 +92,7 @@ async def start_domains(tg: anyio.abc.TaskGroup, rt: Runtime) -> DomainManager:
     log.info(
         "domains started: %d service(s), %d task(s), %d workflow(s), %d event key(s)",
         *(
-            sum(1 for d, _ in rt.states if d == name)
+            sum(1 for ck in rt.states if ck.domain == name)
             for name in ("service", "task", "workflow", "event")
         ),
     )

@@ -28,11 +28,11 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from oneiric.domains._base import bump, call_component, describe, set_extras, wait_until
+from oneiric.domains._base import call_component, increment, set_extras, wait_until
 from oneiric.errors import OneiricError
-from oneiric.runtime.core import KeyState, Runtime
+from oneiric.runtime.core import ComponentKey, KeyState, Runtime
 from oneiric.runtime.leases import Binding
-from oneiric.runtime.lifecycle import call_maybe_async
+from oneiric.runtime.lifecycle import call_maybe_async, describe
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class _Runner:
 
     def retire(self) -> None:
         self.retired = True
-        self.rt.touch()  # wakes this runner's waits
+        self.rt.bump()  # wakes this runner's waits
 
     def _status(self, **values: Any) -> None:
         if self.st.slot.current is self.binding:  # the old runner must not clobber the new one's
@@ -175,9 +175,9 @@ class _Runner:
             self._status(run_state="exited")
             return "exited"
         if lasted >= self.sup.backoff.reset_after:
-            self.sup.failures[slot_key(st)] = 0
-        failures = self.sup.failures.get(slot_key(st), 0) + 1
-        self.sup.failures[slot_key(st)] = failures
+            self.sup.failures[st.ck] = 0
+        failures = self.sup.failures.get(st.ck, 0) + 1
+        self.sup.failures[st.ck] = failures
         delay = self.sup.backoff.delay(failures)
         text = f"run() crashed: {describe(crashed)}"
         log.error(
@@ -192,7 +192,7 @@ class _Runner:
         if st.slot.current is self.binding:
             st.last_error = text
             self._status(last_run_error=text, run_state="backoff", backoff_s=delay)
-            bump(self.rt, st, "restarts")
+            increment(self.rt, st, "restarts")
         return "crashed"
 
     async def _ask_to_stop(self, instance: Any, finished: anyio.Event) -> None:
@@ -219,10 +219,6 @@ class _Runner:
             await wait_until(self.rt, lambda: not self.keep_running())
 
 
-def slot_key(st: KeyState) -> tuple[str, str]:
-    return (st.slot.domain, st.slot.key)
-
-
 class ServiceSupervisor:
     """All service runners of the daemon."""
 
@@ -230,11 +226,11 @@ class ServiceSupervisor:
         self.rt = rt
         self.tg = tg
         self.backoff = DEFAULT_BACKOFF
-        self.runners: dict[tuple[str, str], list[_Runner]] = {}
-        self.failures: dict[tuple[str, str], int] = {}  # consecutive crashes per key
+        self.runners: dict[ComponentKey, list[_Runner]] = {}
+        self.failures: dict[ComponentKey, int] = {}  # consecutive crashes per key
 
     async def bound(self, st: KeyState, new: Binding | None, old: Binding | None) -> None:
-        key = slot_key(st)
+        key = st.ck
         runners = self.runners.setdefault(key, [])
         if new is not None and getattr(new.instance, "run", None) is not None:
             runner = _Runner(self, st, new)
@@ -253,6 +249,6 @@ class ServiceSupervisor:
         try:
             await runner.supervise(task_status=task_status)
         finally:
-            runs = self.runners.get(slot_key(runner.st), [])
+            runs = self.runners.get(runner.st.ck, [])
             if runner in runs:
                 runs.remove(runner)

@@ -25,9 +25,8 @@ import anyio
 import anyio.abc
 
 from oneiric.domains._base import (
-    bump,
     call_component,
-    describe,
+    increment,
     jsonable,
     set_extras,
 )
@@ -42,6 +41,7 @@ from oneiric.errors import (
 )
 from oneiric.runtime.core import KeyState, Runtime
 from oneiric.runtime.leases import Binding
+from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class RunManager:
                 if failed:
                     st.extras["failed_runs"] = int(st.extras.get("failed_runs", 0)) + 1
             handle.done.set()
-            self.rt.touch()
+            self.rt.bump()
         log.info(
             "%s: run %s %s in %.1f ms",
             name,
@@ -228,13 +228,13 @@ class RunManager:
         previous = self._scheduled.get(key)
         if previous is not None and not previous.done.is_set():
             log.info("%s: scheduled run skipped: the previous one is still running", st.slot.name)
-            bump(self.rt, st, "skipped_runs")
+            increment(self.rt, st, "skipped_runs")
             return False
         try:
             self._scheduled[key] = await self.start(key, None)
         except OneiricError as exc:
             log.info("%s: scheduled run skipped: %s", st.slot.name, exc)
-            bump(self.rt, st, "skipped_runs")
+            increment(self.rt, st, "skipped_runs")
             return False
         return True
 
@@ -264,7 +264,7 @@ class RunManager:
                 if deadline <= now:  # fell behind (a stalled loop): skip, never catch up
                     missed = int((now - deadline) // every) + 1
                     deadline += missed * every
-                    bump(self.rt, st, "skipped_runs", missed)
+                    increment(self.rt, st, "skipped_runs", missed)
                 set_extras(self.rt, st, next_run_at=time.time() + (deadline - now))
                 seen = self.rt.version
         except Exception:  # pragma: no cover - a scheduler bug must not stop the daemon

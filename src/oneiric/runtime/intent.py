@@ -10,6 +10,8 @@ A failed write is rolled back in memory: the callers whose mutations were in the
 all get the error and their mutations stop having any effect, so the in-memory view never
 claims something the disk does not hold once the dust settles. Mutations queued while the
 failing write ran are kept and committed by their own callers.
+
+The document itself (schema, pure edits, queries) is :mod:`oneiric.runtime.intent_doc`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,26 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
 
 import anyio
 import anyio.to_thread
 import msgspec
 
-from oneiric._const import DOMAINS
 from oneiric._files import ReplacedUnconfirmed, atomic_write
 from oneiric.errors import BadRequest, ConfigError, NotDurable
+from oneiric.runtime import intent_doc as doc
+from oneiric.runtime.intent_doc import (
+    SCHEMA,
+    Effective,
+    Intent,
+    IntentKind,
+    IntentState,
+    Op,
+    OverrideMeta,
+    check_scope,
+    scope_label,
+)
+from oneiric.runtime.keys import ComponentKey
 
 __all__ = [
     "SCHEMA",
@@ -42,126 +55,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA: Final = 1
-
-IntentKind = Literal["paused", "draining"]
-EffectiveKind = Literal["active", "paused", "draining"]
-ScopeName = Literal["key", "domain", "global", ""]
-
-# How restrictive each state is; the effective state is the maximum over the three scopes.
-_RANK: Final[dict[str, int]] = {"active": 0, "paused": 1, "draining": 2}
-
-
-class Intent(msgspec.Struct, frozen=True, kw_only=True):
-    """One operator intent: what, who (peer uid/pid) and when (epoch seconds)."""
-
-    state: IntentKind
-    uid: int | None
-    pid: int | None
-    at: float
-    note: str = ""
-
-
-class OverrideMeta(msgspec.Struct, frozen=True, kw_only=True):
-    """Who set an operator provider override, and why."""
-
-    uid: int | None
-    pid: int | None
-    at: float
-    note: str = ""
-
-
-class Effective(msgspec.Struct, frozen=True):
-    """The admin state a key is actually in, and which scope's intent decided it."""
-
-    state: EffectiveKind
-    intent: Intent | None
-    scope: ScopeName  # "key" | "domain" | "global" | "" (no intent applies)
-
-
-class IntentState(msgspec.Struct, kw_only=True):
-    """The persisted document. Treat instances as immutable: the store replaces, never edits."""
-
-    schema: int = SCHEMA
-    everything: Intent | None = None
-    domains: dict[str, Intent] = {}
-    keys: dict[str, Intent] = {}  # "domain/key" -> Intent
-    overrides: dict[str, str] = {}  # "domain/key" -> provider
-    override_meta: dict[str, OverrideMeta] = {}  # "domain/key" -> who/when/why
-
-
-_Op = Callable[[IntentState], IntentState]
-
 
 @dataclass(eq=False)
 class _Pending:
     """A mutation applied in memory and waiting for its batch to reach the disk."""
 
-    op: _Op
+    op: Op
     done: bool = False
     error: BaseException | None = None
-
-
-def _kk(domain: str, key: str) -> str:
-    return f"{domain}/{key}"
-
-
-def scope_label(domain: str | None, key: str | None) -> str:
-    """Human form of a scope for logs and messages: ``*``, ``adapter/*``, ``adapter/cache``."""
-    if domain is None:
-        return "*"
-    return _kk(domain, "*" if key is None else key)
-
-
-def _check_scope(domain: str | None, key: str | None) -> None:
-    if domain is None:
-        if key is not None:
-            raise BadRequest(f"key {key!r} given without a domain; name the domain too")
-        return
-    if domain not in DOMAINS:
-        raise BadRequest(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
-    if key is not None and not key:
-        raise BadRequest("empty key; name a key or leave it out to address the whole domain")
-
-
-def _set_intent(domain: str | None, key: str | None, intent: Intent) -> _Op:
-    def op(s: IntentState) -> IntentState:
-        if domain is None:
-            return msgspec.structs.replace(s, everything=intent)
-        if key is None:
-            return msgspec.structs.replace(s, domains={**s.domains, domain: intent})
-        return msgspec.structs.replace(s, keys={**s.keys, _kk(domain, key): intent})
-
-    return op
-
-
-def _clear_intent(domain: str | None, key: str | None) -> _Op:
-    def op(s: IntentState) -> IntentState:
-        if domain is None:
-            return msgspec.structs.replace(s, everything=None, domains={}, keys={})
-        if key is None:
-            prefix = _kk(domain, "")
-            return msgspec.structs.replace(
-                s,
-                domains={d: i for d, i in s.domains.items() if d != domain},
-                keys={k: i for k, i in s.keys.items() if not k.startswith(prefix)},
-            )
-        kk = _kk(domain, key)
-        return msgspec.structs.replace(s, keys={k: i for k, i in s.keys.items() if k != kk})
-
-    return op
-
-
-def _set_override(kk: str, provider: str | None, meta: OverrideMeta) -> _Op:
-    def op(s: IntentState) -> IntentState:
-        overrides = {k: p for k, p in s.overrides.items() if k != kk}
-        metas = {k: m for k, m in s.override_meta.items() if k != kk}
-        if provider is not None:
-            overrides[kk] = provider
-            metas[kk] = meta
-        return msgspec.structs.replace(s, overrides=overrides, override_meta=metas)
-
-    return op
 
 
 class IntentStore:
@@ -220,7 +121,7 @@ class IntentStore:
         log.info(
             "operator intent loaded from %s: %s",
             self._path,
-            self._summary(state),
+            doc.summary(state),
         )
 
     def _decode(self, data: bytes) -> IntentState:
@@ -242,58 +143,24 @@ class IntentStore:
             )
         return state
 
-    @staticmethod
-    def _summary(s: IntentState) -> str:
-        return (
-            f"global={s.everything.state if s.everything else 'active'}, "
-            f"{len(s.domains)} domain intent(s), {len(s.keys)} key intent(s), "
-            f"{len(s.overrides)} override(s)"
-        )
-
     # --- queries -------------------------------------------------------------------------
 
     def effective(self, domain: str, key: str) -> Effective:
-        """The most restrictive of the global, domain and key intents (draining > paused >
-        active). On a tie the narrowest scope wins, so its note and author are shown."""
-        s = self._state
-        best: tuple[ScopeName, Intent] | None = None
-        candidates: tuple[tuple[ScopeName, Intent | None], ...] = (
-            ("key", s.keys.get(_kk(domain, key))),
-            ("domain", s.domains.get(domain)),
-            ("global", s.everything),
-        )
-        for scope, intent in candidates:
-            if intent is not None and (best is None or _RANK[intent.state] > _RANK[best[1].state]):
-                best = (scope, intent)
-        if best is None:
-            return Effective("active", None, "")
-        return Effective(best[1].state, best[1], best[0])
+        """The admin state the key is in, and which scope's intent decided it."""
+        return doc.effective(self._state, domain, key)
 
     def override(self, domain: str, key: str) -> str | None:
         """The operator's provider override for a key, if any."""
-        return self._state.overrides.get(_kk(domain, key))
+        return doc.override_of(self._state, domain, key)
 
     def override_meta(self, domain: str, key: str) -> OverrideMeta | None:
-        return self._state.override_meta.get(_kk(domain, key))
+        return doc.override_meta_of(self._state, domain, key)
 
     def keys_affected(
-        self, domain: str | None, key: str | None, known: Iterable[tuple[str, str]]
-    ) -> list[tuple[str, str]]:
-        """The ``known`` keys that fall inside the scope, in ``known`` order, without repeats.
-        A key scope that names an unknown key yields nothing (the intent still applies if the
-        key appears later)."""
-        _check_scope(domain, key)
-        out: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        for dk in known:
-            if dk in seen:
-                continue
-            d, k = dk
-            if domain is not None and (d != domain or (key is not None and k != key)):
-                continue
-            seen.add(dk)
-            out.append(dk)
-        return out
+        self, domain: str | None, key: str | None, known: Iterable[ComponentKey]
+    ) -> list[ComponentKey]:
+        """The ``known`` keys inside the scope (``BadRequest`` for a malformed scope)."""
+        return doc.keys_in_scope(domain, key, known)
 
     # --- mutations (each returns once durable) -------------------------------------------
 
@@ -329,12 +196,12 @@ class IntentStore:
         pid: int | None,
         note: str,
     ) -> None:
-        _check_scope(domain, key)
+        check_scope(domain, key)
         intent = Intent(state=state, uid=uid, pid=pid, at=self._clock(), note=note)
         log.info(
             "intent %s %s (uid=%s pid=%s note=%r)", state, scope_label(domain, key), uid, pid, note
         )
-        await self._mutate(_set_intent(domain, key, intent))
+        await self._mutate(doc.set_intent(domain, key, intent))
 
     async def resume(
         self, domain: str | None, key: str | None, *, uid: int | None, pid: int | None
@@ -342,9 +209,9 @@ class IntentStore:
         """Clear intent: everything for ``(None, None)``; the domain and all its keys for
         ``(d, None)``; only that key's own intent for ``(d, k)`` (a domain or global intent
         still applies, and ``effective().scope`` says so)."""
-        _check_scope(domain, key)
+        check_scope(domain, key)
         log.info("intent resume %s (uid=%s pid=%s)", scope_label(domain, key), uid, pid)
-        await self._mutate(_clear_intent(domain, key))
+        await self._mutate(doc.clear_intent(domain, key))
 
     async def set_override(
         self,
@@ -357,23 +224,23 @@ class IntentStore:
         note: str = "",
     ) -> None:
         """Set (or with ``provider=None`` clear) the operator's provider override of a key."""
-        _check_scope(domain, key)
+        check_scope(domain, key)
         if provider is not None and not provider:
             raise BadRequest("empty provider name; give a provider or clear the override")
         meta = OverrideMeta(uid=uid, pid=pid, at=self._clock(), note=note)
         log.info(
             "override %s -> %s (uid=%s pid=%s note=%r)",
-            _kk(domain, key),
+            ComponentKey(domain, key),
             provider if provider is not None else "(cleared)",
             uid,
             pid,
             note,
         )
-        await self._mutate(_set_override(_kk(domain, key), provider, meta))
+        await self._mutate(doc.set_override(domain, key, provider, meta))
 
     # --- group commit ---------------------------------------------------------------------
 
-    async def _mutate(self, op: _Op) -> None:
+    async def _mutate(self, op: Op) -> None:
         # Apply in memory synchronously (no await before this), so the order of calls is the
         # order of effects.
         pending = _Pending(op)

@@ -172,18 +172,3 @@ class Lease:
         if b is not None:
             self._binding = None
             self._slot._release(b)
-
-
-class LeaseTable:
-    """All slots, by (domain, key)."""
-
-    __slots__ = ("slots",)
-
-    def __init__(self) -> None:
-        self.slots: dict[tuple[str, str], Slot] = {}
-
-    def ensure(self, domain: str, key: str) -> Slot:
-        slot = self.slots.get((domain, key))
-        if slot is None:
-            slot = self.slots[(domain, key)] = Slot(domain, key)
-        return slot

@@ -85,7 +85,7 @@ class HealthReporter:
     # -- state -----------------------------------------------------------------------------------
     def set_state(self, state: DaemonState) -> None:
         self.state = state
-        self.rt.touch()  # the writer follows the runtime's changes
+        self.rt.bump()  # the writer follows the runtime's changes
 
     # -- what is reported ------------------------------------------------------------------------
     def snapshot(self, domain: str | None = None, key: str | None = None) -> HealthSnapshot:

@@ -1,23 +1,32 @@
-"""What the runtime reports: a key's :class:`ComponentHealth` and its ``explain``."""
+"""What the runtime reports about a key: its :class:`ComponentHealth` row and its ``explain``.
+
+Pure functions of a key's state and the facts the facade hands in (its effective intent, its
+desired candidate, the registry): nothing here reaches back into the runtime.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from oneiric.runtime.candidates import Candidate, Explanation
+from oneiric.runtime.health import Admin, ComponentHealth
+from oneiric.runtime.intent_doc import Effective
+from oneiric.runtime.keys import KeyState
+from oneiric.runtime.registry import Registry
 
-from oneiric.runtime.health import ComponentHealth
-from oneiric.runtime.registry import Explanation
-
-if TYPE_CHECKING:
-    from oneiric.runtime.core import Runtime
-    from oneiric.runtime.state import KeyState
+__all__ = ["admin_state", "component_health", "explain", "visible"]
 
 
-def component_health(rt: Runtime, st: KeyState) -> ComponentHealth:
+def admin_state(st: KeyState, eff: Effective) -> Admin:
+    """The operator's word on the key as status shows it: a drain reads ``drained`` once no
+    lease is left in flight."""
+    if eff.state == "draining":
+        return "drained" if st.slot.in_flight == 0 else "draining"
+    return eff.state
+
+
+def component_health(st: KeyState, *, eff: Effective, desired: Candidate | None) -> ComponentHealth:
     """The status row of one key (SPEC §5 fields, plus the domain counters in ``extras``)."""
     slot = st.slot
-    eff = rt.intent.effective(slot.domain, slot.key)
     cur = slot.current
-    want = rt.desired(slot.domain, slot.key)
     parked: str | None = None
     if st.parked is not None:
         parked = st.parked.provider
@@ -27,7 +36,7 @@ def component_health(rt: Runtime, st: KeyState) -> ComponentHealth:
         domain=slot.domain,
         key=slot.key,
         provider=cur.provider if cur is not None else None,
-        admin=rt.admin_state(st),  # type: ignore[arg-type]
+        admin=admin_state(st, eff),
         lifecycle=st.lifecycle,
         in_flight=slot.in_flight,
         parked_provider=parked,
@@ -39,35 +48,42 @@ def component_health(rt: Runtime, st: KeyState) -> ComponentHealth:
         paused_by=eff.scope or None,
         intent_uid=eff.intent.uid if eff.intent is not None else None,
         intent_at=eff.intent.at if eff.intent is not None else None,
-        winner=want.provider
-        if want is not None and (cur is None or want != cur.candidate)
+        winner=desired.provider
+        if desired is not None and (cur is None or desired != cur.candidate)
         else None,
         **st.extras,
     )
 
 
-def visible(rt: Runtime, st: KeyState) -> bool:
+def visible(st: KeyState, registry: Registry) -> bool:
     """False for a key removed from every source with nothing left serving or retiring."""
     slot = st.slot
     return bool(
         slot.current is not None
         or slot.retiring
         or slot.in_flight
-        or rt.registry.ranked(slot.domain, slot.key)
+        or registry.ranked(slot.domain, slot.key)
     )
 
 
-def explain(rt: Runtime, st: KeyState) -> Explanation:
+def explain(
+    st: KeyState,
+    registry: Registry,
+    *,
+    eff: Effective,
+    override: str | None,
+    selection: str | None,
+) -> Explanation:
     """The ranking of the key's candidates with reasons, and why the active one differs."""
     slot = st.slot
     cur = slot.current
-    return rt.registry.explain(
+    return registry.explain(
         slot.domain,
         slot.key,
-        override=rt.intent.override(slot.domain, slot.key),
-        selection=rt.selections.get(slot.domain, {}).get(slot.key),
+        override=override,
+        selection=selection,
         active=cur.provider if cur is not None else None,
         parked=st.parked.provider if st.parked is not None else None,
         last_error=st.last_error,
-        admin=rt.admin_state(st),
+        admin=admin_state(st, eff),
     )

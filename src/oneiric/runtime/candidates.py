@@ -1,0 +1,103 @@
+"""Candidates and how they rank (SPEC §3): the structs the registry stores and reports.
+
+Pure data and pure functions: what one registered way to serve a key is (:class:`Candidate`),
+its place in the registration order (:class:`Ranked`), rule 3 as a sort key, and the report
+structs :mod:`oneiric.runtime.explain` fills. The stateful index is
+:class:`oneiric.runtime.registry.Registry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+Via = Literal["override", "selection", "ranking", "none"]
+Ident = tuple[str, str, str, str]  # (domain, key, provider, source): the replacement identity
+
+#: The rules that pick a candidate by name, as messages call them.
+RULES: Final = {"override": "operator override", "selection": "config selection"}
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """One registered way to serve (domain, key); `source` says where it came from."""
+
+    domain: str
+    key: str
+    provider: str
+    factory: str  # "pkg.mod:attr"
+    priority: int = 0
+    stack_level: int = 0
+    settings: dict[str, Any] = {}
+    source: str = ""  # file path, "remote:<serial>", "test", ...
+    # Per-domain fields carried verbatim; the registry never interprets them.
+    every: float | None = None
+    topics: tuple[str, ...] = ()
+    concurrency: int | None = None
+    queue_size: int = 1000
+
+
+class Ranked(msgspec.Struct, frozen=True):
+    """A candidate plus its registration sequence number (unique and monotonic per registry)."""
+
+    candidate: Candidate
+    seq: int
+
+
+class Resolution(msgspec.Struct, frozen=True):
+    winner: Ranked | None
+    reason: str
+    via: Via
+    warnings: tuple[str, ...]
+
+
+class ExplainEntry(msgspec.Struct, frozen=True):
+    rank: int
+    provider: str
+    factory: str
+    source: str
+    priority: int
+    stack_level: int
+    seq: int
+    reasons: tuple[str, ...]
+    winner: bool
+    active: bool
+
+
+class Explanation(msgspec.Struct, frozen=True):
+    domain: str
+    key: str
+    winner: str | None
+    via: str
+    reason: str
+    active: str | None
+    override: str | None
+    selection: str | None
+    mismatch: str | None
+    warnings: tuple[str, ...]
+    candidates: tuple[ExplainEntry, ...]
+
+
+def identity(candidate: Candidate) -> Ident:
+    """The tuple under which re-registration replaces instead of duplicating."""
+    c = candidate
+    return (c.domain, c.key, c.provider, c.source)
+
+
+def rank_key(ranked: Ranked) -> tuple[int, int, int]:
+    """Rule 3 as a sort key (bigger wins): stack_level, then priority, then the latest seq.
+
+    Seqs are unique, so this is a strict total order over a registry's entries.
+    """
+    c = ranked.candidate
+    return (c.stack_level, c.priority, ranked.seq)
+
+
+def outranks(a: Ranked, b: Ranked) -> bool:
+    """True when `a` ranks strictly above `b` by rule 3."""
+    return rank_key(a) > rank_key(b)
+
+
+def best_named(ranked: list[Ranked], provider: str) -> Ranked | None:
+    """The best-ranked entry of ``ranked`` (best first) named ``provider``."""
+    return next((r for r in ranked if r.candidate.provider == provider), None)

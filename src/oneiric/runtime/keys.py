@@ -1,0 +1,94 @@
+"""The runtime's vocabulary: a component's key, its per-key state, outcomes and timeouts.
+
+Every layer above the leases and the candidates speaks in these terms (registry, intent,
+status, reconciler, facade, domain managers), so they live here and import nothing from those
+layers: imports in :mod:`oneiric.runtime` point down only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import anyio
+
+from oneiric.runtime.candidates import Candidate
+from oneiric.runtime.health import Lifecycle
+from oneiric.runtime.leases import Binding, Slot
+
+__all__ = [
+    "ComponentKey",
+    "KeyState",
+    "Lifecycle",
+    "Outcome",
+    "RuntimeObserver",
+    "Timeouts",
+]
+
+Outcome = Literal["unchanged", "swapped", "activated", "removed", "parked", "failed", "skipped"]
+
+
+class ComponentKey(NamedTuple):
+    """One (domain, key): ``str()`` gives ``domain/key``, the form every message and the
+    control protocol use.
+
+    A ``NamedTuple`` on purpose: it is hashed on hot paths, costs nothing to build, and equals
+    (and hashes like) the plain ``(domain, key)`` tuple, so a lookup never has to build one.
+    """
+
+    domain: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.domain}/{self.key}"
+
+    @classmethod
+    def parse(cls, text: str) -> ComponentKey:
+        """The inverse of ``str()``: ``"adapter/cache"`` → ``ComponentKey("adapter", "cache")``
+        (``ValueError`` without a ``/``). Keys may contain ``/``; domains never do."""
+        domain, sep, key = text.partition("/")
+        if not sep:
+            raise ValueError(f"{text!r} is not a component name: expected 'domain/key'")
+        return cls(domain, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    activation: float = 10.0
+    stop: float = 30.0
+    drain: float = 30.0
+    health_interval: float = 5.0
+
+
+@dataclass(slots=True)
+class KeyState:
+    """Everything the runtime tracks about one key besides its slot."""
+
+    slot: Slot
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    lifecycle: Lifecycle = "inactive"
+    last_error: str | None = None
+    swaps: int = 0
+    failed_swaps: int = 0
+    last_swap_ms: float | None = None
+    parked: Candidate | None = None
+    parked_removal: bool = False
+    failed_target: Candidate | None = None
+    pending: bool = False
+    health_scope: anyio.CancelScope | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ck(self) -> ComponentKey:
+        return ComponentKey(self.slot.domain, self.slot.key)
+
+
+class RuntimeObserver:
+    """Domain managers subscribe to bindings and admission changes. Methods may be overridden;
+    they run on the event loop and must not block."""
+
+    async def bound(self, state: KeyState, new: Binding | None, old: Binding | None) -> None:
+        """``new`` serves the key now (``old``, if any, is retiring and still running)."""
+
+    def admission(self, state: KeyState, admitting: bool) -> None:
+        """Admission of the key opened or closed."""

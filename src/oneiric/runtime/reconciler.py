@@ -1,0 +1,267 @@
+"""The reconciler: make each key serve its desired provider, and keep an eye on it.
+
+It activates, swaps make-before-break, parks a change while the key is paused or draining,
+retires what is replaced or removed, and runs each instance's periodic health check. What a
+key *should* serve is not its business: the facade (:mod:`oneiric.runtime.core`) hands it a
+``desired`` function and the intent store, and every observable change bumps the shared
+:class:`~oneiric._changes.ChangeCounter`.
+
+Per key, swaps are serialised by a lock; a request made while one is queued is coalesced into
+it (the queued one resolves the *latest* desired state when it runs), so a burst of config
+saves costs at most one swap in flight plus one queued per key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import anyio
+import anyio.abc
+
+from oneiric._changes import ChangeCounter
+from oneiric.errors import ActivationError
+from oneiric.runtime.candidates import Candidate
+from oneiric.runtime.intent import IntentStore
+from oneiric.runtime.keys import (
+    ComponentKey,
+    KeyState,
+    Lifecycle,
+    Outcome,
+    RuntimeObserver,
+    Timeouts,
+)
+from oneiric.runtime.leases import Binding
+from oneiric.runtime.lifecycle import activate, check_health, retire, stop_instance
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Moves keys to their desired provider; owned by the :class:`~oneiric.runtime.core.Runtime`,
+    which starts its background work (queued reconciles, retirements, health loops) in its own
+    task group."""
+
+    def __init__(
+        self,
+        *,
+        changes: ChangeCounter,
+        intent: IntentStore,
+        desired: Callable[[ComponentKey], Candidate | None],
+        observers: list[RuntimeObserver],
+        timeouts: Timeouts,
+        task_group: Callable[[], anyio.abc.TaskGroup],
+    ) -> None:
+        self.timeouts = timeouts
+        self.stopping = False
+        self._bump = changes.bump
+        self._intent = intent
+        self._desired = desired
+        self._observers = observers
+        self._task_group = task_group
+        self._generation = 0
+
+    # -- reconcile -------------------------------------------------------------------------------
+    def request(self, st: KeyState, *, force: bool = False) -> None:
+        """Schedule a reconcile of the key; coalesced with one already queued."""
+        if st.pending:
+            return
+        st.pending = True
+        self._task_group().start_soon(self._queued, st, force)
+
+    async def _queued(self, st: KeyState, force: bool) -> None:
+        try:
+            await self.reconcile(st, force=force, queued=True)
+        except Exception:  # reconcile records its own errors; never kill the task group
+            log.exception("%s: reconcile failed", st.slot.name)
+
+    async def reconcile(
+        self, st: KeyState, *, force: bool = False, queued: bool = False
+    ) -> Outcome:
+        """Make the key serve its desired provider: activate, swap make-before-break, park it
+        while the key is paused/draining, or retire it when no candidate is left."""
+        async with st.lock:
+            if queued:
+                st.pending = False
+            if self.stopping:
+                return "skipped"
+            ck = st.ck
+            want = self._desired(ck)
+            cur = st.slot.current
+            if cur is not None and want == cur.candidate:
+                changed = st.parked is not None or st.parked_removal or st.failed_target
+                st.parked, st.parked_removal, st.failed_target = None, False, None
+                if changed:
+                    st.last_error = None
+                    self._bump()
+                return "unchanged"
+            held = self._intent.effective(ck.domain, ck.key).state
+            if cur is not None and held != "active":
+                st.parked, st.parked_removal = want, want is None
+                if force:  # an explicit request (swap, reload): try it again on resume
+                    st.failed_target = None
+                log.info(
+                    "%s: change to %s parked while %s",
+                    st.slot.name,
+                    repr(want.provider) if want else "no provider",
+                    held,
+                )
+                self._bump()
+                return "parked"
+            try:
+                if want is None:
+                    if cur is None:
+                        return "unchanged"
+                    st.slot.bind(None)
+                    st.lifecycle = "inactive"
+                    await self._notify_bound(st, None, cur)
+                    self._retire_soon(st, cur)
+                    self._bump()
+                    return "removed"
+                if not force and want == st.failed_target:
+                    return "skipped"
+                return await self._swap(st, want)
+            finally:
+                # cleared only once the parked change is done (or failed): until then a
+                # resumed service must not restart the instance it replaces
+                if st.parked is not None or st.parked_removal:
+                    st.parked, st.parked_removal = None, False
+                    self._bump()
+
+    # -- swap ------------------------------------------------------------------------------------
+    async def _swap(self, st: KeyState, want: Candidate) -> Outcome:
+        # Shielded: once started, a swap completes (bounded by the activation and stop
+        # timeouts) even if the requester goes away, so it never half-happens.
+        with anyio.CancelScope(shield=True):
+            outcome = await self._swap_shielded(st, want)
+        return outcome  # noqa: RET504 - outside the scope, or mypy sees a missing return
+
+    async def _swap_shielded(self, st: KeyState, want: Candidate) -> Outcome:
+        cur = st.slot.current
+        if cur is None:
+            st.lifecycle = "activating"
+            self._bump()
+        self._generation += 1
+        started = time.monotonic()
+        try:
+            new = await activate(
+                want,
+                name=st.slot.name,
+                activation_timeout=self.timeouts.activation,
+                stop_timeout=self.timeouts.stop,
+                generation=self._generation,
+            )
+        except ActivationError as exc:
+            st.failed_swaps += 1
+            st.failed_target = want
+            st.last_error = str(exc)
+            if cur is None:
+                st.lifecycle = "failed"
+            log.error("%s", exc)
+            self._bump()
+            return "failed"
+        elapsed = (time.monotonic() - started) * 1000
+        if self.stopping:  # shutdown began while this instance was starting: never bind it
+            await stop_instance(new.instance, self.timeouts.stop, st.slot.name)
+            if cur is None:
+                st.lifecycle = "inactive"
+            return "skipped"
+        st.failed_target = None
+        st.last_error = None
+        old = st.slot.bind(new)
+        st.lifecycle = "ready"
+        if old is not None:
+            st.swaps += 1
+            st.last_swap_ms = round(elapsed, 3)
+        log.info(
+            "%s: %s provider %r in %.1f ms",
+            st.slot.name,
+            "swapped to" if old else "activated",
+            want.provider,
+            elapsed,
+        )
+        self._start_health_loop(st, new)
+        await self._notify_bound(st, new, old)
+        if old is not None:
+            self._retire_soon(st, old)
+        self._bump()
+        return "swapped" if old is not None else "activated"
+
+    async def _notify_bound(self, st: KeyState, new: Binding | None, old: Binding | None) -> None:
+        for obs in self._observers:
+            try:
+                await obs.bound(st, new, old)
+            except Exception:
+                log.exception("%s: observer failed on bind", st.slot.name)
+
+    # -- retire ----------------------------------------------------------------------------------
+    def _retire_soon(self, st: KeyState, old: Binding) -> None:
+        self._task_group().start_soon(self._retire, st, old)
+
+    async def _retire(self, st: KeyState, old: Binding) -> None:
+        await retire(
+            old,
+            drain_timeout=self.timeouts.drain,
+            stop_timeout=self.timeouts.stop,
+            name=st.slot.name,
+        )
+        st.slot.forget(old)
+        self._bump()
+
+    # -- periodic health -------------------------------------------------------------------------
+    def _start_health_loop(self, st: KeyState, binding: Binding) -> None:
+        if st.health_scope is not None:
+            st.health_scope.cancel()
+        if getattr(binding.instance, "health", None) is None:
+            st.health_scope = None
+            return
+        scope = anyio.CancelScope()
+        st.health_scope = scope
+        self._task_group().start_soon(self._health_loop, st, binding, scope)
+
+    async def _health_loop(self, st: KeyState, binding: Binding, scope: anyio.CancelScope) -> None:
+        with scope:
+            while st.slot.current is binding:
+                await anyio.sleep(self.timeouts.health_interval)
+                if st.slot.current is not binding:
+                    return
+                ok, err = await check_health(binding.instance, self.timeouts.activation)
+                lifecycle: Lifecycle = "ready" if ok else "degraded"
+                if lifecycle != st.lifecycle or (not ok and err != st.last_error):
+                    if not ok:
+                        log.warning("%s: %s", st.slot.name, err)
+                    elif st.lifecycle == "degraded":
+                        log.info("%s: healthy again", st.slot.name)
+                    st.lifecycle = lifecycle
+                    st.last_error = err if not ok else None
+                    self._bump()
+
+    # -- shutdown --------------------------------------------------------------------------------
+    async def stop_all(self, states: Mapping[ComponentKey, KeyState]) -> None:
+        """Once ``stopping`` is set: wait for swaps already under way (each bounded by the
+        activation and stop timeouts; new ones see ``stopping`` and do nothing), then stop every
+        instance, serving or retiring, exactly once. Shielded: shutdown always completes."""
+        with anyio.move_on_after(self.timeouts.activation + self.timeouts.stop, shield=True):
+            for st in list(states.values()):
+                async with st.lock:
+                    pass
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for st in states.values():
+                    if st.health_scope is not None:
+                        st.health_scope.cancel()
+                    for b in (st.slot.current, *st.slot.retiring):
+                        if b is not None and not b.stopped:
+                            b.stopped = True
+                            st.lifecycle = "stopping"
+                            tg.start_soon(
+                                stop_instance, b.instance, self.timeouts.stop, st.slot.name
+                            )
+            for st in states.values():
+                st.slot.bind(None)
+                st.slot.retiring.clear()
+                st.lifecycle = "inactive"
+        self._bump()
