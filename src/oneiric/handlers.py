@@ -229,7 +229,7 @@ class ControlHandler:
         outcome = await rt.set_override(domain, key, provider, uid=peer.uid, pid=peer.pid)
         if outcome == "failed":
             raise SwapFailed(
-                f"swap of {domain}/{key} failed, {previous!r} keeps serving: {st.last_error}"
+                f"swap of {st.slot.name} failed, {previous!r} keeps serving: {st.last_error}"
             )
         current = st.slot.current.provider if st.slot.current is not None else None
         return SwapReply(

@@ -30,7 +30,7 @@ from oneiric.errors import NotFound
 from oneiric.runtime import status
 from oneiric.runtime.candidates import Candidate, Explanation
 from oneiric.runtime.health import Admin, ComponentHealth
-from oneiric.runtime.intent import IntentStore
+from oneiric.runtime.intent import IntentStore, scope_label
 from oneiric.runtime.keys import (
     ComponentKey,
     KeyState,
@@ -203,7 +203,7 @@ class Runtime(ChangeCounter):
         named key that does not exist is ``NotFound``."""
         keys = self.intent.keys_affected(domain, key, self.known_keys())
         if key is not None and not keys:
-            raise NotFound(f"no component {domain}/{key}: see 'oneiricctl list'")
+            raise NotFound(f"no component {scope_label(domain, key)}: see 'oneiricctl list'")
         return keys
 
     async def pause(

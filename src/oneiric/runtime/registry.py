@@ -100,7 +100,7 @@ class Registry:
         for c in candidates:
             if c.source not in names:
                 raise ValueError(
-                    f"candidate {c.domain}/{c.key} provider {c.provider!r} has source "
+                    f"candidate {ComponentKey(c.domain, c.key)} provider {c.provider!r} has source "
                     f"{c.source!r}, which is not among the sources being replaced"
                 )
             ident = identity(c)
