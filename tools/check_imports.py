@@ -9,9 +9,8 @@ outside package ``a.b`` also depends on ``a/b/__init__.py`` (Python runs it firs
 inside ``a.b`` it does not (the package is already being imported).
 
 A cycle is reported as its strongly connected component, with one concrete loop through it
-and the line of each import on that loop. Exit status: 0 when every cycle is allowed by
-:data:`KNOWN_CYCLES` (those are printed as warnings), 1 when there is any other cycle or a
-:data:`KNOWN_CYCLES` entry no longer matches a cycle (delete it: the allowlist only shrinks).
+and the line of each import on that loop. Exit status: 0 without a cycle, 1 with any. There is
+no allowlist: issue 10 removed the last cycle, and a new one is fixed, not recorded.
 """
 
 from __future__ import annotations
@@ -23,14 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-
-#: Cycles that exist today and are being removed by their owners (issue 10). A cycle is allowed
-#: when all its modules are inside one entry. When the last entry goes, delete this allowlist.
-KNOWN_CYCLES: dict[str, frozenset[str]] = {
-    "runtime split (issue 10 step 2): Runtime methods living in state.py/status.py": frozenset(
-        {"oneiric.runtime.core", "oneiric.runtime.state", "oneiric.runtime.status"}
-    ),
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -171,10 +162,6 @@ def loop_through(component: Sequence[str], edges: Iterable[Edge]) -> list[Edge]:
     raise AssertionError(f"{component} is not a cycle")  # pragma: no cover
 
 
-def _allowed_by(component: Sequence[str], known: Mapping[str, frozenset[str]]) -> str | None:
-    return next((why for why, mods in known.items() if set(component) <= mods), None)
-
-
 def _describe(component: Sequence[str], edges: Sequence[Edge], modules: Mapping[str, Path]) -> str:
     lines = [f"  {' <-> '.join(component)}"]
     for e in loop_through(component, edges):
@@ -182,42 +169,19 @@ def _describe(component: Sequence[str], edges: Sequence[Edge], modules: Mapping[
     return "\n".join(lines)
 
 
-def check(
-    root: Path, known: Mapping[str, frozenset[str]] = KNOWN_CYCLES, *, out: TextIO | None = None
-) -> int:
+def check(root: Path, *, out: TextIO | None = None) -> int:
     """Print the findings; return the exit status."""
     stream = sys.stdout if out is None else out
-    # entries about another package (a planted one in the tests) do not apply
-    known = {
-        why: mods for why, mods in known.items() if all(m.split(".")[0] == root.name for m in mods)
-    }
     modules = module_names(root)
     edges = import_edges(modules)
     found = cycles(modules, edges)
-    status = 0
     for component in found:
-        why = _allowed_by(component, known)
         text = _describe(component, edges, modules)
-        if why is None:
-            status = 1
-            print(f"error: import cycle among {len(component)} modules:\n{text}", file=stream)
-        else:
-            print(f"warning: known import cycle (owned by: {why}):\n{text}", file=stream)
-    for why, mods in known.items():
-        if not any(set(c) <= mods for c in found):
-            status = 1
-            print(
-                f"error: KNOWN_CYCLES entry {why!r} ({', '.join(sorted(mods))}) is no longer a "
-                "cycle: delete it from tools/check_imports.py",
-                file=stream,
-            )
-    if status == 0:
-        print(
-            f"{len(modules)} modules, {len(edges)} imports: no import cycles"
-            + (f" beyond {len(found)} known" if found else ""),
-            file=stream,
-        )
-    return status
+        print(f"error: import cycle among {len(component)} modules:\n{text}", file=stream)
+    if found:
+        return 1
+    print(f"{len(modules)} modules, {len(edges)} imports: no import cycles", file=stream)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
