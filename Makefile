@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VAR    := $(CURDIR)/var
 
-.PHONY: venv run test lint typecheck check-imports unit bench clean deb e2e-systemd check-units
+.PHONY: venv run test test-pythons lint typecheck check-imports unit bench clean deb e2e-systemd check-units
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ run: $(STAMP)
 	$(VENV)/bin/oneiricd --log-level info
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench tools
-	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/ruff check src tests bench tools packaging
+	$(VENV)/bin/ruff format --check src tests bench tools packaging
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -36,6 +36,10 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest --cov --cov-report=term -q
 
 test: $(STAMP) lint typecheck check-imports check-units unit
+
+# the whole suite on Python 3.11, 3.12 and 3.13 (one .venv-3.X each; PYTHONS="3.13" for one)
+test-pythons:
+	bash tools/test-pythons.sh
 
 check-units:
 	bash contrib/systemd/check-units.sh
@@ -58,4 +62,4 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --out bench/results.json $(if $(SUITES),--only $(SUITES))
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) .venv-3.* build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var

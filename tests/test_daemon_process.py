@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ cache = "a"
 """
 
 
-SITE = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+# the test environment's site-packages (whatever the venv is called: .venv, .venv-3.13, …)
+SITE = sysconfig.get_paths()["purelib"]
 AS_USER = (
     f"import sys; sys.path[:0] = [{str(TESTS.parent / 'src')!r}, {SITE!r}]; "
     "sys.argv[0] = 'oneiricctl'; from oneiric.cli.oneiricctl import main; main()"

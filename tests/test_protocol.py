@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from oneiric.control.protocol import (
     KNOWN_OPS,
+    MAX_DEPTH,
     MAX_LINE,
     MUTATING_OPS,
     DrainRequest,
@@ -29,6 +30,7 @@ from oneiric.control.protocol import (
     encode_error,
     encode_event,
     encode_ok,
+    nested_too_deeply,
 )
 from oneiric.errors import OneiricError, ProtocolError
 
@@ -181,6 +183,33 @@ def test_arguments_and_defaults() -> None:
 
 def test_unknown_fields_are_tolerated() -> None:
     assert decode_request(b'{"id":1,"op":"ping","future":{"x":1}}') == PingRequest(id=1)
+
+
+def _nested(levels: int) -> bytes:
+    return b'{"id":1,"op":"ping","x":' + b"[" * levels + b"]" * levels + b"}"
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH, 5_000, 20_000, 60_000])
+def test_nesting_limit_is_the_protocols_not_the_interpreters(levels: int) -> None:
+    """The same answer on every Python version: 3.11 and 3.13 differ in how deep msgspec can
+    decode before a RecursionError, so the protocol checks depth itself, before decoding."""
+    line = _nested(levels - 1)  # the envelope object is one level
+    if levels <= MAX_DEPTH:
+        assert decode_request(line) == PingRequest(id=1)
+    else:
+        e = _err(line)
+        assert e.code == "bad_request" and "nested too deeply" in e.message
+
+
+def test_nesting_depth_ignores_brackets_inside_strings() -> None:
+    deep_text = '"' + "[{" * 200 + '\\"' + "[" * 100 + '"'
+    line = b'{"id":1,"op":"emit","topic":"t","data":{"s":' + deep_text.encode() + b"}}"
+    assert json.loads(line)  # valid JSON: the brackets are text
+    assert not nested_too_deeply(line)
+    escaped_quote = b'{"a":"\\\"' + b"[" * 100 + b'"}'
+    assert json.loads(escaped_quote) and not nested_too_deeply(escaped_quote)
+    assert nested_too_deeply(b"[" * (MAX_DEPTH + 1))
+    assert not nested_too_deeply(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"[" * MAX_DEPTH)
 
 
 def test_invalid_json() -> None:
