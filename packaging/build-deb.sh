@@ -17,7 +17,12 @@
 #   /usr/share/doc/oneiric/{deployment.md,copyright}
 # Maintainer scripts: packaging/debian/{postinst,prerm,postrm}.
 #
+#   /usr/share/man/man{1,5,8}/  oneiricctl(1), oneiricd.toml(5), oneiricd(8), generated from the
+#                           program and docs/configuration.md (packaging/gen_man.py)
+#   /usr/share/{bash-completion,zsh,fish}/…  shell completion for oneiricctl, from click
 # Env: VENV (default .venv), DEB_REVISION (default 1), OUT (default dist),
+#      DEB_SUITE (bookworm, the default: Debian 12, Python 3.11; or trixie: Debian 13, Python
+#      3.13; a trixie package's version ends in +deb13 so both can sit in dist/),
 #      SOURCE_DATE_EPOCH (default: the last commit's time, for reproducible archives).
 set -euo pipefail
 
@@ -37,6 +42,15 @@ quiet() { "$@" >>"$LOG" 2>&1 || die "failed: $* (log: $LOG)"; }
 
 [ -x "$VENV/bin/python" ] || die "no venv at $VENV: run make venv"
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
+
+DEB_SUITE=${DEB_SUITE:-bookworm}
+case "$DEB_SUITE" in   # the suite's python3 and glibc: what the bundled wheels must fit
+  bookworm) PYV=3.11 GLIBC_MINOR=36 SUFFIX="" ;;
+  trixie) PYV=3.13 GLIBC_MINOR=41 SUFFIX="+deb13" ;;
+  *) die "unknown DEB_SUITE=$DEB_SUITE (bookworm or trixie)" ;;
+esac
+PYTAG=cp${PYV/./}
+PYNEXT=${PYV%.*}.$((${PYV#*.} + 1))
 
 case "$(uname -m)" in
   x86_64) ARCH=amd64 PLAT=x86_64 ;;
@@ -62,17 +76,17 @@ tar --exclude=__pycache__ --exclude='*.egg-info' -cf - "${sources[@]}" | tar -xf
 quiet "${PIP[@]}" wheel --no-deps --wheel-dir "$WORK/wheels" "$WORK/src"
 WHEEL=$(ls "$WORK"/wheels/oneiric-*.whl)
 VERSION=$(basename "$WHEEL" | cut -d- -f2)
-DEB_VERSION=$VERSION-${DEB_REVISION:-1}
+DEB_VERSION=$VERSION-${DEB_REVISION:-1}$SUFFIX
 log "wheel $(basename "$WHEEL")"
 
-# --- 2. wheel + dependencies into /opt/oneiric/lib, for CPython 3.11 on glibc <= 2.36
-# (bookworm), at the venv's versions
+# --- 2. wheel + dependencies into /opt/oneiric/lib, for the suite's CPython and glibc (3.11 and
+# glibc <= 2.36 on bookworm; 3.13 and <= 2.41 on trixie), at the venv's versions
 "${PIP[@]}" freeze --exclude-editable 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' >"$WORK/constraints.txt" || true
 LIB=$STAGE$PREFIX/lib
 platforms=(--platform "manylinux2014_$PLAT")
-for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_$PLAT"); done
+for minor in $(seq "$GLIBC_MINOR" -1 17); do platforms+=(--platform "manylinux_2_${minor}_$PLAT"); done
 quiet "${PIP[@]}" install --target "$LIB" --no-compile --no-warn-script-location \
-  --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
+  --only-binary=:all: --implementation cp --python-version "$PYV" --abi "$PYTAG" "${platforms[@]}" \
   --constraint "$WORK/constraints.txt" "$WHEEL"
 rm -rf "${LIB:?}/bin"   # console scripts pointing at the build interpreter; ours are below
 # direct_url.json records the build directory: not reproducible, and of no use on a host
@@ -80,10 +94,21 @@ rm -f "$LIB"/oneiric-*.dist-info/direct_url.json
 sed -i '/direct_url\.json/d' "$LIB"/oneiric-*.dist-info/RECORD
 find "$LIB" -name __pycache__ -prune -exec rm -rf {} +
 # Hash-based bytecode (PEP 552): dpkg may clamp mtimes; the wrappers never write .pyc files
-# (/opt is read-only for the daemon anyway). Any CPython 3.11 writes the same magic number.
-COMPILER=/usr/bin/python3
-"$COMPILER" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || COMPILER=$VENV/bin/python
-quiet "$COMPILER" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$LIB"
+# (/opt is read-only for the daemon anyway). Any CPython of the suite's minor version writes the
+# same magic number: the system's, the venv's or pyenv's.
+COMPILER=""
+for py in /usr/bin/python3 "$VENV/bin/python" "$(command -v "python$PYV" || true)" \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$PYV".*/bin/python"$PYV"; do
+  [ -x "$py" ] || continue
+  if "$py" -c "import sys; sys.exit(sys.version_info[:2] != (${PYV%.*}, ${PYV#*.}))" 2>/dev/null; then
+    COMPILER=$py; break
+  fi
+done
+if [ -n "$COMPILER" ]; then
+  quiet "$COMPILER" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$LIB"
+else
+  log "WARNING: no Python $PYV here to precompile bytecode; the package imports from source"
+fi
 log "bundled: $(find "$LIB" -maxdepth 1 -name '*.dist-info' -printf '%f\n' | sed 's/\.dist-info$//' | sort | tr '\n' ' ')"
 
 # --- 3. wrappers and /usr/bin links
@@ -98,8 +123,8 @@ main() is called directly, without entry-point lookups, to keep start-up short.
 """
 import sys
 
-if sys.version_info[:2] != (3, 11):
-    sys.exit("$cmd: $PREFIX needs Python 3.11, this is %d.%d" % sys.version_info[:2])
+if sys.version_info[:2] != (${PYV%.*}, ${PYV#*.}):
+    sys.exit("$cmd: $PREFIX needs Python $PYV, this is %d.%d" % sys.version_info[:2])
 sys.dont_write_bytecode = True  # the bundled .pyc files are precompiled; /opt stays clean
 sys.path.insert(0, "$PREFIX/lib")
 
@@ -131,6 +156,28 @@ Comment: /opt/oneiric/lib bundles the Python dependencies of oneiric (anyio, msg
  watchfiles, python-daemon and theirs); each one's licence is in its *.dist-info directory.
 EOF
 
+# --- 4b. manual pages and shell completion, generated from the program itself
+MAN=$WORK/man
+quiet "$VENV/bin/python" packaging/gen_man.py "$MAN"
+for page in "$MAN"/*.[158]; do
+  section=${page##*.}
+  install -D -m 0644 "$page" "$STAGE/usr/share/man/man$section/$(basename "$page")"
+  gzip -9n "$STAGE/usr/share/man/man$section/$(basename "$page")"
+done
+completion() {  # click writes the script for a shell when asked through its variable
+  _ONEIRICCTL_COMPLETE=${1}_source "$VENV/bin/python" -c \
+    'from oneiric.cli.oneiricctl import main; main()' >"$2" || die "no $1 completion"
+  [ -s "$2" ] || die "empty $1 completion"
+}
+install -d -m 0755 "$STAGE/usr/share/bash-completion/completions" \
+  "$STAGE/usr/share/zsh/vendor-completions" "$STAGE/usr/share/fish/vendor_completions.d"
+completion bash "$STAGE/usr/share/bash-completion/completions/oneiricctl"
+completion zsh "$STAGE/usr/share/zsh/vendor-completions/_oneiricctl"
+completion fish "$STAGE/usr/share/fish/vendor_completions.d/oneiricctl.fish"
+chmod 0644 "$STAGE"/usr/share/bash-completion/completions/oneiricctl \
+  "$STAGE"/usr/share/zsh/vendor-completions/_oneiricctl \
+  "$STAGE"/usr/share/fish/vendor_completions.d/oneiricctl.fish
+
 # --- 5. control files
 mkdir -p "$STAGE/DEBIAN"
 install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$STAGE/DEBIAN/"
@@ -141,7 +188,7 @@ Version: $DEB_VERSION
 Architecture: $ARCH
 Maintainer: oneiric developers <oneiric@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
-Depends: python3 (>= 3.11), python3 (<< 3.12), libc6 (>= 2.17)
+Depends: python3 (>= $PYV), python3 (<< $PYNEXT), libc6 (>= 2.17)
 Recommends: systemd
 Section: admin
 Priority: optional
