@@ -6,14 +6,17 @@ import io
 import logging
 import os
 import re
+import socket
+import struct
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 import pytest
 
-from oneiric.logging_setup import LEVELS, configure_logging
+from oneiric.logging_setup import LEVELS, configure_logging, fields
 
 # 2026-11-25T10:00:00.123Z in UTC
 FIXED_TIME = 1795600800.123
@@ -74,9 +77,13 @@ def test_plain_format_real_clock() -> None:
     )
 
 
+NO_JOURNAL_SOCKET = "/nonexistent/oneiric-test/journal.socket"
+
+
 def test_journal_format(journal_stream: tuple[TextIO, dict[str, str]]) -> None:
+    """Without journald's native socket, records go to the stream with their priority."""
     stream, env = journal_stream
-    configure_logging("debug", environ=env, stream=stream)
+    configure_logging("debug", environ=env, stream=stream, journal_socket=NO_JOURNAL_SOCKET)
     emit(logging.DEBUG, "d")
     emit(logging.INFO, "i")
     emit(logging.WARNING, "w")
@@ -131,7 +138,7 @@ def test_traceback_under_journal_keeps_priority(
     journal_stream: tuple[TextIO, dict[str, str]],
 ) -> None:
     stream, env = journal_stream
-    configure_logging("info", environ=env, stream=stream)
+    configure_logging("info", environ=env, stream=stream, journal_socket=NO_JOURNAL_SOCKET)
     try:
         raise ValueError("bad")
     except ValueError:
@@ -195,3 +202,87 @@ def test_default_stream_is_current_stderr(monkeypatch: pytest.MonkeyPatch) -> No
     configure_logging(environ={})
     emit(logging.INFO, "to stderr")
     assert fake.getvalue().endswith("INFO oneiric.test: to stderr\n")
+
+
+# --- journald's native protocol ------------------------------------------------------------
+
+
+def parse_journal_datagram(data: bytes) -> dict[str, str]:
+    """journald's parser, in short: NAME=value lines, or NAME, newline, 64-bit LE length, raw."""
+    out: dict[str, str] = {}
+    while data:
+        nl = data.index(b"\n")
+        head = data[:nl]
+        if b"=" in head:
+            name, _, value = head.partition(b"=")
+            data = data[nl + 1 :]
+        else:
+            name = head
+            (size,) = struct.unpack("<Q", data[nl + 1 : nl + 9])
+            value = data[nl + 9 : nl + 9 + size]
+            assert data[nl + 9 + size : nl + 10 + size] == b"\n"
+            data = data[nl + 10 + size :]
+        out[name.decode()] = value.decode()
+    return out
+
+
+@pytest.fixture
+def journald() -> Iterator[socket.socket]:
+    """A real datagram socket standing in for /run/systemd/journal/socket."""
+    directory = tempfile.mkdtemp(prefix="jd", dir="/tmp")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"{directory}/socket")
+    sock.settimeout(10)
+    yield sock
+    sock.close()
+    os.unlink(f"{directory}/socket")
+    os.rmdir(directory)
+
+
+def test_journal_native_fields(
+    journal_stream: tuple[TextIO, dict[str, str]], journald: socket.socket
+) -> None:
+    stream, env = journal_stream
+    configure_logging("info", environ=env, stream=stream, journal_socket=journald.getsockname())
+    logging.getLogger("oneiric.audit").info(
+        "paused %s", "adapter/cache", extra=fields(key="adapter/cache", op="pause", uid=0)
+    )
+    entry = parse_journal_datagram(journald.recv(65536))
+    assert entry["MESSAGE"] == "oneiric.audit: paused adapter/cache"
+    assert entry["PRIORITY"] == "6"
+    assert entry["SYSLOG_IDENTIFIER"] == "oneiricd"
+    assert entry["LOGGER"] == "oneiric.audit"
+    assert (entry["ONEIRIC_KEY"], entry["ONEIRIC_OP"], entry["ONEIRIC_UID"]) == (
+        "adapter/cache",
+        "pause",
+        "0",
+    )
+    assert entry["CODE_FILE"] == __file__
+    assert read(stream) == ""  # sent to the journal, not also written as a line
+
+
+def test_journal_multiline_message_and_traceback_use_the_length_form(
+    journal_stream: tuple[TextIO, dict[str, str]], journald: socket.socket
+) -> None:
+    stream, env = journal_stream
+    configure_logging("info", environ=env, stream=stream, journal_socket=journald.getsockname())
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("oneiric.test").exception("swap of %s failed", "adapter/x=y\nz")
+    entry = parse_journal_datagram(journald.recv(65536))
+    assert entry["MESSAGE"].startswith("oneiric.test: swap of adapter/x=y\nz failed\nTraceback")
+    assert entry["MESSAGE"].endswith("ValueError: bad")
+    assert entry["PRIORITY"] == "3"
+    assert "ONEIRIC_KEY" not in entry  # no fields() given
+
+
+def test_records_without_fields_and_plain_lines_off_journal(journald: socket.socket) -> None:
+    """Not under journald (no matching JOURNAL_STREAM): plain lines, nothing sent."""
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out, journal_socket=journald.getsockname())
+    logging.getLogger("oneiric.test").info("x", extra=fields(key="adapter/cache"))
+    assert "INFO oneiric.test: x" in out.getvalue()
+    journald.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        journald.recv(65536)
