@@ -44,11 +44,15 @@ test-pythons:
 check-units:
 	bash contrib/systemd/check-units.sh
 
+# Debian packages: bookworm (Debian 12, Python 3.11) and trixie (Debian 13, Python 3.13)
 deb: $(STAMP)
 	bash packaging/build-deb.sh
+	DEB_SUITE=trixie bash packaging/build-deb.sh
 
+# the package under a real systemd in nspawn: systemd 252 on Debian 12, then 257 on Debian 13
 e2e-systemd: deb
-	bash tests/e2e/systemd.sh
+	NS_SUITE=bookworm bash tests/e2e/systemd.sh
+	NS_SUITE=trixie bash tests/e2e/systemd.sh
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

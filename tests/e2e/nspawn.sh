@@ -13,10 +13,10 @@
 # nspawn as used here keeps to a sub-cgroup of its own in every hierarchy and cleans it up.
 #
 # Caller sets: NS_DIR (a private work directory), NS_MACHINE (container name).
-# Optional env: E2E_CACHE (default /var/cache/oneiric-e2e), MIRROR, E2E_REBUILD=1.
+# Optional env: NS_SUITE (bookworm or trixie), E2E_CACHE (default /var/cache/oneiric-e2e), MIRROR, E2E_REBUILD=1.
 
-NS_SUITE=bookworm
-NS_PKGS="systemd,systemd-sysv,dbus,procps,python3"
+NS_SUITE=${NS_SUITE:-bookworm}   # or trixie (Debian 13: systemd 257, Python 3.13)
+NS_PKGS="systemd,systemd-sysv,dbus,procps,python3,man-db"
 NS_RECIPE=1   # bump when ns_rootfs changes what it puts in the root filesystem
 NS_CPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 E2E_CACHE=${E2E_CACHE:-/var/cache/oneiric-e2e}

@@ -2,7 +2,7 @@
 # tests/e2e/systemd.sh - end-to-end test of the Debian package under a real systemd.
 # Run by `make e2e-systemd` (which builds the .deb first). Needs root and the Debian archive.
 #
-# Boots systemd 252 as PID 1 in a systemd-nspawn container (tests/e2e/nspawn.sh: cached
+# Boots systemd (252 on bookworm, 257 on trixie: NS_SUITE) as PID 1 in a systemd-nspawn container (tests/e2e/nspawn.sh: cached
 # debootstrap root filesystem + a throw-away overlay per run), installs dist/oneiric_*.deb
 # and checks what an operator relies on: start returns after READY=1, StatusText, the control
 # socket's access rules (alice in group oneiric is an admin, bob is refused with exit 4),
@@ -14,7 +14,8 @@
 # last line is `N passed, M failed, K skipped`; exit status 0 only if nothing failed.
 # Logs (container console, journal) go to $E2E_LOGS (default build/e2e).
 #
-# Env: DEB (default: newest dist/oneiric_*.deb), E2E_CACHE (default /var/cache/oneiric-e2e),
+# Env: NS_SUITE (bookworm, the default, or trixie), DEB (default: the suite's package in dist/:
+#      oneiric_*_<arch>.deb for bookworm, oneiric_*+deb13_<arch>.deb for trixie), E2E_CACHE (default /var/cache/oneiric-e2e),
 #      E2E_REBUILD=1 (rebuild the cached root filesystem), E2E_KEEP=1 (leave the container
 #      running at the end for inspection; tear it down with Ctrl-C), MIRROR.
 # shellcheck disable=SC2016  # single-quoted $ is for dpkg-query formats and the container's sh
@@ -31,8 +32,13 @@ SOCK=/run/oneiric/oneiricd.sock
 HEALTH=/run/oneiric/health.json
 
 [ "$(id -u)" = 0 ] || { echo "tests/e2e/systemd.sh must run as root" >&2; exit 2; }
-DEB=${DEB:-$(find "$REPO/dist" -maxdepth 1 -name 'oneiric_*.deb' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-)}
-if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then echo "no dist/oneiric_*.deb: run make deb (or make e2e-systemd)" >&2; exit 2; fi
+case "$NS_SUITE" in
+  bookworm) DEB_GLOB='oneiric_*-[0-9]_*.deb' SUITE_PY=3.11 ;;
+  trixie) DEB_GLOB='oneiric_*+deb13_*.deb' SUITE_PY=3.13 ;;
+  *) echo "unknown NS_SUITE=$NS_SUITE (bookworm or trixie)" >&2; exit 2 ;;
+esac
+DEB=${DEB:-$(find "$REPO/dist" -maxdepth 1 -name "$DEB_GLOB" -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-)}
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then echo "no dist/$DEB_GLOB: run make deb (or make e2e-systemd)" >&2; exit 2; fi
 
 NS_DIR=$(mktemp -d /tmp/oneiric-e2e.XXXXXX)
 NS_MACHINE=oneiric-e2e-$$
@@ -155,7 +161,7 @@ s_python() {
   local rc=$?
   cat "$NS_DIR/py.out"
   expect "bundled libraries import on Debian's python3 (rc $rc)" test $rc = 0
-  expect "Debian's interpreter (3.11, /usr/bin/python3)" grep -q '^3\.11\.[0-9]* /usr/bin/python3$' "$NS_DIR/py.out"
+  expect "Debian's interpreter ($SUITE_PY, /usr/bin/python3)" grep -q "^${SUITE_PY/./\\.}\.[0-9]* /usr/bin/python3$" "$NS_DIR/py.out"
   expect "modules come from /opt/oneiric/lib" test "$(grep -c '^/opt/oneiric/lib/' "$NS_DIR/py.out")" = 3
   expect "wrappers use /usr/bin/python3 -I" eq "$(cx head -1 /opt/oneiric/bin/oneiricctl)" '#!/usr/bin/python3 -I'
 }
@@ -178,6 +184,23 @@ s_cli() {
   cx runuser -u oneiric -- oneiricd --check >"$NS_DIR/o.out" 2>&1; rc=$?
   cat "$NS_DIR/o.out"
   expect "oneiricd --check accepts the default config as user oneiric (rc $rc)" test $rc = 0
+}
+
+s_docs() {
+  local page
+  for page in oneiricctl oneiricd oneiricd.toml; do
+    expect "man -w $page finds the installed page" cx sh -c "man -w $page | grep -q '^/usr/share/man/man[158]/$page\\.[158]\\.gz$'"
+  done
+  cx sh -c 'MANWIDTH=80 man oneiricctl 2>&1' >"$NS_DIR/man.out"
+  expect "man oneiricctl renders every command (pause, drain, swap)" grep -q 'oneiricctl pause' "$NS_DIR/man.out"
+  cx sh -c 'MANWIDTH=80 man 5 oneiricd.toml 2>&1' >"$NS_DIR/man.out"
+  expect "man 5 oneiricd.toml documents [daemon] drain_timeout" grep -q 'drain_timeout' "$NS_DIR/man.out"
+  expect "bash completion installed" cx test -s /usr/share/bash-completion/completions/oneiricctl
+  expect "zsh completion installed" cx test -s /usr/share/zsh/vendor-completions/_oneiricctl
+  expect "fish completion installed" cx test -s /usr/share/fish/vendor_completions.d/oneiricctl.fish
+  # the installed script asks the installed oneiricctl, through click's protocol
+  cx bash -c '. /usr/share/bash-completion/completions/oneiricctl; COMP_WORDS=(oneiricctl dr); COMP_CWORD=1; _oneiricctl_completion oneiricctl; echo "${COMPREPLY[*]}"' >"$NS_DIR/cmp.out" 2>&1
+  expect "bash completion of 'oneiricctl dr' is 'drain' (got: $(cat "$NS_DIR/cmp.out"))" eq "$(cat "$NS_DIR/cmp.out")" drain
 }
 
 s_started_by_postinst() {
@@ -481,6 +504,7 @@ step "boot systemd as PID 1 in the container" s_boot fatal
 step "install the .deb" s_install fatal
 step "bundled libraries run on Debian's /usr/bin/python3" s_python
 step "oneiricd / oneiricctl wrappers, oneiricd --check" s_cli
+step "man pages and shell completion installed" s_docs
 step "package install started oneiricd" s_started_by_postinst
 step "systemctl start returns after READY=1" s_start
 step "StatusText is meaningful" s_status_text
