@@ -49,10 +49,10 @@ __all__ = [
     "TooLong",
     "WatchRequest",
     "decode_request",
-    "nested_too_deeply",
     "encode_error",
     "encode_event",
     "encode_ok",
+    "nested_too_deeply",
 ]
 
 MAX_LINE: Final = 64 * 1024
