@@ -14,7 +14,7 @@ import pytest
 from harness import make_dir
 from oneiric._inotify import DirWatch, available
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def test_waiting_uses_no_thread(d: Path) -> None:
                 got.append(await w.changes())
 
             tg.start_soon(wait)
-            await anyio.sleep(0)  # let it park on the descriptor
+            await anyio.wait_all_tasks_blocked()  # it is parked on the descriptor
             assert threading.active_count() == before
             (d / "x").write_text("1")
     assert got == [{str(d / "x")}]
