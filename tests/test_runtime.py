@@ -85,6 +85,44 @@ async def test_public_use_reaches_current_runtime(rt: Runtime) -> None:
         assert inst.name == "a"
 
 
+async def test_current_runtime_belongs_to_its_event_loop(rt: Runtime) -> None:
+    """Another event loop (here in a worker thread, which inherits this task's context) sees no
+    runtime: there is no process-wide fallback to whichever runtime started last."""
+
+    async def probe() -> str:
+        try:
+            current_runtime()
+        except RuntimeError as exc:
+            return str(exc)
+        return "found a runtime of another event loop"
+
+    text = await anyio.to_thread.run_sync(anyio.run, probe)
+    assert "no oneiric runtime is running in this event loop" in text
+
+
+async def test_current_runtime_reaches_tasks_started_before_it(tmp_path: Path) -> None:
+    """Tasks of the loop see the runtime even when they were started before it (the daemon's
+    own task group is), and nobody sees it once it has stopped."""
+    store = IntentStore(tmp_path / "intent.json")
+    store.load()
+    entered, probed = anyio.Event(), anyio.Event()
+    seen: list[Runtime] = []
+
+    async def probe() -> None:
+        await entered.wait()
+        seen.append(current_runtime())
+        probed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe)
+        async with Runtime(intent=store, timeouts=FAST) as runtime:
+            entered.set()
+            await probed.wait()
+    assert seen == [runtime]
+    with pytest.raises(RuntimeError, match="no oneiric runtime"):
+        current_runtime()
+
+
 async def test_unknown_key_is_not_found(rt: Runtime) -> None:
     with pytest.raises(NotFound):
         rt.use("adapter", "nope")

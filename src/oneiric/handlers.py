@@ -193,12 +193,7 @@ class ControlHandler:
         out: list[ListedCandidate] = []
         for ck in rt.registry.keys(domain=domain):
             d, k = ck
-            res = rt.registry.resolve(
-                d,
-                k,
-                override=rt.intent.override(d, k),
-                selection=rt.selections.get(d, {}).get(k),
-            )
+            res = rt.resolve(d, k)
             st = rt.states.get(ck)
             active = st.slot.current if st is not None else None
             for r in rt.registry.ranked(d, k):

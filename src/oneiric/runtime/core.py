@@ -1,17 +1,12 @@
 """The runtime's facade: what components, domain managers and control handlers talk to.
 
 :class:`Runtime` is the single owner of mutable component state. It holds the per-key state,
-decides admission from operator intent (pause, drain, resume, overrides), hands out leases,
-reports status, and delegates making keys serve their desired provider to the
-:class:`~oneiric.runtime.reconciler.Reconciler`. Every state change bumps
-:attr:`Runtime.version` and wakes :meth:`Runtime.wait_changed`, which the health writer and
-``watch`` streams follow.
-
-Layers (imports point down only)::
-
-    core  ->  reconciler  ->  lifecycle, intent, keys
-          ->  status      ->  registry -> explain, candidates
-          ->  intent      ->  intent_doc -> keys -> leases, candidates, health
+decides admission from operator intent (pause, drain, resume, overrides), hands out leases and
+reports status; what each key should serve is :class:`~oneiric.runtime.desired.DesiredState`'s
+answer, and making it serve that is the :class:`~oneiric.runtime.reconciler.Reconciler`'s job.
+Every state change bumps :attr:`Runtime.version` and wakes :meth:`Runtime.wait_changed`, which
+the health writer and ``watch`` streams follow. The layers below are drawn in
+docs/ARCHITECTURE.md ("The runtime is layered").
 """
 
 from __future__ import annotations
@@ -27,8 +22,9 @@ from anyio.lowlevel import RunVar, RunvarToken
 
 from oneiric._changes import ChangeCounter
 from oneiric.errors import NotFound
-from oneiric.runtime import status
-from oneiric.runtime.candidates import Candidate, Explanation
+from oneiric.runtime import idle, status
+from oneiric.runtime.candidates import Candidate, Explanation, Resolution
+from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.health import Admin, ComponentHealth
 from oneiric.runtime.intent import IntentStore, scope_label
 from oneiric.runtime.keys import (
@@ -40,7 +36,6 @@ from oneiric.runtime.keys import (
     Timeouts,
 )
 from oneiric.runtime.leases import Lease, Slot
-from oneiric.runtime.lifecycle import call_maybe_async
 from oneiric.runtime.reconciler import Reconciler
 from oneiric.runtime.registry import Registry
 
@@ -85,7 +80,7 @@ class Runtime(ChangeCounter):
         super().__init__()
         self.registry = registry or Registry()
         self.intent = intent
-        self.selections: dict[str, dict[str, str]] = {}
+        self._wanted = DesiredState(self.registry, intent)
         self.states: dict[ComponentKey, KeyState] = {}
         # The same dict, looked up with a plain (domain, key) tuple on the lease path: a
         # ComponentKey equals and hashes like one, and building one costs ~0.2 µs per lease.
@@ -94,7 +89,7 @@ class Runtime(ChangeCounter):
         self._reconciler = Reconciler(
             changes=self,
             intent=intent,
-            desired=self._desired,
+            desired=self._wanted,
             observers=self.observers,
             timeouts=timeouts or Timeouts(),
             task_group=lambda: self.task_group,
@@ -109,6 +104,15 @@ class Runtime(ChangeCounter):
     @timeouts.setter
     def timeouts(self, value: Timeouts) -> None:
         self._reconciler.timeouts = value
+
+    @property
+    def selections(self) -> dict[str, dict[str, str]]:
+        """The config's provider selections: domain -> key -> provider."""
+        return self._wanted.selections
+
+    @selections.setter
+    def selections(self, value: dict[str, dict[str, str]]) -> None:
+        self._wanted.selections = value
 
     @property
     def stopping(self) -> bool:
@@ -250,11 +254,7 @@ class Runtime(ChangeCounter):
         for ck in keys:
             st = self.states.get(ck)
             if st is not None and st.slot.in_flight:
-                self.task_group.start_soon(self._bump_when_idle, st.slot)
-
-    async def _bump_when_idle(self, slot: Slot) -> None:
-        await slot.wait_idle()
-        self.bump()
+                self.task_group.start_soon(idle.bump_when_idle, st.slot, self)
 
     async def resume(
         self, domain: str | None, key: str | None, *, uid: int | None, pid: int | None
@@ -273,12 +273,8 @@ class Runtime(ChangeCounter):
         return keys
 
     def in_flight(self, keys: Iterable[ComponentKey]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for ck in keys:
-            st = self.states.get(ck)
-            if st is not None and st.slot.in_flight:
-                out[st.slot.name] = st.slot.in_flight
-        return out
+        """``{"domain/key": leases in flight}`` for each busy key of ``keys``."""
+        return idle.in_flight(self.states, keys)
 
     async def wait_idle(
         self,
@@ -286,35 +282,8 @@ class Runtime(ChangeCounter):
         *,
         progress: Callable[[dict[str, int]], Any] | None = None,
     ) -> None:
-        """Wait until every key in ``keys`` has no lease in flight, reporting progress (the map of
-        what is still in flight) each time it changes. Cancel it to bound it."""
-        keys = list(keys)
-        last: dict[str, int] | None = None
-        seen = self.version
-        while True:
-            now = self.in_flight(keys)
-            if now != last and progress is not None:
-                await call_maybe_async(progress, now)
-            last = now
-            if not now:
-                return
-            async with anyio.create_task_group() as tg:
-                # wake on whichever comes first: a key going idle or any runtime change
-                async def _idle(slot: Slot) -> None:
-                    await slot.wait_idle()
-                    tg.cancel_scope.cancel()
-
-                for ck in keys:
-                    st = self.states.get(ck)
-                    if st is not None and st.slot.in_flight:
-                        tg.start_soon(_idle, st.slot)
-
-                async def _changed(since: int) -> None:
-                    await self.wait_changed(since)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(_changed, seen)
-            seen = self.version
+        """Wait until no key of ``keys`` has a lease in flight (see :func:`idle.wait_idle`)."""
+        await idle.wait_idle(self.states, self, keys, progress=progress)
 
     # -- selection and swaps ---------------------------------------------------------------------
     async def set_override(
@@ -346,16 +315,11 @@ class Runtime(ChangeCounter):
 
     def desired(self, domain: str, key: str) -> Candidate | None:
         """The candidate the key should serve: operator override, config selection, ranking."""
-        res = self.registry.resolve(
-            domain,
-            key,
-            override=self.intent.override(domain, key),
-            selection=self.selections.get(domain, {}).get(key),
-        )
-        return res.winner.candidate if res.winner is not None else None
+        return self._wanted.desired(ComponentKey(domain, key))
 
-    def _desired(self, ck: ComponentKey) -> Candidate | None:
-        return self.desired(ck.domain, ck.key)
+    def resolve(self, domain: str, key: str) -> Resolution:
+        """The key's winner and why (see :meth:`DesiredState.resolve`)."""
+        return self._wanted.resolve(domain, key)
 
     def request_reconcile(self, domain: str, key: str, *, force: bool = False) -> None:
         """Schedule a reconcile of the key; coalesced with one already queued."""
@@ -376,15 +340,7 @@ class Runtime(ChangeCounter):
         """Replace every candidate from ``sources`` (and the selections, when given) in one step;
         return the keys whose desired provider may have changed. Call :meth:`reconcile` (or
         :meth:`request_reconcile`) on them."""
-        changed = self.registry.replace_sources(sources, candidates)
-        if selections is not None:
-            new_sel = {d: dict(m) for d, m in selections.items()}
-            for d in set(new_sel) | set(self.selections):
-                old_m, new_m = self.selections.get(d, {}), new_sel.get(d, {})
-                for k in set(old_m) | set(new_m):
-                    if old_m.get(k) != new_m.get(k):
-                        changed.add(ComponentKey(d, k))
-            self.selections = new_sel
+        changed = self._wanted.apply(sources, candidates, selections)
         for ck in changed:
             self._ensure(ck)
         self.bump()
@@ -431,7 +387,7 @@ class Runtime(ChangeCounter):
             self.registry,
             eff=self.intent.effective(domain, key),
             override=self.intent.override(domain, key),
-            selection=self.selections.get(domain, {}).get(key),
+            selection=self._wanted.selection(domain, key),
         )
 
     # -- shutdown --------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ class ComponentKey(NamedTuple):
     """One (domain, key): ``str()`` gives ``domain/key``, the form every message and the
     control protocol use.
 
-    A ``NamedTuple`` on purpose: it is hashed on hot paths, costs nothing to build, and equals
-    (and hashes like) the plain ``(domain, key)`` tuple, so a lookup never has to build one.
+    A ``NamedTuple`` on purpose: immutable, small, and it equals (and hashes like) the plain
+    ``(domain, key)`` tuple, so the lease path looks keys up with a plain tuple and never pays
+    the ~0.2 µs of building one.
     """
 
     domain: str
@@ -41,15 +42,6 @@ class ComponentKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.domain}/{self.key}"
-
-    @classmethod
-    def parse(cls, text: str) -> ComponentKey:
-        """The inverse of ``str()``: ``"adapter/cache"`` → ``ComponentKey("adapter", "cache")``
-        (``ValueError`` without a ``/``). Keys may contain ``/``; domains never do."""
-        domain, sep, key = text.partition("/")
-        if not sep:
-            raise ValueError(f"{text!r} is not a component name: expected 'domain/key'")
-        return cls(domain, key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 It activates, swaps make-before-break, parks a change while the key is paused or draining,
 retires what is replaced or removed, and runs each instance's periodic health check. What a
-key *should* serve is not its business: the facade (:mod:`oneiric.runtime.core`) hands it a
-``desired`` function and the intent store, and every observable change bumps the shared
+key *should* serve is :class:`~oneiric.runtime.desired.DesiredState`'s answer; whether a change
+must wait is the intent store's; every observable change bumps the shared
 :class:`~oneiric._changes.ChangeCounter`.
 
 Per key, swaps are serialised by a lock; a request made while one is queued is coalesced into
@@ -23,6 +23,7 @@ import anyio.abc
 from oneiric._changes import ChangeCounter
 from oneiric.errors import ActivationError
 from oneiric.runtime.candidates import Candidate
+from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.keys import (
     ComponentKey,
@@ -50,7 +51,7 @@ class Reconciler:
         *,
         changes: ChangeCounter,
         intent: IntentStore,
-        desired: Callable[[ComponentKey], Candidate | None],
+        desired: DesiredState,
         observers: list[RuntimeObserver],
         timeouts: Timeouts,
         task_group: Callable[[], anyio.abc.TaskGroup],
@@ -89,7 +90,7 @@ class Reconciler:
             if self.stopping:
                 return "skipped"
             ck = st.ck
-            want = self._desired(ck)
+            want = self._desired.desired(ck)
             cur = st.slot.current
             if cur is not None and want == cur.candidate:
                 changed = st.parked is not None or st.parked_removal or st.failed_target

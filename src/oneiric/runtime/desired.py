@@ -1,0 +1,65 @@
+"""What each key should serve: candidates, config selections and operator overrides (SPEC §3).
+
+:class:`DesiredState` answers "who wins this key now?" by rule order — the operator's override
+(durable intent), then the config's selection, then the ranking — and applies a config reload
+or a manifest as one step that names the keys whose answer may have changed. It never touches
+instances: the reconciler asks it, then makes the key serve the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from oneiric.runtime.candidates import Candidate, Resolution
+from oneiric.runtime.intent import IntentStore
+from oneiric.runtime.keys import ComponentKey
+from oneiric.runtime.registry import Registry
+
+__all__ = ["DesiredState"]
+
+
+class DesiredState:
+    """The registry, the config's selections and the intent store's overrides, resolved."""
+
+    def __init__(self, registry: Registry, intent: IntentStore) -> None:
+        self.registry = registry
+        self.intent = intent
+        self.selections: dict[str, dict[str, str]] = {}  # domain -> key -> provider
+
+    def selection(self, domain: str, key: str) -> str | None:
+        """The provider the config selects for the key, if any."""
+        return self.selections.get(domain, {}).get(key)
+
+    def resolve(self, domain: str, key: str) -> Resolution:
+        """The winner and why (override, selection or ranking), with warnings for a named
+        provider that has no candidate."""
+        return self.registry.resolve(
+            domain,
+            key,
+            override=self.intent.override(domain, key),
+            selection=self.selection(domain, key),
+        )
+
+    def desired(self, ck: ComponentKey) -> Candidate | None:
+        """The candidate the key should serve, or None when it has none."""
+        res = self.resolve(ck.domain, ck.key)
+        return res.winner.candidate if res.winner is not None else None
+
+    def apply(
+        self,
+        sources: set[str],
+        candidates: Iterable[Candidate],
+        selections: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> set[ComponentKey]:
+        """Replace every candidate from ``sources`` (and the selections, when given) in one
+        step; return the keys whose desired provider may have changed."""
+        changed = self.registry.replace_sources(sources, candidates)
+        if selections is not None:
+            new_sel = {d: dict(m) for d, m in selections.items()}
+            for d in set(new_sel) | set(self.selections):
+                old_m, new_m = self.selections.get(d, {}), new_sel.get(d, {})
+                for k in set(old_m) | set(new_m):
+                    if old_m.get(k) != new_m.get(k):
+                        changed.add(ComponentKey(d, k))
+            self.selections = new_sel
+        return changed
