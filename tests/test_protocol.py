@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -10,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oneiric.control import protocol, replies
 from oneiric.control.protocol import (
+    ERROR_CODES,
     KNOWN_OPS,
     MAX_DEPTH,
     MAX_LINE,
@@ -315,3 +319,102 @@ def test_every_reply_is_exactly_one_line() -> None:
     for line in (encode_ok(1, "a\nb"), encode_error(1, "c", "x\ny"), encode_event(1, "\n")):
         assert line.count(b"\n") == 1
         assert msgspec.json.decode(line)
+
+
+# --- the reply Structs and the documented contract -------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
+
+def _balanced(text: str, start: int) -> str:
+    """The ``{...}`` group that opens at ``text[start]``."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start + 1 : i]
+    raise AssertionError(f"unbalanced braces in {text[start:]!r}")
+
+
+def _documented_fields(body: str) -> list[str]:
+    """Top-level field names of ``{a, b?, c: [...], "d": 1}`` in docs/protocol.md's notation
+    (the ``?`` of optional fields and the quotes of quoted names dropped)."""
+    names, depth, token = [], 0, ""
+    for ch in body + ",":
+        if ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+        if ch == "," and depth == 0:
+            name = re.match(r'\s*"?(\w+)', token)
+            if name:
+                names.append(name.group(1))
+            token = ""
+        else:
+            token += ch
+    return names
+
+
+def _documented_structs() -> dict[str, list[str]]:
+    """Every "`Name` `{fields}`" in docs/protocol.md (the Ops and Messages tables)."""
+    text = DOCS.read_text()
+    out: dict[str, list[str]] = {}
+    for m in re.finditer(r"`([A-Z]\w+)` `\{", text):
+        out[m.group(1)] = _documented_fields(_balanced(text, m.end() - 1))
+    return out
+
+
+def test_docs_name_every_reply_struct_with_its_exact_fields() -> None:
+    documented = _documented_structs()
+    structs = {
+        name: obj
+        for name in [*replies.__all__, "OkReply", "ErrorReply", "EventMessage"]
+        if isinstance(obj := getattr(replies, name, None) or getattr(protocol, name), type)
+        and issubclass(obj, msgspec.Struct)
+    }
+    for name, cls in structs.items():
+        if name == "StatusReply":
+            continue  # the status document has its own section
+        assert name in documented, f"docs/protocol.md does not show {name}'s fields"
+        tag = cls.__struct_config__.tag_field  # a streamed event's "type" comes first
+        assert documented[name] == [tag] * bool(tag) + list(cls.__struct_fields__), name
+    assert set(documented) <= set(structs), "docs/protocol.md names a Struct that does not exist"
+
+
+def test_documented_error_codes_are_the_protocols() -> None:
+    text = DOCS.read_text()
+    line = text[text.index("Error codes:") :].split(".")[0]
+    assert re.findall(r"`(\w+)`", line) == list(ERROR_CODES)
+
+
+def test_every_error_class_has_a_protocol_code() -> None:
+    def subclasses(cls: type[OneiricError]) -> list[type[OneiricError]]:
+        return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
+
+    for cls in subclasses(OneiricError):
+        assert cls.code in ERROR_CODES, cls
+
+
+def test_optional_fields_are_left_out_not_null() -> None:
+    waited = replies.DrainReply(drained=True, affected=["task/x"], elapsed_s=1.5)
+    assert encode_ok(1, waited) == (
+        b'{"id":1,"ok":true,"result":{"drained":true,"affected":["task/x"],"elapsed_s":1.5}}\n'
+    )
+    not_waited = replies.DrainReply(
+        drained=False, affected=["task/x"], in_flight={"task/x": 1}, elapsed_s=0.0
+    )
+    assert json.loads(encode_ok(1, not_waited))["result"] == {
+        "drained": False,
+        "affected": ["task/x"],
+        "in_flight": {"task/x": 1},
+        "elapsed_s": 0.0,
+    }
+
+
+def test_streamed_events_carry_their_type_first() -> None:
+    progress = replies.DrainProgress(in_flight={"task/x": 2}, elapsed_s=0.25)
+    assert encode_event(4, progress) == (
+        b'{"id":4,"event":{"type":"progress","in_flight":{"task/x":2},"elapsed_s":0.25}}\n'
+    )
+    ended = replies.WatchEnded(ended="daemon stopping")
+    assert json.loads(encode_ok(5, ended))["result"] == {"ended": "daemon stopping"}

@@ -21,12 +21,13 @@ from typing import Any, Literal, TypeAlias
 import msgspec
 
 from oneiric.runtime.health import DaemonState, HealthSnapshot
-from oneiric.runtime.registry import Explanation
+from oneiric.runtime.registry import ExplainEntry, Explanation
 
 __all__ = [
     "DrainProgress",
     "DrainReply",
     "EmitReply",
+    "ExplainEntry",
     "ExplainReply",
     "ListReply",
     "ListedCandidate",
@@ -55,7 +56,7 @@ class PingReply(msgspec.Struct, kw_only=True):
 
 #: ``status`` (filtered) and ``health``: the status document, the health file's schema.
 StatusReply: TypeAlias = HealthSnapshot
-#: ``explain``: the ranking of a key's candidates with reasons.
+#: ``explain``: the ranking of a key's candidates (each an :class:`ExplainEntry`) with reasons.
 ExplainReply: TypeAlias = Explanation
 
 
