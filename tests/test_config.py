@@ -441,6 +441,41 @@ def test_bad_selection_key(tmp_path: Path) -> None:
     assert error.detail == "expected a key of letters, digits, '_', '.' or '-', got 'my cache'"
 
 
+def test_selection_of_a_provider_no_candidate_offers_is_an_error(tmp_path: Path) -> None:
+    """A typo (`redis` for a key served by memory and sqlite) used to be ignored silently."""
+    main_file(tmp_path, comp(provider="memory") + comp(provider="sqlite"))
+    dropin = write(tmp_path / "conf.d" / "50-sel.toml", '[selections.adapter]\ncache = "redis"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "oneiricd.toml")
+    error = info.value
+    assert (error.file, error.path) == (str(dropin), "selections.adapter.cache")
+    assert "'redis'" in error.detail and "its candidates are memory, sqlite" in error.detail
+
+
+def test_selection_of_a_key_without_candidates_is_an_error(tmp_path: Path) -> None:
+    error = load_error(tmp_path, comp() + '[selections.task]\ntick = "x"\n')
+    assert error.path == "selections.task.tick"
+    assert "no [[component]] serves task/tick" in error.detail
+
+
+def test_selection_expected_from_remote_is_a_warning(tmp_path: Path) -> None:
+    path = main_file(
+        tmp_path,
+        comp(provider="memory") + '[selections.adapter]\ncache = "redis"\n'
+        '[remote]\nurl = "https://fleet.example/"\n',
+    )
+    config = load_config(path)
+    assert config.selections == {"adapter": {"cache": "redis"}}
+    (warning,) = config.warnings
+    assert warning.startswith("selections.adapter.cache: provider 'redis' is not declared")
+    assert "remote manifest" in warning
+
+
+def test_valid_selection_has_no_warning(tmp_path: Path) -> None:
+    config = load_config(main_file(tmp_path, comp() + '[selections.adapter]\ncache = "memory"\n'))
+    assert config.warnings == ()
+
+
 @pytest.mark.parametrize(
     "factory", ["pkg.mod", "pkg.mod:", ":Factory", "pkg mod:F", "pkg.mod:F:G", "1pkg:F", "a..b:F"]
 )

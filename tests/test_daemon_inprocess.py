@@ -96,6 +96,19 @@ async def test_reload_reports_broken_config_and_keeps_running() -> None:
         assert status["components"][0]["provider"] == "b"
 
 
+async def test_reload_refuses_a_selection_no_candidate_offers() -> None:
+    """A typo in a selection is a config error: reload fails, status shows it, the running
+    config (and provider) stay."""
+    async with running_daemon(CONFIG) as h:
+        h.write_config(CONFIG.replace('cache = "a"', 'cache = "redis"'))
+        with pytest.raises(RemoteError) as err:
+            await h.call("reload")
+        assert "'redis'" in err.value.message and "selections.adapter.cache" in err.value.message
+        status = await h.call("status")
+        assert "'redis'" in status["config"]["last_error"]
+        assert status["components"][0]["provider"] == "a"
+
+
 async def test_unknown_key_and_domain_errors() -> None:
     async with running_daemon(CONFIG) as h:
         with pytest.raises(RemoteError) as err:

@@ -333,6 +333,11 @@ def test_check_and_broken_config(workdir: Path) -> None:
         [ONEIRICD, "--check"], env=env, capture_output=True, text=True, check=False
     )
     assert missing.returncode == 78 and "components:Missing" in missing.stderr
+    typo = (workdir / "oneiricd.toml").read_text().replace('cache = "a"', 'cache = "redis"')
+    (workdir / "oneiricd.toml").write_text(typo)
+    for argv in ([ONEIRICD, "--check"], [ONEIRICD]):  # a typo in a selection: 78, not ignored
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert out.returncode == 78 and "selections.adapter.cache" in out.stderr, out.stderr
     (workdir / "oneiricd.toml").write_text("[daemon]\nbogus = 1\n")
     broken = subprocess.run([ONEIRICD], env=env, capture_output=True, text=True, check=False)
     assert broken.returncode == 78 and "bogus" in broken.stderr

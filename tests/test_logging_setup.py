@@ -286,3 +286,11 @@ def test_records_without_fields_and_plain_lines_off_journal(journald: socket.soc
     journald.setblocking(False)
     with pytest.raises(BlockingIOError):
         journald.recv(65536)
+
+
+def test_watchfiles_chatter_is_not_logged() -> None:
+    out = io.StringIO()
+    configure_logging("info", environ={}, stream=out)
+    logging.getLogger("watchfiles.main").info("1 change detected: {(<Change.modified: 2>, 'x')}")
+    logging.getLogger("watchfiles.main").warning("watch failed")
+    assert "change detected" not in out.getvalue() and "watch failed" in out.getvalue()

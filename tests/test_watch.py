@@ -461,9 +461,26 @@ async def test_daemon_settings_live_and_not_live(caplog: pytest.LogCaptureFixtur
         save_rename(h.config, new)
         await h.wait_for(lambda: h.rt.timeouts.drain == 30)
         await wait_until(lambda: watcher(h).settled, watcher(h))
-        line = next(r.getMessage() for r in caplog.records if "config change applied" in r.message)
-        assert "daemon.drain_timeout live" in line
-        assert "needs a restart: daemon.socket_mode" in line
+        messages = [r.getMessage() for r in caplog.records]
+        live = next(m for m in messages if m.startswith("config change applied live:"))
+        assert "daemon.drain_timeout" in live and "socket_mode" not in live
+        summary = next(m for m in messages if m.startswith("config reloaded (file change):"))
+        assert "needs a restart: daemon.socket_mode" in summary
+
+
+async def test_reload_log_says_what_happened_once(caplog: pytest.LogCaptureFixture) -> None:
+    """One summary line per reload that agrees with itself: a swapped key is named as swapped,
+    never "N key(s) changed" followed by "unchanged"."""
+    caplog.set_level(logging.INFO)
+    async with running_daemon(config("a")) as h:
+        save_rename(h.config, config("b"))
+        await h.wait_for(lambda: h.rt.components()[0].provider == "b")
+        await wait_until(lambda: watcher(h).settled, watcher(h))
+        summaries = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("config reloaded")
+        ]
+        assert summaries == ["config reloaded (file change): adapter/cache swapped"]
+        assert not any("unchanged" in r.getMessage() for r in caplog.records)
 
 
 # --------------------------------------------------------------------------- SIGHUP and `watch`

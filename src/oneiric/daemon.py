@@ -108,6 +108,8 @@ class Daemon:
             config = load_config(path)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from exc
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
         self._loaded = LoadedConfig(config, loaded_at=time.time())
         self.paths = default_paths(
             config=path,

@@ -165,3 +165,6 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(name.upper())
+    # watchfiles logs "N change(s) detected" at INFO on every save; the daemon says what the
+    # save did itself, so only its warnings are worth a line
+    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, root.level))

@@ -28,7 +28,7 @@ from oneiric.runtime.registry import Candidate
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
 from oneiric.systemd import Notifier
 
-__all__ = ["LIVE_SETTINGS", "Reloader", "candidates_of", "timeouts_of"]
+__all__ = ["LIVE_SETTINGS", "Reloader", "candidates_of", "summarize", "timeouts_of"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,26 @@ def candidates_of(config: Config) -> list[Candidate]:
         )
         for c in config.components
     ]
+
+
+def summarize(result: ReloadResult) -> str:
+    """One line that says what a reload did, key by key where something happened: ``adapter/cache
+    swapped; task/tick parked`` — keys whose candidates changed but whose provider did not are
+    counted, not listed as if something happened to them."""
+    by_outcome: dict[str, list[str]] = {}
+    for key, outcome in sorted(result.outcomes.items()):
+        by_outcome.setdefault(outcome, []).append(key)
+    parts = [
+        f"{', '.join(keys)} {outcome}"
+        for outcome, keys in sorted(by_outcome.items())
+        if outcome not in ("unchanged", "skipped")
+    ]
+    same = len(by_outcome.get("unchanged", [])) + len(by_outcome.get("skipped", []))
+    if same:
+        parts.append(f"{same} key(s) re-read, provider unchanged")
+    if result.not_live:
+        parts.append(f"needs a restart: {', '.join(result.not_live)}")
+    return "; ".join(parts) or "nothing changed"
 
 
 def timeouts_of(config: Config) -> Timeouts:
@@ -153,7 +173,12 @@ class Reloader:
                 # swap inside is bounded by the activation and stop timeouts).
                 with anyio.CancelScope(shield=True):
                     result = await self.apply(new, force=force)
-                log.info("config reloaded (%s): %d key(s) changed", trigger, len(result.changed))
+                log.log(
+                    logging.WARNING if result.failed else logging.INFO,
+                    "config reloaded (%s): %s",
+                    trigger,
+                    summarize(result),
+                )
                 return result
             finally:
                 if notify and not self._closed:  # never READY=1 after STOPPING=1
@@ -174,6 +199,8 @@ class Reloader:
         ]
         if not_live:
             log.warning("changed settings need a restart to take effect: %s", ", ".join(not_live))
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
         rt.timeouts = timeouts_of(new)
         if new.daemon.log_level != old.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
@@ -197,4 +224,5 @@ class Reloader:
                 for ck, v in outcomes.items()
                 if v == "failed"
             },
+            warnings=list(new.warnings),
         )

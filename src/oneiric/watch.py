@@ -349,23 +349,14 @@ class ConfigWatcher(ChangeCounter):
 
 
 def _log_applied(result: ReloadResult, old: Config, new: Config) -> None:
-    """One line per applied change, naming what changed."""
-    parts = [f"{key} {outcome}" for key, outcome in sorted(result.outcomes.items())]
-    parts += [
-        f"daemon.{f} live"
+    """What the reloader's own summary line does not say: the live ``[daemon]`` settings and
+    ``include`` a save changed."""
+    parts = [
+        f"daemon.{f}"
         for f in new.daemon.__struct_fields__
         if getattr(new.daemon, f) != getattr(old.daemon, f) and f"daemon.{f}" not in result.not_live
     ]
     if new.include != old.include:
         parts.append("include")
-    if result.not_live:
-        parts.append(f"needs a restart: {', '.join(result.not_live)}")
-    if not parts:
-        log.debug("config files changed; nothing to apply")
-        return
-    failed = any(o == "failed" for o in result.outcomes.values())
-    log.log(
-        logging.WARNING if failed else logging.INFO,
-        "config change applied: %s",
-        "; ".join(parts),
-    )
+    if parts:
+        log.info("config change applied live: %s", ", ".join(parts))

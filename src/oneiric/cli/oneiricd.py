@@ -93,6 +93,8 @@ def cli(
         click.echo(f"oneiricd: {exc}", err=True)
         sys.exit(exc.exit_status)
     if check:
+        for warning in cfg.warnings:
+            click.echo(f"oneiricd: warning: {warning}", err=True)
         problems = check_factories(cfg)
         for p in problems:
             click.echo(f"oneiricd: {p}", err=True)

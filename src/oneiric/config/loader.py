@@ -53,6 +53,7 @@ class _Merge:
         self.remote: dict[str, Any] = {}
         self.remote_file: str | None = None
         self.selections: dict[str, dict[str, str]] = {}
+        self.selection_files: dict[tuple[str, str], str] = {}  # the file that set it last
         self.components: list[ComponentConfig] = []
         self.where: list[str] = []  # component[N] within its own file, parallel to components
         self.files: list[str] = []
@@ -103,6 +104,7 @@ class _Merge:
                         path=f"{where}.{key}",
                     )
                 self.selections.setdefault(domain, {})[key] = provider
+                self.selection_files[domain, key] = file
 
     def _add_components(self, raw: Any, *, file: str) -> None:
         if not isinstance(raw, list):
@@ -135,6 +137,7 @@ class _Merge:
                     "missing required key 'url'", file=self.remote_file, path="remote"
                 )
             remote = RemoteConfig(**self.remote)
+        warnings = self._check_selections(expect_remote=remote is not None)
         tasks = {c.key for c in self.components if c.domain == "task"}
         for comp, where in zip(self.components, self.where, strict=True):
             if comp.domain == "workflow" and "nodes" in comp.settings:
@@ -147,6 +150,7 @@ class _Merge:
             remote=remote,
             include=self.include,
             files=tuple(self.files),
+            warnings=tuple(warnings),
         )
         log.debug(
             "config %s: %d file(s), %d component(s)",
@@ -155,6 +159,38 @@ class _Merge:
             len(self.components),
         )
         return config
+
+    def _check_selections(self, *, expect_remote: bool) -> list[str]:
+        """A selection must name a provider some candidate of the key offers: a typo would
+        otherwise be ignored silently (the key keeps its ranked winner). With ``[remote]``
+        configured the provider may come from the manifest, so it is a warning instead."""
+        offered: dict[tuple[str, str], list[str]] = {}
+        for comp in self.components:
+            offered.setdefault((comp.domain, comp.key), []).append(comp.provider)
+        warnings = []
+        for domain, table in self.selections.items():
+            for key, provider in table.items():
+                providers = offered.get((domain, key), [])
+                if provider in providers:
+                    continue
+                have = (
+                    f"its candidates are {', '.join(sorted(set(providers)))}"
+                    if providers
+                    else f"no [[component]] serves {domain}/{key}"
+                )
+                if expect_remote:
+                    warnings.append(
+                        f"selections.{domain}.{key}: provider {provider!r} is not declared "
+                        f"locally ({have}); expecting it from the remote manifest"
+                    )
+                    continue
+                raise ConfigError(
+                    f"selects provider {provider!r}, which no candidate of {domain}/{key} "
+                    f"offers ({have}); fix the name or add the [[component]]",
+                    file=self.selection_files[domain, key],
+                    path=f"selections.{domain}.{key}",
+                )
+        return warnings
 
 
 def _parse(text: str, *, file: str) -> dict[str, Any]:

@@ -69,6 +69,9 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     remote: RemoteConfig | None
     include: tuple[str, ...]
     files: tuple[str, ...]
+    #: what is valid but suspicious (a selection expected from the remote manifest); the
+    #: daemon logs them on every load and ``oneiricctl reload`` prints them
+    warnings: tuple[str, ...] = ()
 
 
 def _describe(comp: ComponentConfig) -> str:

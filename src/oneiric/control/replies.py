@@ -125,6 +125,7 @@ class ReloadResult(msgspec.Struct, kw_only=True):
     not_live: list[str]
     outcomes: dict[str, str]
     failed: dict[str, str] = {}  # key -> why its swap failed (the previous instance serves)
+    warnings: list[str] = []  # valid but suspicious, e.g. a selection expected from remote
 
 
 class WatchSnapshot(msgspec.Struct, kw_only=True, tag_field="type", tag="snapshot"):

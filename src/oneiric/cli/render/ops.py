@@ -231,6 +231,7 @@ def render_reload(result: Doc) -> str:
         lines.append(f"parked until resumed: {names(parked)}")
     for key, why in sorted(dict(result.get("failed") or {}).items()):
         lines.append(f"FAILED {key}: {why} (the previous provider keeps serving)")
+    lines.extend(f"warning: {w}" for w in result.get("warnings") or ())
     return "\n".join(lines)
 
 
