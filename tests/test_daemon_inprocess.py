@@ -109,6 +109,17 @@ async def test_reload_refuses_a_selection_no_candidate_offers() -> None:
         assert status["components"][0]["provider"] == "a"
 
 
+async def test_swap_clear_without_an_override_says_there_is_nothing_to_clear() -> None:
+    async with running_daemon(CONFIG) as h:
+        reply = await h.call("swap", domain="adapter", key="cache", clear=True)
+        assert reply["nothing_to_clear"] is True
+        assert (reply["provider"], reply["outcome"]) == ("a", "unchanged")
+        await h.call("swap", domain="adapter", key="cache", provider="b")
+        reply = await h.call("swap", domain="adapter", key="cache", clear=True)
+        assert reply["nothing_to_clear"] is False
+        assert (reply["provider"], reply["previous"]) == ("a", "b")
+
+
 async def test_unknown_key_and_domain_errors() -> None:
     async with running_daemon(CONFIG) as h:
         with pytest.raises(RemoteError) as err:

@@ -310,6 +310,28 @@ def test_drain_completes_exactly_when_leases_end(daemon: Proc) -> None:
     assert doc["components"][0]["admin"] == "drained"
 
 
+def test_a_health_file_elsewhere_is_found_when_the_daemon_is_down(workdir: Path) -> None:
+    """--health-file away from the socket: oneiricd links health.json beside the socket to it,
+    so `oneiricctl status` finds the final snapshot without $ONEIRIC_HEALTH_FILE."""
+    elsewhere = workdir / "elsewhere" / "h.json"
+    elsewhere.parent.mkdir()
+    p = spawn(workdir, "--health-file", str(elsewhere))
+    try:
+        p.expect("READY=1")
+        assert os.path.realpath(workdir / "health.json") == str(elsewhere)
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.proc.wait(timeout=30) == 0, p.stderr_text()
+        out = p.ctl("status")
+        assert out.returncode == 3
+        assert "oneiricd stopped cleanly; this is its final snapshot" in out.stdout
+        assert str(workdir / "health.json") in out.stdout
+    finally:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+        p.notify.close()
+
+
 def test_drain_timeout_names_what_is_in_flight(daemon: Proc) -> None:
     held = hold_lease(daemon.dir)
     try:

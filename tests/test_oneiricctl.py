@@ -206,9 +206,12 @@ def test_status_shows_config_error_and_remote(fake: FakeDaemon) -> None:
     )
     fake.on("status", doc)
     result = ctl(fake.path, "status")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the files on disk would not start the daemon again
     lines = result.stdout.splitlines()
     assert "config error: bad priority (the running config is kept)" in lines
+    assert lines[-1] == (
+        "1 failing: config (the files on disk are broken; the running config is kept)"
+    )
     assert "remote: ok, serial 42, synced 1m05s ago" in lines
     assert "remote error: expired manifest" in lines
     assert "(no components)" in lines
@@ -228,15 +231,20 @@ def test_status_daemon_down_prints_stale_snapshot_and_exits_3(rundir: Path) -> N
         f"STALE: last health snapshot from {rundir / 'health.json'} (written 1m00s ago): "
         f"pid {pid} is not running (the daemon died)"
     )
-    assert out[1].startswith(f"oneiricd running  v0.1.0  pid {pid}")
+    # a dead daemon is never shown as running, nor with an uptime
+    assert out[1].startswith(
+        f"oneiricd NOT RUNNING (its last snapshot says running)  v0.1.0  pid {pid}  updated"
+    )
+    assert " up " not in out[1]
     assert (
         "adapter  cache  memory→sqlite (parked)  paused  ready      2          db migration" in out
     )
     assert err_lines(result) == [
         f"oneiricctl: cannot reach oneiricd at {rundir / 'oneiricd.sock'}: "
         "no socket file exists there",
-        "oneiricctl: is oneiricd running? try: systemctl status oneiricd "
-        "(or point --socket / $ONEIRIC_SOCKET at its socket)",
+        f"oneiricctl: is oneiricd running? start it with: oneiricd --socket "
+        f"{rundir / 'oneiricd.sock'} (make run in a checkout), or point --socket / "
+        "$ONEIRIC_SOCKET at its socket",
     ]
 
 
@@ -272,7 +280,32 @@ def test_status_daemon_down_and_no_health_file(rundir: Path) -> None:
     assert result.exit_code == 3
     assert result.stdout == ""
     assert f"oneiricctl: no health snapshot at {rundir / 'health.json'} either" in err_lines(result)
-    assert "is oneiricd running? try: systemctl status oneiricd" in result.stderr
+    assert "is oneiricd running? start it with: oneiricd --socket" in result.stderr
+
+
+def test_not_running_hint_names_systemctl_only_for_the_packaged_daemon() -> None:
+    from oneiric.cli._ctl_errors import not_running_hint
+
+    packaged = not_running_hint("/run/oneiric/oneiricd.sock", systemd=True)
+    assert "systemctl status oneiricd" in packaged
+    assert "systemctl" not in not_running_hint("/run/oneiric/oneiricd.sock", systemd=False)
+    by_hand = not_running_hint("/home/ann/oneiric/var/run/oneiricd.sock", systemd=True)
+    assert "systemctl" not in by_hand
+    assert "oneiricd --socket /home/ann/oneiric/var/run/oneiricd.sock" in by_hand
+    assert "make run" in by_hand
+
+
+def test_status_with_broken_config_on_disk_exits_1_and_health_too(rundir: Path) -> None:
+    doc = status_doc(
+        CACHE,
+        pid=os.getpid(),
+        updated_at=time.time(),
+        config={"path": "/etc/o.toml", "loaded_at": NOW - 10, "last_error": "bad priority"},
+    )
+    write_health(rundir / "health.json", doc)
+    result = health_cmd(rundir / "health.json")
+    assert result.exit_code == 1
+    assert "1 failing: config (the files on disk are broken" in result.stdout
 
 
 def test_status_daemon_down_and_unreadable_health_file(rundir: Path) -> None:
@@ -636,6 +669,23 @@ def test_swap_clear(fake: FakeDaemon) -> None:
     assert (
         result.stdout == "adapter/cache: override cleared, now memory (was sqlite, took 3.0 ms)\n"
     )
+
+
+def test_swap_clear_with_nothing_to_clear(fake: FakeDaemon) -> None:
+    fake.on(
+        "swap",
+        {
+            "provider": "memory",
+            "previous": "memory",
+            "parked": False,
+            "swap_ms": 0.0,
+            "outcome": "unchanged",
+            "nothing_to_clear": True,
+        },
+    )
+    result = ctl(fake.path, "swap", "adapter", "cache", "--clear")
+    assert result.exit_code == 0
+    assert result.stdout == "adapter/cache: no operator override to clear (memory keeps serving)\n"
 
 
 def test_swap_parked(fake: FakeDaemon) -> None:

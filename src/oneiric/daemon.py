@@ -40,7 +40,7 @@ from oneiric.handlers import ControlHandler
 from oneiric.reload import Reloader, timeouts_of
 from oneiric.runtime.core import Runtime
 from oneiric.runtime.intent import IntentStore
-from oneiric.runtime.reporter import HealthReporter, LoadedConfig
+from oneiric.runtime.reporter import HealthReporter, LoadedConfig, point_beside_socket
 from oneiric.systemd import Notifier, watchdog_loop
 from oneiric.watch import ConfigWatcher
 
@@ -164,6 +164,16 @@ class Daemon:
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from exc
         sock = self._sock = self._open_socket(paths, config)
+        try:
+            point_beside_socket(paths.socket, paths.health_file)
+        except OSError as exc:
+            log.warning(
+                "cannot point %s/health.json at %s (oneiricctl will not find the health file "
+                "when the daemon is down unless told: $ONEIRIC_HEALTH_FILE): %s",
+                os.path.dirname(paths.socket),
+                paths.health_file,
+                exc,
+            )
         try:
             async with Runtime(intent=store, timeouts=timeouts_of(config)) as rt:
                 self.runtime = rt

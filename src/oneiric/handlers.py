@@ -220,6 +220,15 @@ class ControlHandler:
         rt = self.rt
         st = rt.state(domain, key)
         previous = st.slot.current.provider if st.slot.current is not None else None
+        if provider is None and rt.intent.override(domain, key) is None:
+            return SwapReply(  # a clear with nothing to clear: no durable write, no reconcile
+                provider=previous,
+                previous=previous,
+                parked=False,
+                outcome="unchanged",
+                swap_ms=0.0,
+                nothing_to_clear=True,
+            )
         started = time.monotonic()
         outcome = await rt.set_override(domain, key, provider, uid=peer.uid, pid=peer.pid)
         if outcome == "failed":

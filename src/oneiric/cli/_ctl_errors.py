@@ -21,10 +21,25 @@ ADMIN_HINT = (
     "mutating commands need an admin: root, the daemon's user, or a member of its admin "
     "group (named above); ask for membership or use sudo"
 )
-NOT_RUNNING_HINT = (
-    "is oneiricd running? try: systemctl status oneiricd "
-    "(or point --socket / $ONEIRIC_SOCKET at its socket)"
-)
+#: Where the packaged daemon (systemd, RuntimeDirectory=oneiric) puts its socket.
+SYSTEM_SOCKET = "/run/oneiric/oneiricd.sock"
+
+
+def not_running_hint(socket: str, *, systemd: bool | None = None) -> str:
+    """What to try when no daemon answers at ``socket``. ``systemctl`` only helps for the
+    packaged daemon on a host run by systemd; a daemon started by hand (``make run``, a test,
+    ``oneiricd --socket``) is started again the same way."""
+    if systemd is None:
+        systemd = os.path.isdir("/run/systemd/system")  # sd_booted()'s test
+    if systemd and socket == SYSTEM_SOCKET:
+        return (
+            "is oneiricd running? try: systemctl status oneiricd "
+            "(or point --socket / $ONEIRIC_SOCKET at another daemon's socket)"
+        )
+    return (
+        f"is oneiricd running? start it with: oneiricd --socket {socket} (make run in a "
+        "checkout), or point --socket / $ONEIRIC_SOCKET at its socket"
+    )
 
 
 def fail(
@@ -62,7 +77,7 @@ def not_running(
         message,
         exit_code=EXIT_NOT_RUNNING,
         detail={"socket": path, "socket_exists": exists, **detail},
-        hints=[*extra, NOT_RUNNING_HINT],
+        hints=[*extra, not_running_hint(path)],
     )
 
 

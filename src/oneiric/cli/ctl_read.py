@@ -26,7 +26,7 @@ from oneiric.cli._ctl import (
     pass_ctl,
     stream,
 )
-from oneiric.cli._ctl_errors import NOT_RUNNING_HINT, errors, fail, not_running
+from oneiric.cli._ctl_errors import errors, fail, not_running, not_running_hint
 from oneiric.control.client import DaemonNotRunning
 
 
@@ -70,7 +70,7 @@ def _stale_fallback(
     if not ctl.json:
         now = ctl.clock()
         click.echo(render.stale_banner(path, reason, doc, now))
-        click.echo(render.render_status(doc, now=now))
+        click.echo(render.render_status(doc, now=now, live=False))
     not_running(ctl, exc, health_file=path, stale_reason=reason, snapshot=doc)
 
 
@@ -105,8 +105,10 @@ Examples:
   oneiricctl status --watch          follow changes live (Ctrl-C to stop)
 
 \b
-Exits 1 when a component is failed or degraded (paused/drained are not failures).
-When oneiricd is down, prints its last health snapshot marked STALE and exits 3."""
+Exits 1 when a component is failed or degraded, a service crash-loops, or the config
+files on disk are broken (paused/drained are not failures). When oneiricd is down,
+prints its last health snapshot marked STALE and exits 3; the snapshot is read from
+$ONEIRIC_HEALTH_FILE, else health.json beside the socket."""
 )
 @click.argument("domain", required=False, type=DOMAIN)
 @click.argument("key", required=False)
@@ -139,10 +141,17 @@ Examples:
   oneiricctl health --file /run/oneiric/health.json --json
 
 \b
-Exits 1 when the snapshot is stale (dead pid, no heartbeat) or a component is
-failed/degraded; 3 when there is no health file or it says oneiricd stopped."""
+Exits 1 when the snapshot is stale (no heartbeat), a component is failed/degraded or
+the config on disk is broken; 3 when there is no health file, its daemon died, or it
+says oneiricd stopped. Default file: $ONEIRIC_HEALTH_FILE, else health.json beside
+the socket."""
 )
-@click.option("--file", "file_path", metavar="PATH", help="Health file to read.")
+@click.option(
+    "--file",
+    "file_path",
+    metavar="PATH",
+    help="Health file to read [default: $ONEIRIC_HEALTH_FILE, else health.json beside the socket].",
+)
 @json_option
 @pass_ctl
 def health(ctl: Ctl, file_path: str | None) -> None:
@@ -156,7 +165,7 @@ def health(ctl: Ctl, file_path: str | None) -> None:
             f"no health file at {path}",
             exit_code=EXIT_NOT_RUNNING,
             detail={"health_file": path},
-            hints=[NOT_RUNNING_HINT],
+            hints=[not_running_hint(ctl.socket)],
         )
 
     if _no_health_file(path):
@@ -177,7 +186,7 @@ def health(ctl: Ctl, file_path: str | None) -> None:
     doc = msgspec.to_builtins(snapshot)
     verdict = reader.judge(snapshot)
     now = ctl.clock()
-    text = render.render_status(doc, now=now)
+    text = render.render_status(doc, now=now, live=not verdict.dead)
     if verdict.stale:
         text = render.stale_banner(path, verdict.reason or "stale", doc, now) + "\n" + text
     output(ctl, doc, text)

@@ -90,7 +90,9 @@ Examples:
 Exit status: 0 ok; 1 the operation failed or a component is failed/degraded;
 2 usage; 3 oneiricd is not running; 4 permission denied.
 The socket is --socket, else $ONEIRIC_SOCKET, else $RUNTIME_DIRECTORY/oneiricd.sock,
-else /run/oneiric/oneiricd.sock."""
+else /run/oneiric/oneiricd.sock. When oneiricd is down, status and health read its
+health file: $ONEIRIC_HEALTH_FILE, else health.json beside the socket (the daemon
+links it there when its health_file is elsewhere)."""
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

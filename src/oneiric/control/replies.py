@@ -116,6 +116,8 @@ class SwapReply(msgspec.Struct, kw_only=True):
     parked: bool
     outcome: str
     swap_ms: float
+    #: ``swap --clear`` of a key that had no operator override: nothing was changed or written
+    nothing_to_clear: bool = False
 
 
 class ReloadResult(msgspec.Struct, kw_only=True):

@@ -12,6 +12,7 @@ comes from a :class:`LoadedConfig` record that the reloader keeps current.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -57,6 +58,27 @@ def _write_health_file(path: str, snap: HealthSnapshot) -> None:
     """Write the snapshot, recreating the directory if something removed it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_health(path, snap)
+
+
+def point_beside_socket(socket_path: str, health_path: str) -> str | None:
+    """Make ``health.json`` beside the socket lead to the health file when it lives elsewhere
+    (``--health-file``, ``[daemon] health_file``), so ``oneiricctl status``/``health`` find the
+    last snapshot of a daemon that is down without being told where it is. A symlink, made
+    under a temporary name and renamed over the old one (atomic). Returns the link's path, or
+    None when none is needed; an OSError is the caller's to log: it costs only the pointer."""
+    beside = os.path.join(os.path.dirname(socket_path), "health.json")
+    if os.path.abspath(beside) == os.path.abspath(health_path):
+        return None
+    tmp = f"{beside}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(os.path.abspath(health_path), tmp)
+    try:
+        os.replace(tmp, beside)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    return beside
 
 
 class HealthReporter:

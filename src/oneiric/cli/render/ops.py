@@ -50,6 +50,8 @@ def render_swap(result: Doc, domain: str, key: str, *, cleared: bool) -> str:
     name = f"{domain}/{key}"
     provider = cell(result.get("provider"))
     previous = cell(result.get("previous"))
+    if result.get("nothing_to_clear"):
+        return f"{name}: no operator override to clear ({provider} keeps serving)"
     if result.get("parked"):
         return (
             f"{name}: {provider} selected; the swap is parked until the key is resumed "

@@ -21,9 +21,13 @@ def component_name(component: Doc) -> str:
 
 
 def failing(doc: Doc) -> list[str]:
-    """``domain/key (why)`` for every failed or degraded component, and every service whose
+    """What makes ``status`` and ``health`` exit 1: a config on disk that does not load, and
+    ``domain/key (why)`` for every failed or degraded component and every service whose
     ``run()`` keeps crashing (in backoff): a crash loop is not healthy, whatever its lifecycle."""
     out = []
+    error = (doc.get("config") or {}).get("last_error")
+    if error:  # the files on disk do not load: the next restart would fail
+        out.append("config (the files on disk are broken; the running config is kept)")
     for c in doc.get("components") or ():
         if c.get("lifecycle") in FAILING:
             out.append(f"{component_name(c)} ({c.get('lifecycle')})")
@@ -47,16 +51,21 @@ def filter_components(doc: Doc, domain: str | None, key: str | None) -> dict[str
     return out
 
 
-def status_header(doc: Doc, now: float) -> list[str]:
+def status_header(doc: Doc, now: float, *, live: bool = True) -> list[str]:
     """Daemon state, pid, uptime and freshness; the config error and remote status when they
-    matter."""
-    parts = [f"oneiricd {doc.get('state', '?')}"]
+    matter. ``live=False`` for a snapshot read from the health file of a daemon that does not
+    answer: it is never shown as running, nor given an uptime."""
+    state = doc.get("state", "?")
+    if live or state == "stopped":
+        parts = [f"oneiricd {state}"]
+    else:
+        parts = [f"oneiricd NOT RUNNING (its last snapshot says {state})"]
     if doc.get("version"):
         parts.append(f"v{doc['version']}")
     if doc.get("pid") is not None:
         parts.append(f"pid {doc['pid']}")
     started = parse_time(doc.get("started_at"))
-    if started is not None:
+    if started is not None and live:
         parts.append(f"up {duration(now - started)}")
     if doc.get("updated_at") is not None:
         parts.append(f"updated {ago(doc.get('updated_at'), now)}")
@@ -127,15 +136,25 @@ def _component_details(component: Doc) -> list[str]:
     return details
 
 
-def render_status(doc: Doc, *, now: float) -> str:
+def render_status(doc: Doc, *, now: float, live: bool = True) -> str:
     """The ``status`` screen: header, then DOMAIN KEY PROVIDER ADMIN LIFECYCLE IN-FLIGHT NOTE
-    with each component's last error on the line below it."""
-    lines = status_header(doc, now)
+    with each component's last error on the line below it (``live``: see status_header)."""
+    lines = status_header(doc, now, live=live)
     lines.append("")
     components = list(doc.get("components") or ())
     if not components:
         lines.append("(no components)")
-        return "\n".join(lines)
+    else:
+        lines.extend(_component_table(components, now))
+    bad = failing(doc)
+    if bad:
+        lines.append("")
+        lines.append(f"{len(bad)} failing: {', '.join(bad)}")
+    return "\n".join(lines)
+
+
+def _component_table(components: list[Doc], now: float) -> list[str]:
+    lines = []
     headers = ("DOMAIN", "KEY", "PROVIDER", "ADMIN", "LIFECYCLE", "IN-FLIGHT", "NOTE")
     rows = [
         (
@@ -154,11 +173,7 @@ def render_status(doc: Doc, *, now: float) -> str:
     for component, row in zip(components, body, strict=True):
         lines.append(row)
         lines.extend(f"    {detail}" for detail in _component_details(component))
-    bad = failing(doc)
-    if bad:
-        lines.append("")
-        lines.append(f"{len(bad)} failing: {', '.join(bad)}")
-    return "\n".join(lines)
+    return lines
 
 
 def stale_banner(path: str, reason: str, doc: Doc, now: float) -> str:
