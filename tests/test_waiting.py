@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import anyio
 import anyio.to_thread
 import pytest
@@ -79,3 +82,60 @@ def test_fake_clock_moves_only_forward_and_only_when_told() -> None:
     assert clock() == 12.5
     with pytest.raises(AssertionError):
         clock.advance(-1)
+
+
+CLOCK_NAMES = {"monotonic", "monotonic_ns", "time", "time_ns", "perf_counter", "perf_counter_ns"}
+
+
+def house_style_offences(source: str, name: str) -> list[str]:
+    """What tests/README.md rules out, found in the syntax tree of one test module."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        first = node.args[0] if node.args else None
+        if called == "sleep" and isinstance(first, ast.Constant) and first.value == 0:
+            found.append(
+                f"{name}:{node.lineno}: a sleep(0) spin; use waiting.wait_until or "
+                "anyio.wait_all_tasks_blocked()"
+            )
+        elif (
+            called == "sleep"
+            and isinstance(func, ast.Attribute)
+            and (isinstance(func.value, ast.Name) and func.value.id == "time")
+        ):
+            found.append(f"{name}:{node.lineno}: time.sleep() waits on time; wait on an event")
+        elif (
+            called == "setattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in CLOCK_NAMES
+        ):
+            found.append(
+                f"{name}:{node.lineno}: patches the clock for the whole process; "
+                "pass clock=clocks.FakeClock() to the object instead"
+            )
+    return found
+
+
+def test_house_style_guard_sees_each_offence() -> None:
+    bad = """
+async def t(monkeypatch):
+    await anyio.sleep(0)
+    time.sleep(0.1)
+    monkeypatch.setattr(cache_mod.time, "monotonic", lambda: 5)
+    await anyio.sleep(1)  # a component simulating work may sleep
+"""
+    assert sorted(o.split(":")[1] for o in house_style_offences(bad, "x.py")) == ["3", "4", "5"]
+
+
+def test_no_test_spins_sleeps_or_patches_the_clock() -> None:
+    here = Path(__file__).parent
+    offences = [
+        o
+        for path in sorted(here.glob("*.py"))
+        for o in house_style_offences(path.read_text(), path.name)
+    ]
+    assert not offences, "\n".join(offences)
