@@ -10,12 +10,15 @@ The public API for component authors is deliberately small::
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from oneiric._const import DOMAINS, VERSION
 
 if TYPE_CHECKING:
     from oneiric.domains.event import Event
+    from oneiric.runtime.core import Runtime
     from oneiric.runtime.leases import Lease
 
 __version__ = VERSION
@@ -38,9 +41,17 @@ def use(domain: str, key: str, *, wait: bool = True, timeout: float | None = Non
     paused or draining the lease waits (or raises :class:`oneiric.errors.Paused` with
     ``wait=False``); ``timeout`` bounds the wait (:class:`oneiric.errors.Timeout`).
     """
+    return _current_runtime()().use(domain, key, wait=wait, timeout=timeout)
+
+
+@functools.cache
+def _current_runtime() -> Callable[[], Runtime]:
+    """``current_runtime``, imported on the first ``use`` (not at import time: oneiricctl
+    imports this package without anyio) and kept: an import statement per lease costs more
+    than the lease."""
     from oneiric.runtime.core import current_runtime
 
-    return current_runtime().use(domain, key, wait=wait, timeout=timeout)
+    return current_runtime
 
 
 async def emit(topic: str, data: Any = None) -> dict[str, list[str]]:
