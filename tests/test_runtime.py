@@ -14,7 +14,7 @@ import oneiric
 from oneiric.errors import NotFound, Paused, Timeout, Unavailable
 from oneiric.runtime.core import Runtime, RuntimeObserver, Timeouts, current_runtime
 from oneiric.runtime.intent import IntentStore
-from oneiric.runtime.registry import Candidate
+from oneiric.runtime.registry import Candidate, Registry
 from waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
@@ -121,6 +121,17 @@ async def test_current_runtime_reaches_tasks_started_before_it(tmp_path: Path) -
     assert seen == [runtime]
     with pytest.raises(RuntimeError, match="no oneiric runtime"):
         current_runtime()
+
+
+async def test_the_registry_it_is_given_is_the_one_it_serves_from(tmp_path: Path) -> None:
+    store = IntentStore(tmp_path / "intent.json")
+    store.load()
+    registry = Registry()  # empty, so falsy: it must still be the one used
+    async with Runtime(intent=store, registry=registry, timeouts=FAST) as runtime:
+        assert runtime.registry is registry
+        registry.register(cand("a"))
+        assert await runtime.reconcile("adapter", "cache") == "activated"
+        assert serving(runtime) == "a"
 
 
 async def test_unknown_key_is_not_found(rt: Runtime) -> None:

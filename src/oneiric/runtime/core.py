@@ -88,7 +88,8 @@ class Runtime(ChangeCounter):
         timeouts: Timeouts | None = None,
     ) -> None:
         super().__init__()
-        self.registry = registry or Registry()
+        # not `registry or ...`: an empty Registry is falsy (it has a __len__)
+        self.registry = registry if registry is not None else Registry()
         self.intent = intent
         self._wanted = DesiredState(self.registry, intent)
         self.states: dict[ComponentKey, KeyState] = {}
