@@ -100,6 +100,21 @@ async def test_current_runtime_belongs_to_its_event_loop(rt: Runtime) -> None:
     assert "no oneiric runtime is running in this event loop" in text
 
 
+async def test_current_runtime_is_not_reachable_from_a_worker_thread(rt: Runtime) -> None:
+    """The runtime is not thread-safe: a worker thread (which inherits the task's context) gets
+    a clear error, not the runtime."""
+
+    def probe() -> str:
+        try:
+            current_runtime()
+        except RuntimeError as exc:
+            return str(exc)
+        return "found the runtime from a worker thread"
+
+    text = await anyio.to_thread.run_sync(probe)
+    assert "no event loop is running in this thread" in text
+
+
 async def test_current_runtime_reaches_tasks_started_before_it(tmp_path: Path) -> None:
     """Tasks of the loop see the runtime even when they were started before it (the daemon's
     own task group is), and nobody sees it once it has stopped."""

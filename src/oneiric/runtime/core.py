@@ -75,6 +75,11 @@ def current_runtime() -> Runtime:
             "no oneiric runtime is running in this event loop; component code reaches it "
             "only while the daemon (or an 'async with Runtime(...)') is running"
         ) from None
+    except anyio.NoEventLoopError:
+        raise RuntimeError(
+            "no event loop is running in this thread, so no oneiric runtime either: call it "
+            "from the daemon's event loop (from a worker thread, through anyio.from_thread)"
+        ) from None
 
 
 class Runtime(ChangeCounter):
