@@ -7,13 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-class ReplacedUnconfirmed(OSError):
-    """The file was replaced, but the directory fsync that makes the rename durable failed:
-    the new content is what readers see now (and most likely after a crash), unconfirmed."""
-
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(cause.errno, f"replaced, but the directory sync failed: {cause}")
+from oneiric.errors import ReplacedUnconfirmed
 
 
 def atomic_write(

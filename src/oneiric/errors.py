@@ -1,16 +1,18 @@
 """One exception tree for the whole project.
 
 Every error oneiric raises on purpose is a :class:`OneiricError` declared here, and carries a
-protocol ``code`` (SPEC §8) and an optional JSON-able ``detail``, so the control session
-translates any of them into an error reply at one boundary (``code``, ``str(exc)``,
-``detail``) and the CLI maps the code to an exit status. Modules raise these classes; none
-declares its own. The module imports nothing, so the lightest caller (``oneiricctl``) may
-import it.
+protocol ``code`` (one of :data:`ErrorCode`, SPEC §8) and an optional JSON-able ``detail``, so
+the control session translates any of them into an error reply at one boundary (``code``,
+``str(exc)``, ``detail``) and the CLI maps the code to an exit status. Modules raise these
+classes; none declares its own. The one ``OSError`` of our own (:class:`ReplacedUnconfirmed`,
+the file layer's report to the intent store) lives here too. The module imports only
+:mod:`typing`, so the lightest caller (``oneiricctl``) may import it.
 
-The only exceptions declared elsewhere are private control-flow signals that never cross a
-module boundary (the control server's "peer gone", the client's "unreadable reply") and the
-client's own errors in :mod:`oneiric.control.client`, which describe what happened on the
-client's side of the socket.
+Declared elsewhere, on purpose: private control-flow signals that never leave their module
+(the control server's "peer gone", the client's "unreadable reply"), and the client's own
+errors in :mod:`oneiric.control.client` (not running, access denied, the daemon's error reply):
+they describe the client's side of the socket, have codes the daemon never sends, and that
+module must stay a standalone stdlib-only file.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "Paused",
     "PermissionDenied",
     "ProtocolError",
+    "ReplacedUnconfirmed",
     "RunCancelled",
     "SessionMisuse",
     "SwapFailed",
@@ -211,3 +214,17 @@ class StartupError(OneiricError):
     def __init__(self, message: str, exit_status: int) -> None:
         super().__init__(message)
         self.exit_status = exit_status
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+class ReplacedUnconfirmed(OSError):
+    """The file was replaced, but the directory fsync that makes the rename durable failed:
+    the new content is what readers see now (and most likely after a crash), unconfirmed.
+
+    An ``OSError``, not a :class:`OneiricError`: it is the file layer's report to its caller
+    (the intent store decides what it means), never a reply."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, f"replaced, but the directory sync failed: {cause}")

@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from oneiric._files import ReplacedUnconfirmed, atomic_write
-from oneiric.errors import BadRequest, ConfigError, NotDurable
+from oneiric._files import atomic_write
+from oneiric.errors import BadRequest, ConfigError, NotDurable, ReplacedUnconfirmed
 from oneiric.runtime import intent_doc as doc
 from oneiric.runtime.intent_doc import (
     SCHEMA,
