@@ -179,22 +179,16 @@ class Dispatch:
     or :meth:`Session.error`, and always to :meth:`Session.finish`.
     """
 
-    __slots__ = ("accepted", "inline", "outcome", "request")
+    __slots__ = ("accepted", "id", "inline", "op", "outcome", "request")
 
     def __init__(self, request: Request, *, inline: bool, accepted: AuditRecord | None) -> None:
         self.request = request
+        self.id = request.id
+        self.op = op_of(request)
         self.inline = inline
         self.accepted = accepted
         #: The reply's outcome once it was built (``ok`` or an error code).
         self.outcome: str | None = None
-
-    @property
-    def op(self) -> str:
-        return op_of(self.request)
-
-    @property
-    def id(self) -> int:
-        return self.request.id
 
     def __repr__(self) -> str:
         return f"Dispatch({self.op!r}, id={self.id}, inline={self.inline})"
