@@ -36,6 +36,9 @@ def reset() -> None:
     LOG.clear()
     COUNTS.clear()
     RECEIVED.clear()
+    FlakyHandler.BROKEN.clear()
+    FlakyHandler.TRIES.clear()
+    FlakyTask.BROKEN.clear()
 
 
 # -- services -----------------------------------------------------------------------------------
@@ -222,3 +225,71 @@ class BlockingSyncHandler:
     def handle(self, event: Any) -> None:
         BlockingSyncHandler.started.release()
         BlockingSyncHandler.RELEASE.wait(30)
+
+
+class FlakyHandler:
+    """Fails the first ``fails`` tries of every event, then records it; while its name is in
+    BROKEN every try fails. TRIES counts tries per (name, event id)."""
+
+    BROKEN: set[str] = set()
+    TRIES: Counter[tuple[str, int]] = Counter()
+
+    def __init__(self, name: str = "flaky", fails: int = 0) -> None:
+        self.name = name
+        self.fails = fails
+
+    async def handle(self, event: Any) -> None:
+        FlakyHandler.TRIES[(self.name, event.id)] += 1
+        if self.name in FlakyHandler.BROKEN:
+            raise RuntimeError(f"{self.name} is broken")
+        if FlakyHandler.TRIES[(self.name, event.id)] <= self.fails:
+            raise RuntimeError(f"{self.name} try {FlakyHandler.TRIES[(self.name, event.id)]}")
+        RECEIVED.append((self.name, event.topic, event.data, event.id))
+
+
+class FlakyTask:
+    """Fails its first ``fails`` runs (per process); while its name is in BROKEN it always
+    fails. COUNTS["<name>.run"] counts runs."""
+
+    BROKEN: set[str] = set()
+
+    def __init__(self, name: str = "flaky", fails: int = 0) -> None:
+        self.name = name
+        self.fails = fails
+
+    async def run(self, payload: Any = None) -> Any:
+        COUNTS[f"{self.name}.run"] += 1
+        if self.name in FlakyTask.BROKEN or COUNTS[f"{self.name}.run"] <= self.fails:
+            raise RuntimeError(f"{self.name} run {COUNTS[f'{self.name}.run']} failed")
+        return {"by": self.name, "run": COUNTS[f"{self.name}.run"]}
+
+
+class FileTask:
+    """For a daemon in another process: appends ``<name>`` to the file ``log`` per run."""
+
+    def __init__(self, name: str, log: str) -> None:
+        self.name = name
+        self.log = log
+
+    async def run(self, payload: Any = None) -> Any:
+        with open(self.log, "a") as fh:
+            fh.write(f"{self.name}\n")
+        return self.name
+
+
+class SocketTask:
+    """For a daemon in another process: each run connects to the Unix socket ``control``,
+    sends ``started <name>``, and returns the line the test answers with."""
+
+    def __init__(self, name: str, control: str) -> None:
+        self.name = name
+        self.control = control
+
+    async def run(self, payload: Any = None) -> Any:
+        stream = await anyio.connect_unix(self.control)
+        async with stream:
+            await stream.send(f"started {self.name}\n".encode())
+            reply = b""
+            while not reply.endswith(b"\n"):
+                reply += await stream.receive()
+        return reply.decode().strip()

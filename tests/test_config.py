@@ -267,7 +267,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert error.file == str(tmp_path / "oneiricd.toml")
     assert error.path == "deamon"
     assert error.detail == (
-        "unknown key 'deamon'; allowed keys: include, daemon, component, selections, remote"
+        "unknown key 'deamon'; allowed keys: "
+        "include, daemon, component, selections, remote, requires"
     )
 
 

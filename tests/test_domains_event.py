@@ -75,7 +75,12 @@ async def emit(h: Harness, topic: str, data: Any = None) -> Any:
 async def test_glob_matching_delivers_to_every_matching_key() -> None:
     async with running_daemon(CONFIG) as h:
         reply = await emit(h, "user.created", {"id": 1})
-        assert reply == {"delivered": ["event/all", "event/users"], "held": [], "dropped": []}
+        assert reply == {
+            "delivered": ["event/all", "event/users"],
+            "held": [],
+            "dropped": [],
+            "dead": [],
+        }
         await h.wait_for(lambda: status(h, "users").delivered == 1 and status(h, "all").delivered)
         assert received("u") == [{"id": 1}] and received("every") == [{"id": 1}]
         reply = await emit(h, "order.paid", 5)
@@ -178,7 +183,12 @@ async def test_components_emit_and_bad_topics_are_refused() -> None:
 async def test_no_match_and_handler_receives_the_event() -> None:
     cfg = CONFIG.replace('["*"]', '["misc.*"]')
     async with running_daemon(cfg) as h:
-        assert await emit(h, "nothing.here") == {"delivered": [], "held": [], "dropped": []}
+        assert await emit(h, "nothing.here") == {
+            "delivered": [],
+            "held": [],
+            "dropped": [],
+            "dead": [],
+        }
         await emit(h, "user.one", 1)
         await emit(h, "user.two", 2)
         await h.wait_for(lambda: status(h, "users").delivered == 2)

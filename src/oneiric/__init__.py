@@ -34,13 +34,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'oneiric' has no attribute {name!r}")
 
 
-def use(domain: str, key: str, *, wait: bool = True, timeout: float | None = None) -> Lease:
+def use(
+    domain: str,
+    key: str,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    capabilities: set[str] | frozenset[str] | tuple[str, ...] = (),
+) -> Lease:
     """Lease the instance serving ``domain``/``key`` for the ``async with`` block.
+
+    ``capabilities`` (e.g. ``{"persist"}``): the lease is refused with
+    :class:`oneiric.errors.MissingCapability` (naming what is missing) when the serving
+    provider does not declare them all.
 
     The lease pins that instance for the whole block, even across a hot swap. While the key is
     paused or draining the lease waits (or raises :class:`oneiric.errors.Paused` with
     ``wait=False``); ``timeout`` bounds the wait (:class:`oneiric.errors.Timeout`).
     """
+    if capabilities:
+        caps = tuple(sorted(capabilities))
+        return _current_runtime()().use(domain, key, wait=wait, timeout=timeout, capabilities=caps)
     return _current_runtime()().use(domain, key, wait=wait, timeout=timeout)
 
 

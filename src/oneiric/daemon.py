@@ -31,13 +31,14 @@ import anyio
 import anyio.abc
 
 from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
-from oneiric.config import Config, ResolvedPaths, default_paths, load_config
+from oneiric.config import Config, ResolvedPaths, default_paths
 from oneiric.control.listen import open_control_socket
 from oneiric.control.server import serve
 from oneiric.domains.manager import DomainManager, start_domains
 from oneiric.errors import AlreadyRunning, ConfigError, OneiricError, StartupError
 from oneiric.handlers import ControlHandler
-from oneiric.reload import Reloader, timeouts_of
+from oneiric.plugins import PluginScan, log_scan
+from oneiric.reload import Reloader, load_with_plugins, timeouts_of
 from oneiric.runtime.core import Runtime
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig, point_beside_socket
@@ -72,6 +73,7 @@ class Daemon:
         self.notifier = Notifier.from_environ(self.environ)
         self.started_at = time.time()
         self.paths: ResolvedPaths | None = None
+        self.plugins = PluginScan()  # entry-point plugins found at start-up (see load)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
         self.health: HealthReporter | None = None
@@ -105,11 +107,12 @@ class Daemon:
             environ=self.environ,
         ).config
         try:
-            config = load_config(path)
+            config, self.plugins = load_with_plugins(path)
         except ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from exc
         for warning in config.warnings:
             log.warning("config: %s", warning)
+        log_scan(self.plugins)
         self._loaded = LoadedConfig(config, loaded_at=time.time())
         self.paths = default_paths(
             config=path,
@@ -190,6 +193,7 @@ class Daemon:
                     config_path=paths.config,
                     health=self.health,
                     notifier=self.notifier,
+                    plugins=self.plugins,
                 )
                 if self._stop.is_set():
                     self.reloader.close()
@@ -226,7 +230,14 @@ class Daemon:
             self.notifier.status("starting: activating components")
             await reloader.activate()
             # the domains take over the keys just activated; the handler runs and emits on them
-            self.domains = handler.domains = await start_domains(tg, rt)
+            self.domains = handler.domains = await start_domains(
+                tg,
+                rt,
+                state_dir=paths.state_dir,
+                dead_letters=config.daemon.dead_letters,
+                workflow_history=config.daemon.workflow_history,
+            )
+            reloader.listeners.append(self.domains.follow_config)
             # Started even with [daemon] watch = false: it stays dormant then and arms when a
             # reload turns watching on, so `watch` really can change live.
             self.watcher = ConfigWatcher(reloader, paths)

@@ -216,6 +216,11 @@ class StartupError(OneiricError):
         self.exit_status = exit_status
 
 
+class MissingCapability(Conflict):
+    """A provider lacks a capability the caller or the key's ``[requires]`` asks for (SPEC
+    §10); the message names the capability and the provider."""
+
+
 # --- files -------------------------------------------------------------------------------------
 
 

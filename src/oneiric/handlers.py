@@ -13,10 +13,12 @@ import os
 import time
 
 import anyio
+import msgspec
 
 from oneiric._const import VERSION
 from oneiric.control.peers import Peer
 from oneiric.control.protocol import (
+    DeadLettersRequest,
     DrainRequest,
     EmitRequest,
     ExplainRequest,
@@ -25,15 +27,18 @@ from oneiric.control.protocol import (
     PauseRequest,
     PingRequest,
     ReloadRequest,
+    ReplayRequest,
     Request,
     ResumeRequest,
     RunRequest,
+    RunsRequest,
     StatusRequest,
     SwapRequest,
     SyncRequest,
     WatchRequest,
 )
 from oneiric.control.replies import (
+    DeadLettersReply,
     DrainProgress,
     DrainReply,
     EmitReply,
@@ -43,8 +48,10 @@ from oneiric.control.replies import (
     PauseReply,
     PingReply,
     ReloadResult,
+    ReplayReply,
     ResumeReply,
     RunAccepted,
+    RunsReply,
     StatusReply,
     SwapReply,
     TaskRunReply,
@@ -78,6 +85,9 @@ Reply = (
     | TaskRunReply
     | WorkflowRunReply
     | EmitReply
+    | DeadLettersReply
+    | ReplayReply
+    | RunsReply
 )
 
 
@@ -130,8 +140,9 @@ class ControlHandler:
                 return snap
             case HealthRequest():
                 return self.health.snapshot()
-            case ExplainRequest(domain=domain, key=key):
-                explanation: ExplainReply = rt.explain(domain, key)
+            case ExplainRequest(domain=domain, key=key, capability=capability):
+                asked = None if capability is None else tuple(capability)
+                explanation: ExplainReply = rt.explain(domain, key, asked)
                 return explanation
             case ListRequest(domain=domain, shadowed=shadowed):
                 return ListReply(candidates=self._list(domain, shadowed))
@@ -161,11 +172,21 @@ class ControlHandler:
                 return await self._watch(emit)
             case RunRequest():
                 return await self._run(request)
-            case EmitRequest(topic=topic, data=data):
-                out = await self._domains().emit(topic, data)
+            case EmitRequest(topic=topic, data=data, wait=wait):
+                out = await self._domains().emit(topic, data, wait=wait)
                 return EmitReply(
-                    delivered=out["delivered"], held=out["held"], dropped=out["dropped"]
+                    delivered=out["delivered"],
+                    held=out["held"],
+                    dropped=out["dropped"],
+                    dead=out["dead"],
                 )
+            case DeadLettersRequest():
+                return DeadLettersReply(**self._domains().events.dead_letters())
+            case ReplayRequest(ids=ids, wait=wait):
+                return ReplayReply(**await self._domains().events.replay(ids, wait=wait))
+            case RunsRequest(key=key, limit=limit):
+                rows = await self._domains().runs(key, limit)
+                return msgspec.convert({"runs": rows}, RunsReply)
             case SyncRequest():
                 raise Unavailable(
                     "remote manifests are not implemented in this version of oneiricd "
@@ -179,7 +200,7 @@ class ControlHandler:
         return self.domains
 
     async def _run(self, req: RunRequest) -> RunAccepted | TaskRunReply | WorkflowRunReply:
-        handle = await self._domains().start(req.domain, req.key, req.payload)
+        handle = await self._domains().start(req.domain, req.key, req.payload, resume=req.resume)
         if not req.wait:
             return RunAccepted(run_id=handle.run_id)
         result = await handle.wait()
@@ -210,6 +231,7 @@ class ControlHandler:
                         source=c.source,
                         priority=c.priority,
                         stack_level=c.stack_level,
+                        capabilities=list(c.capabilities),
                         winner=winner,
                         active=active is not None and active.candidate == c,
                     )

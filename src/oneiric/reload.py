@@ -23,12 +23,21 @@ import anyio
 from oneiric.config import Config, DaemonConfig, load_config
 from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
+from oneiric.plugins import PluginScan, discover, log_scan
 from oneiric.runtime.core import Runtime, Timeouts
-from oneiric.runtime.registry import Candidate
+from oneiric.runtime.health import PluginHealth
+from oneiric.runtime.registry import Candidate, requires_errors
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
 from oneiric.systemd import Notifier
 
-__all__ = ["LIVE_SETTINGS", "Reloader", "candidates_of", "summarize", "timeouts_of"]
+__all__ = [
+    "LIVE_SETTINGS",
+    "Reloader",
+    "candidates_of",
+    "load_with_plugins",
+    "summarize",
+    "timeouts_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,10 @@ def candidates_of(config: Config) -> list[Candidate]:
             topics=tuple(c.topics),
             concurrency=c.concurrency,
             queue_size=c.queue_size,
+            capabilities=c.capabilities,
+            filters=dict(c.filters),
+            fanout=c.fanout,
+            retry=c.retry,
         )
         for c in config.components
     ]
@@ -85,6 +98,25 @@ def summarize(result: ReloadResult) -> str:
     return "; ".join(parts) or "nothing changed"
 
 
+def load_with_plugins(path: str) -> tuple[Config, PluginScan]:
+    """Load the config and scan the entry-point plugins (blocking: run it in a thread); raise
+    ConfigError when the two together break a ``[requires]`` rule (the check needs both)."""
+    plugins = discover()
+    config = load_config(
+        path, providers=[(c.domain, c.key, c.provider) for c in plugins.candidates]
+    )
+    errors = requires_errors(
+        [*candidates_of(config), *plugins.candidates], config.selections, config.requires
+    )
+    if errors:
+        raise ConfigError("; ".join(errors), file=config.path, path="requires")
+    return config, plugins
+
+
+def plugin_health(scan: PluginScan) -> PluginHealth:
+    return PluginHealth(loaded=list(scan.loaded), errors=list(scan.errors))
+
+
 def timeouts_of(config: Config) -> Timeouts:
     d = config.daemon
     return Timeouts(
@@ -106,9 +138,13 @@ class Reloader:
         config_path: str,
         health: HealthReporter,
         notifier: Notifier,
+        plugins: PluginScan | None = None,
     ) -> None:
         self.rt = rt
         self.loaded = loaded
+        #: the entry-point plugins found with the running config (rescanned on every reload)
+        self.plugins = plugins or PluginScan()
+        loaded.plugins = plugin_health(self.plugins)
         self.config_path = config_path
         self.health = health
         self.notifier = notifier
@@ -136,9 +172,10 @@ class Reloader:
         """Apply the config the daemon started with (start-up, before ``READY=1``)."""
         config = self.config
         keys = self.rt.apply_candidates(
-            {c.source for c in config.components} | {config.path},
-            candidates_of(config),
+            {c.source for c in config.components} | {config.path} | self.plugins.sources,
+            [*candidates_of(config), *self.plugins.candidates],
             config.selections,
+            config.requires,
         )
         await self.rt.reconcile_many(keys)
 
@@ -160,7 +197,9 @@ class Reloader:
                 self.notifier.reloading()
             try:
                 try:
-                    new = await anyio.to_thread.run_sync(load_config, self.config_path)
+                    new, plugins = await anyio.to_thread.run_sync(
+                        load_with_plugins, self.config_path
+                    )
                 except ConfigError as exc:
                     if self.loaded.error != str(exc):
                         self.loaded.error = str(exc)
@@ -172,7 +211,7 @@ class Reloader:
                 # Shielded: a config is applied whole even if the requester goes away (each
                 # swap inside is bounded by the activation and stop timeouts).
                 with anyio.CancelScope(shield=True):
-                    result = await self.apply(new, force=force)
+                    result = await self.apply(new, force=force, plugins=plugins)
                 log.log(
                     logging.WARNING if result.failed else logging.INFO,
                     "config reloaded (%s): %s",
@@ -185,8 +224,11 @@ class Reloader:
                     health.set_state(previous_state if previous_state != "reloading" else "running")
                     self.notifier.ready(health.status_line())
 
-    async def apply(self, new: Config, *, force: bool) -> ReloadResult:
-        """Make ``new`` the running config and reconcile the keys it changes."""
+    async def apply(
+        self, new: Config, *, force: bool, plugins: PluginScan | None = None
+    ) -> ReloadResult:
+        """Make ``new`` the running config (with ``plugins``, the entry-point plugins scanned
+        with it) and reconcile the keys it changes."""
         rt = self.rt
         old = self.config
         boot = self.boot
@@ -205,8 +247,19 @@ class Reloader:
         if new.daemon.log_level != old.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
         sources = {c.source for c in old.components} | {c.source for c in new.components}
-        sources |= {old.path, new.path}
-        keys = rt.apply_candidates(sources, candidates_of(new), new.selections)
+        sources |= {old.path, new.path} | self.plugins.sources
+        if plugins is not None:
+            if plugins != self.plugins:
+                log_scan(plugins)
+            self.plugins = plugins
+            sources |= plugins.sources
+            self.loaded.plugins = plugin_health(plugins)
+        keys = rt.apply_candidates(
+            sources,
+            [*candidates_of(new), *self.plugins.candidates],
+            new.selections,
+            new.requires,
+        )
         self.loaded.config = new
         self.loaded.loaded_at = time.time()
         self.loaded.error = None

@@ -14,7 +14,12 @@ Settings::
     ]
 
 A run starts every node whose ``after`` nodes all succeeded, concurrently; a node that fails
-stops its dependants (``skipped``) while independent branches go on. The result reports every
+stops its dependants (``skipped``) while independent branches go on. A node may carry
+``retry = { attempts = 3, backoff = "2s" }``: a failed task run is tried again after the
+backoff (doubling each time), up to ``attempts`` tries in all; the report says how many
+(``attempts``). Inside oneiricd each run is durable (:mod:`oneiric.domains.workflow`): the
+node's end is checkpointed before its dependants start, and a resumed run does not run again
+the nodes that already ended ``ok`` (their recorded result is reported). The result reports every
 node: ``{"ok": bool, "nodes": {id: {"status": "ok|failed|skipped|cancelled", "result",
 "error", "duration_ms"}}}``. A run payload, when given, must be a table keyed by node id: it
 replaces those nodes' configured payloads for that run.
@@ -36,7 +41,10 @@ import anyio
 import msgspec
 
 import oneiric
-from oneiric.errors import BadRequest, OneiricError, RunCancelled
+from oneiric.config.schema import Retry
+from oneiric.config.sections import retry_value
+from oneiric.domains.workflow import NodeState, current_run
+from oneiric.errors import BadRequest, ConfigError, OneiricError, RunCancelled
 from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
@@ -47,15 +55,23 @@ class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     task: str
     after: tuple[str, ...] = ()
     payload: Any = None
+    retry: Any = None  # the raw table; parsed into ``policy`` by parse_nodes
 
 
 def parse_nodes(raw: Any) -> list[Node]:
-    """Validate ``nodes``: ids unique, ``after`` names known ids, no cycle. Raises ValueError
-    naming the offending node."""
+    """Validate ``nodes``: ids unique, ``after`` names known ids, no cycle, ``retry`` well
+    formed. Raises ValueError naming the offending node."""
     try:
         nodes = msgspec.convert(raw, list[Node])
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid workflow nodes: {exc}") from None
+    for i, node in enumerate(nodes):
+        if node.retry is not None and not isinstance(node.retry, Retry):
+            try:
+                policy = retry_value(node.retry, file="settings", path=f"nodes[{i}].retry")
+            except ConfigError as exc:
+                raise ValueError(f"node {node.id!r}: {exc.detail} (at {exc.path})") from None
+            nodes[i] = msgspec.structs.replace(node, retry=policy)
     if not nodes:
         raise ValueError("a workflow needs at least one node")
     ids: set[str] = set()
@@ -113,9 +129,20 @@ class Workflow:
         overrides = self._overrides(payload)
         report: dict[str, dict[str, Any]] = {}
         finished = {n.id: anyio.Event() for n in self.nodes}
+        durable = current_run()
+        if durable is not None:
+            await durable.begin([n.id for n in self.nodes])
 
         async def run_node(node: Node) -> None:
             try:
+                done = durable.completed(node.id) if durable is not None else None
+                if done is not None:  # ended ok before the run was interrupted: not rerun
+                    report[node.id] = {
+                        **_entry("ok", result=done.result, duration_ms=done.duration_ms),
+                        "attempts": done.attempts,
+                        "resumed": True,
+                    }
+                    return
                 for dep in node.after:
                     await finished[dep].wait()
                 blocked = [d for d in node.after if report[d]["status"] != "ok"]
@@ -123,8 +150,22 @@ class Workflow:
                     report[node.id] = _entry(
                         "skipped", error=f"not run: {', '.join(blocked)} did not succeed"
                     )
-                    return
-                report[node.id] = await self._run_node(node, overrides.get(node.id, node.payload))
+                else:
+                    report[node.id] = await self._run_node(
+                        node, overrides.get(node.id, node.payload)
+                    )
+                if durable is not None:  # the checkpoint, before any dependant starts
+                    entry = report[node.id]
+                    await durable.node_done(
+                        node.id,
+                        NodeState(
+                            status=entry["status"],
+                            result=entry["result"],
+                            error=entry["error"],
+                            duration_ms=entry["duration_ms"],
+                            attempts=entry.get("attempts", 0),
+                        ),
+                    )
             finally:
                 report.setdefault(node.id, _entry("cancelled", error="the workflow was cancelled"))
                 finished[node.id].set()
@@ -137,20 +178,39 @@ class Workflow:
 
     async def _run_node(self, node: Node, payload: Any) -> dict[str, Any]:
         started = time.monotonic()
+        policy = node.retry if isinstance(node.retry, Retry) else Retry()
 
         def took() -> float:
             return round((time.monotonic() - started) * 1000, 3)
 
-        try:
-            result = await oneiric.run_task(node.task, payload)
-        except RunCancelled as exc:
-            return _entry("cancelled", error=str(exc), duration_ms=took())
-        except OneiricError as exc:
-            log.warning("workflow node %r (task %s) failed: %s", node.id, node.task, exc)
-            return _entry("failed", error=str(exc), duration_ms=took())
-        except Exception as exc:  # pragma: no cover - run_task raises OneiricErrors only
-            return _entry("failed", error=describe(exc), duration_ms=took())
-        return _entry("ok", result=result, duration_ms=took())
+        attempt = 1
+        while True:
+            try:
+                result = await oneiric.run_task(node.task, payload)
+            except RunCancelled as exc:
+                return {
+                    **_entry("cancelled", error=str(exc), duration_ms=took()),
+                    "attempts": attempt,
+                }
+            except Exception as exc:  # run_task raises OneiricErrors; be safe with the rest
+                error = str(exc) if isinstance(exc, OneiricError) else describe(exc)
+                if attempt < policy.attempts:
+                    delay = policy.delay(attempt)
+                    log.warning(
+                        "workflow node %r (task %s) try %d of %d failed: %s; retrying in %gs",
+                        node.id,
+                        node.task,
+                        attempt,
+                        policy.attempts,
+                        error,
+                        delay,
+                    )
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                log.warning("workflow node %r (task %s) failed: %s", node.id, node.task, error)
+                return {**_entry("failed", error=error, duration_ms=took()), "attempts": attempt}
+            return {**_entry("ok", result=result, duration_ms=took()), "attempts": attempt}
 
     def _overrides(self, payload: Any) -> dict[str, Any]:
         if payload is None:

@@ -20,18 +20,26 @@ Examples:
   oneiricctl run task cleanup --payload '{"older_than": "7d"}'
   oneiricctl run workflow nightly
   oneiricctl run task reindex --no-wait
+  oneiricctl run workflow nightly --resume nightly-20261208T010203Z-1a2b3c
 
 \b
+Workflow runs are checkpointed node by node; --resume continues an interrupted or
+failed run (see `oneiricctl runs`) without rerunning the nodes that succeeded.
 Exits 1 when the task raises or any workflow node fails."""
 )
 @click.argument("kind", type=click.Choice(["task", "workflow"]), metavar="task|workflow")
 @click.argument("key")
 @click.option("--payload", metavar="JSON", callback=json_arg, help="Argument for the run.")
 @click.option("--no-wait", is_flag=True, help="Return once started; do not wait for the result.")
+@click.option("--resume", metavar="RUN_ID", help="Workflow: continue this interrupted run.")
 @json_option
 @pass_ctl
-def run(ctl: Ctl, kind: str, key: str, payload: Any, no_wait: bool) -> None:
+def run(ctl: Ctl, kind: str, key: str, payload: Any, no_wait: bool, resume: str | None) -> None:
     """Run a task or workflow KEY now."""
+    if resume is not None and kind != "workflow":
+        raise click.UsageError("--resume is for workflow runs")
+    if resume is not None and payload is not None:
+        raise click.UsageError("a resumed run keeps its payload; drop --payload")
     with errors(ctl, f"run {kind} {key}"):
         result = call(
             ctl,
@@ -41,6 +49,7 @@ def run(ctl: Ctl, kind: str, key: str, payload: Any, no_wait: bool) -> None:
             key=key,
             payload=payload,
             wait=not no_wait,
+            resume=resume,
         )
     output(ctl, result, render.render_run(result, kind, key))
     if render.workflow_failed(result):
@@ -59,14 +68,26 @@ they are resumed."""
 )
 @click.argument("topic")
 @click.option("--data", metavar="JSON", callback=json_arg, help="The event's payload.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait until each handler delivered it or dead-lettered it (held ones are not waited for).",
+)
 @json_option
 @pass_ctl
-def emit(ctl: Ctl, topic: str, data: Any) -> None:
+def emit(ctl: Ctl, topic: str, data: Any, wait: bool) -> None:
     """Publish an event on TOPIC."""
     with errors(ctl, "emit"):
-        result = call(ctl, "emit", topic=topic, data=data)
+        result = call(
+            ctl,
+            "emit",
+            read_timeout=ctl.read_timeout(WAITING_TIMEOUT) if wait else None,
+            topic=topic,
+            data=data,
+            wait=wait or None,
+        )
     output(ctl, result, render.render_emit(result, topic))
-    if result.get("dropped"):  # overflow is never silent: a script must see it too
+    if result.get("dropped") or result.get("dead"):  # never silent: a script must see it too
         sys.exit(EXIT_FAILED)
 
 

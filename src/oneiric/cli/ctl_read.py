@@ -213,21 +213,30 @@ def ping(ctl: Ctl) -> None:
 
 @click.command(
     epilog="""\b
-Example:
+Examples:
   oneiricctl explain adapter cache
+  oneiricctl explain adapter cache --capability persist
 
 \b
 Order: operator override (swap), then the config's [selections], then the highest
-stack_level, priority, and latest registration."""
+stack_level, priority, and latest registration. Candidates lacking a capability
+the key requires ([requires.DOMAIN] KEY = [...]) are not eligible."""
 )
 @click.argument("domain", type=DOMAIN)
 @click.argument("key")
+@click.option(
+    "--capability",
+    "capabilities",
+    multiple=True,
+    metavar="C",
+    help="Mark the candidates that declare capability C (repeat for several).",
+)
 @json_option
 @pass_ctl
-def explain(ctl: Ctl, domain: str, key: str) -> None:
+def explain(ctl: Ctl, domain: str, key: str, capabilities: tuple[str, ...]) -> None:
     """Rank every candidate of DOMAIN KEY and say why the winner wins."""
     with errors(ctl, "explain"):
-        result = call(ctl, "explain", domain=domain, key=key)
+        result = call(ctl, "explain", domain=domain, key=key, capability=list(capabilities) or None)
     output(ctl, result, render.render_explain(result))
 
 

@@ -9,7 +9,8 @@ entry point: the command group with its global options, and :func:`main`. The pi
 - :mod:`oneiric.cli.ctl_read`: what a reader may run: ``status``, ``health``, ``ping``,
   ``explain``, ``list``;
 - :mod:`oneiric.cli.ctl_intent`: operator intent: ``pause``, ``resume``, ``drain``, ``swap``;
-- :mod:`oneiric.cli.ctl_actions`: one-shot actions: ``run``, ``emit``, ``reload``, ``sync``.
+- :mod:`oneiric.cli.ctl_actions`: one-shot actions: ``run``, ``emit``, ``reload``, ``sync``;
+- :mod:`oneiric.cli.ctl_events`: event and run records: ``events``, ``replay``, ``runs``.
 
 It must start fast and work when the daemon is broken, so at import all of them load only
 click, the blocking control client and stdlib modules that click loads anyway (plus json and
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import click
 
 from oneiric._const import VERSION
-from oneiric.cli import ctl_actions, ctl_intent, ctl_read
+from oneiric.cli import ctl_actions, ctl_events, ctl_intent, ctl_read
 from oneiric.cli._ctl import (
     Ctl,
     default_health_file,
@@ -129,6 +130,9 @@ for _command in (
     ctl_actions.emit,
     ctl_actions.reload,
     ctl_actions.sync,
+    ctl_events.events,
+    ctl_events.replay,
+    ctl_events.runs,
 ):
     cli.add_command(_command)
 

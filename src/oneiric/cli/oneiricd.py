@@ -100,7 +100,14 @@ def cli(
             click.echo(f"oneiricd: {p}", err=True)
         if problems:
             sys.exit(EXIT_CONFIG)
-        click.echo(f"{cfg.path}: OK ({len(cfg.components)} components, {len(cfg.files)} file(s))")
+        for broken in daemon.plugins.errors:  # skipped at run time too, never fatal
+            click.echo(f"oneiricd: warning: {broken}; it will be skipped", err=True)
+        plugins = len(daemon.plugins.loaded)
+        click.echo(
+            f"{cfg.path}: OK ({len(cfg.components)} components, {len(cfg.files)} file(s)"
+            + (f", {plugins} entry-point plugin(s)" if plugins else "")
+            + ")"
+        )
         sys.exit(EXIT_OK)
     if daemonize and not pidfile:
         raise click.UsageError("--daemonize needs --pidfile PATH")

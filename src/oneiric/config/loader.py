@@ -14,6 +14,7 @@ import glob
 import logging
 import os
 import tomllib
+from collections.abc import Iterable
 from typing import Any
 
 from oneiric._const import DOMAINS
@@ -35,6 +36,7 @@ from oneiric.config.sections import (
     _component,
     _daemon_value,
     _remote_value,
+    capability_names,
 )
 from oneiric.config.workflows import _check_nodes
 from oneiric.errors import ConfigError
@@ -45,7 +47,9 @@ log = logging.getLogger(__name__)
 class _Merge:
     """Accumulates the files of one config in merge order."""
 
-    def __init__(self, main: str) -> None:
+    def __init__(self, main: str, providers: Iterable[tuple[str, str, str]] = ()) -> None:
+        #: (domain, key, provider) offered from outside the files (entry-point plugins)
+        self.providers = tuple(providers)
         self.main = main
         self.base = os.path.dirname(main)
         self.include = DEFAULT_INCLUDE
@@ -53,7 +57,9 @@ class _Merge:
         self.remote: dict[str, Any] = {}
         self.remote_file: str | None = None
         self.selections: dict[str, dict[str, str]] = {}
-        self.selection_files: dict[tuple[str, str], str] = {}  # the file that set it last
+        self.selection_files: dict[tuple[str, str], str] = {}
+        self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
+        self.requires_files: dict[tuple[str, str], str] = {}
         self.components: list[ComponentConfig] = []
         self.where: list[str] = []  # component[N] within its own file, parallel to components
         self.files: list[str] = []
@@ -79,6 +85,7 @@ class _Merge:
             for name, value in remote.items():
                 self.remote[name] = _remote_value(name, value, file=file, base=self.base)
         self._add_selections(doc.get("selections", {}), file=file)
+        self._add_requires(doc.get("requires", {}), file=file)
         self._add_components(doc.get("component", []), file=file)
 
     def _add_selections(self, raw: Any, *, file: str) -> None:
@@ -105,6 +112,56 @@ class _Merge:
                     )
                 self.selections.setdefault(domain, {})[key] = provider
                 self.selection_files[domain, key] = file
+
+    def _add_requires(self, raw: Any, *, file: str) -> None:
+        """``[requires.<domain>] key = ["cap", ...]``: later files replace a key's list."""
+        for domain, table in _table(raw, file=file, path="requires").items():
+            where = f"requires.{domain}"
+            if domain not in DOMAINS:
+                raise ConfigError(
+                    f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}",
+                    file=file,
+                    path=where,
+                )
+            for key, caps in _table(table, file=file, path=where).items():
+                if not _NAME.fullmatch(key):
+                    raise ConfigError(
+                        f"expected a key of letters, digits, '_', '.' or '-', got {key!r}",
+                        file=file,
+                        path=where,
+                    )
+                names = capability_names(caps, file=file, path=f"{where}.{key}")
+                self.requires.setdefault(domain, {})[key] = names
+                self.requires_files[(domain, key)] = file
+
+    def _check_requires(self) -> None:
+        """A config selection that names a provider lacking a required capability is refused
+        at load (and so on reload), naming the capability: it would otherwise be ignored at
+        run time. Providers the config does not define (entry points) are checked when the
+        daemon applies the config."""
+        for domain, keys in self.requires.items():
+            for key, caps in keys.items():
+                provider = self.selections.get(domain, {}).get(key)
+                if provider is None:
+                    continue
+                named = [
+                    c
+                    for c in self.components
+                    if (c.domain, c.key, c.provider) == (domain, key, provider)
+                ]
+                if not named:
+                    continue
+                lacking = [cap for cap in caps if cap not in named[-1].capabilities]
+                if lacking:
+                    raise ConfigError(
+                        f"selects provider {provider!r}, which lacks capabilit"
+                        f"{'y' if len(lacking) == 1 else 'ies'} {', '.join(map(repr, lacking))} "
+                        f"required by [requires.{domain}] {key} "
+                        f"(declared in {self.requires_files[(domain, key)]}); "
+                        f"{provider!r} declares {list(named[-1].capabilities)}",
+                        file=self.selection_files[(domain, key)],
+                        path=f"selections.{domain}.{key}",
+                    )
 
     def _add_components(self, raw: Any, *, file: str) -> None:
         if not isinstance(raw, list):
@@ -138,6 +195,7 @@ class _Merge:
                 )
             remote = RemoteConfig(**self.remote)
         warnings = self._check_selections(expect_remote=remote is not None)
+        self._check_requires()
         tasks = {c.key for c in self.components if c.domain == "task"}
         for comp, where in zip(self.components, self.where, strict=True):
             if comp.domain == "workflow" and "nodes" in comp.settings:
@@ -148,6 +206,7 @@ class _Merge:
             components=tuple(self.components),
             selections=self.selections,
             remote=remote,
+            requires=self.requires,
             include=self.include,
             files=tuple(self.files),
             warnings=tuple(warnings),
@@ -167,6 +226,8 @@ class _Merge:
         offered: dict[tuple[str, str], list[str]] = {}
         for comp in self.components:
             offered.setdefault((comp.domain, comp.key), []).append(comp.provider)
+        for domain, key, provider in self.providers:
+            offered.setdefault((domain, key), []).append(provider)
         warnings = []
         for domain, table in self.selections.items():
             for key, provider in table.items():
@@ -226,10 +287,14 @@ def _dropins(base: str, include: tuple[str, ...], main: str) -> list[str]:
     return sorted(found)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Load the main file and its drop-ins; raises ``ConfigError`` on the first mistake."""
+def load_config(
+    path: str | os.PathLike[str], *, providers: Iterable[tuple[str, str, str]] = ()
+) -> Config:
+    """Load the main file and its drop-ins; raises ``ConfigError`` on the first mistake.
+    ``providers``: (domain, key, provider) registered outside the files (entry-point plugins),
+    which a selection may name."""
     main = os.path.abspath(os.fspath(path))
-    merge = _Merge(main)
+    merge = _Merge(main, providers)
     merge.add(_read(main), file=main)
     for dropin in _dropins(merge.base, merge.include, main):
         merge.add(_read(dropin), file=dropin)

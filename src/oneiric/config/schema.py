@@ -30,6 +30,22 @@ class DaemonConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     idle_timeout: float = 300.0
     log_level: str = "info"
     watch: bool = True
+    dead_letters: int = 1000  # dead-lettered events kept (oldest dropped first, counted)
+    workflow_history: int = 50  # finished workflow runs whose record is kept in the state dir
+
+
+class Retry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``retry = { attempts = 3, backoff = "1s" }`` of an event handler or a workflow node:
+    ``attempts`` counts every try (1 = no retry); the wait before try n+1 is
+    ``backoff * 2**(n-1)``, capped at ``max_backoff``."""
+
+    attempts: int = 1
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after ``failed_attempts`` (>= 1) failed tries."""
+        return float(min(self.backoff * 2 ** max(failed_attempts - 1, 0), self.max_backoff))
 
 
 class ComponentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -46,6 +62,10 @@ class ComponentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     topics: tuple[str, ...] = ()
     concurrency: int | None = None
     queue_size: int = 1000
+    capabilities: tuple[str, ...] = ()
+    filters: dict[str, Any] = {}
+    fanout: str = "broadcast"
+    retry: Retry | None = None
     source: str = ""
 
 
@@ -67,6 +87,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     components: tuple[ComponentConfig, ...]
     selections: dict[str, dict[str, str]]
     remote: RemoteConfig | None
+    # [requires.<domain>] key = ["cap", ...]: capabilities every provider of the key must have
+    requires: dict[str, dict[str, tuple[str, ...]]] = {}
     include: tuple[str, ...]
     files: tuple[str, ...]
     #: what is valid but suspicious (a selection expected from the remote manifest); the

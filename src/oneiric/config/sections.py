@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 
 from oneiric._const import DOMAINS
-from oneiric.config.fields import _check_keys, _convert, _duration, _local_path, _table
-from oneiric.config.schema import LOG_LEVELS, ComponentConfig, DaemonConfig, RemoteConfig
+from oneiric.config.fields import _check_keys, _convert, _duration, _local_path, _table, _tname
+from oneiric.config.schema import LOG_LEVELS, ComponentConfig, DaemonConfig, RemoteConfig, Retry
 from oneiric.errors import ConfigError
 
-_MAIN_KEYS = ("include", "daemon", "component", "selections", "remote")
+_MAIN_KEYS = ("include", "daemon", "component", "selections", "remote", "requires")
 _DROPIN_KEYS = _MAIN_KEYS[1:]
 _DAEMON_FIELDS = {f.name: f.type for f in msgspec.structs.fields(DaemonConfig)}
 _REMOTE_FIELDS = {f.name: f.type for f in msgspec.structs.fields(RemoteConfig)}
@@ -36,7 +36,74 @@ _ONLY_FOR = {
     "topics": ("event",),
     "queue_size": ("event",),
     "concurrency": ("task", "event", "workflow"),
+    "filters": ("event",),
+    "fanout": ("event",),
+    "retry": ("event",),
 }
+FANOUTS = ("broadcast", "exclusive")
+_RETRY_KEYS = tuple(f.name for f in msgspec.structs.fields(Retry))
+_FILTER_VALUE = (str, int, float, bool)
+
+
+def retry_value(raw: Any, *, file: str, path: str) -> Retry:
+    """``retry = { attempts = 3, backoff = "1s", max_backoff = "1m" }`` (events and workflow
+    nodes share it): attempts >= 1, backoff a duration (0 = retry at once)."""
+    table = _table(raw, file=file, path=path)
+    _check_keys(table, _RETRY_KEYS, file=file, where=path)
+    data = dict(table)
+    if "backoff" in data:
+        data["backoff"] = _duration(
+            data["backoff"], file=file, path=f"{path}.backoff", positive=False
+        )
+    if "max_backoff" in data:
+        data["max_backoff"] = _duration(
+            data["max_backoff"], file=file, path=f"{path}.max_backoff", positive=True
+        )
+    retry = _convert(data, Retry, file=file, path=path)
+    if retry.attempts < 1:
+        raise ConfigError(
+            f"expected an integer >= 1 (1 = no retry), got {retry.attempts}",
+            file=file,
+            path=f"{path}.attempts",
+        )
+    return retry
+
+
+def capability_names(raw: Any, *, file: str, path: str) -> tuple[str, ...]:
+    """A list of capability names (letters, digits, '_', '.', '-'), duplicates refused."""
+    names = _convert(raw, tuple[str, ...], file=file, path=path)
+    for i, name in enumerate(names):
+        if not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"expected a capability name of letters, digits, '_', '.' or '-', got {name!r}",
+                file=file,
+                path=f"{path}[{i}]",
+            )
+        if name in names[:i]:
+            raise ConfigError(
+                f"capability {name!r} is listed twice", file=file, path=f"{path}[{i}]"
+            )
+    return names
+
+
+def _filters(raw: Any, *, file: str, path: str) -> dict[str, Any]:
+    """``filters = { kind = "signup", "user.tier" = "gold" }``: field (dotted = nested) to the
+    value it must equal; values are strings, numbers or booleans."""
+    table = _table(raw, file=file, path=path)
+    for field, value in table.items():
+        if not field or any(not part for part in field.split(".")):
+            raise ConfigError(
+                f"expected a field name like kind or user.tier, got {field!r}",
+                file=file,
+                path=path,
+            )
+        if not isinstance(value, _FILTER_VALUE):
+            raise ConfigError(
+                f"expected a string, number or boolean to compare with, got {_tname(value)}",
+                file=file,
+                path=f"{path}.{field}",
+            )
+    return table
 
 
 def _socket_mode(value: Any, *, file: str, path: str) -> int:
@@ -69,6 +136,8 @@ def _daemon_value(name: str, value: Any, *, file: str, base: str) -> Any:
                 f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}", file=file, path=where
             )
         return result.lower()
+    if name in ("dead_letters", "workflow_history") and result < 1:
+        raise ConfigError(f"expected an integer >= 1, got {result}", file=file, path=where)
     if name in ("socket", "health_file", "state_dir"):
         return _local_path(base, result, file=file, path=where)
     return result
@@ -94,6 +163,14 @@ def _component(raw: Any, *, file: str, where: str) -> ComponentConfig:
     data = dict(table, source=file)
     if "every" in data:
         data["every"] = _duration(data["every"], file=file, path=f"{where}.every", positive=True)
+    if "retry" in data:
+        data["retry"] = retry_value(data["retry"], file=file, path=f"{where}.retry")
+    if "capabilities" in data:
+        data["capabilities"] = capability_names(
+            data["capabilities"], file=file, path=f"{where}.capabilities"
+        )
+    if "filters" in data:
+        data["filters"] = _filters(data["filters"], file=file, path=f"{where}.filters")
     comp = _convert(data, ComponentConfig, file=file, path=where)
 
     def fail(field: str, message: str) -> ConfigError:
@@ -118,6 +195,8 @@ def _component(raw: Any, *, file: str, where: str) -> ComponentConfig:
         raise fail("concurrency", f"expected an integer >= 1, got {comp.concurrency}")
     if comp.queue_size < 1:
         raise fail("queue_size", f"expected an integer >= 1, got {comp.queue_size}")
+    if comp.fanout not in FANOUTS:
+        raise fail("fanout", f'expected "broadcast" or "exclusive", got {comp.fanout!r}')
     for i, topic in enumerate(comp.topics):
         if not topic:
             raise fail(f"topics[{i}]", "expected a non-empty topic pattern")

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from oneiric.config.fields import _check_keys, _convert, _table, _tname
+from oneiric.config.sections import retry_value
 from oneiric.errors import ConfigError
 
-_NODE_KEYS = ("id", "task", "after", "payload")
+_NODE_KEYS = ("id", "task", "after", "payload", "retry")
 
 
 def _check_nodes(raw: Any, tasks: set[str], *, file: str, where: str) -> None:
@@ -52,6 +53,8 @@ def _check_nodes(raw: Any, tasks: set[str], *, file: str, where: str) -> None:
                 file=file,
                 path=f"{at}.task",
             )
+        if "retry" in node:
+            retry_value(node["retry"], file=file, path=f"{at}.retry")
         index[node_id] = i
         graph[node_id] = list(
             _convert(node.get("after", []), tuple[str, ...], file=file, path=f"{at}.after")

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LINE",
     "MUTATING_OPS",
+    "DeadLettersRequest",
     "DrainRequest",
     "EmitRequest",
     "ErrorBody",
@@ -40,9 +41,11 @@ __all__ = [
     "PauseRequest",
     "PingRequest",
     "ReloadRequest",
+    "ReplayRequest",
     "Request",
     "ResumeRequest",
     "RunRequest",
+    "RunsRequest",
     "StatusRequest",
     "SwapRequest",
     "SyncRequest",
@@ -158,6 +161,7 @@ class StatusRequest(_Request, tag="status"):
 class ExplainRequest(_Request, tag="explain"):
     domain: Domain
     key: str
+    capability: list[str] | None = None  # mark candidates declaring all of these
 
 
 class ListRequest(_Request, tag="list"):
@@ -217,11 +221,40 @@ class RunRequest(_Request, tag="run"):
     key: str
     payload: Any = None
     wait: bool = True
+    resume: str | None = None  # workflow only: the run id to resume from its checkpoint
+
+    def __post_init__(self) -> None:
+        if self.resume is not None and self.domain != "workflow":
+            raise ValueError("`resume` is for workflow runs only")
+        if self.resume is not None and self.payload is not None:
+            raise ValueError("a resumed run keeps its payload: do not pass `payload`")
 
 
 class EmitRequest(_Request, tag="emit"):
     topic: str
     data: Any = None
+    wait: bool = False  # wait until each admitting handler delivered it or dead-lettered it
+
+
+class DeadLettersRequest(_Request, tag="dead_letters"):
+    pass
+
+
+class ReplayRequest(_Request, tag="replay"):
+    ids: list[int] | None = None  # dead-letter ids; None with ``all``
+    all: bool = False
+    wait: bool = False
+
+    def __post_init__(self) -> None:
+        if self.all == (self.ids is not None):
+            raise ValueError("replay needs exactly one of `ids` or `all: true`")
+        if self.ids is not None and not self.ids:
+            raise ValueError("`ids` must name at least one dead letter")
+
+
+class RunsRequest(_Request, tag="runs"):
+    key: str | None = None  # one workflow key, or all
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 20
 
 
 class SyncRequest(_Request, tag="sync"):
@@ -247,12 +280,15 @@ Request = (
     | EmitRequest
     | SyncRequest
     | HealthRequest
+    | DeadLettersRequest
+    | ReplayRequest
+    | RunsRequest
 )
 
 _REQUEST_TYPES: Final[tuple[type[_Request], ...]] = Request.__args__
 KNOWN_OPS: Final[tuple[str, ...]] = tuple(str(t.__struct_config__.tag) for t in _REQUEST_TYPES)
 MUTATING_OPS: Final = frozenset(
-    {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync"}
+    {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync", "replay"}
 )
 
 

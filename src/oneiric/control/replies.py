@@ -20,10 +20,12 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
+from oneiric.domains.dead_letters import DeadLetter
 from oneiric.runtime.health import DaemonState, HealthSnapshot
 from oneiric.runtime.registry import ExplainEntry, Explanation
 
 __all__ = [
+    "DeadLettersReply",
     "DrainProgress",
     "DrainReply",
     "EmitReply",
@@ -34,8 +36,10 @@ __all__ = [
     "PauseReply",
     "PingReply",
     "ReloadResult",
+    "ReplayReply",
     "ResumeReply",
     "RunAccepted",
+    "RunsReply",
     "StatusReply",
     "SwapReply",
     "TaskRunReply",
@@ -70,6 +74,7 @@ class ListedCandidate(msgspec.Struct, kw_only=True):
     stack_level: int
     winner: bool
     active: bool
+    capabilities: list[str] = []
 
 
 class ListReply(msgspec.Struct, kw_only=True):
@@ -160,8 +165,52 @@ WorkflowRunReply: TypeAlias = dict[str, Any]
 
 class EmitReply(msgspec.Struct, kw_only=True):
     """Which event keys took the event (``delivered``), hold it until resumed (``held``) or
-    dropped it because their queue is full (``dropped``)."""
+    dropped it because their queue is full (``dropped``); with ``wait``, ``delivered`` are the
+    handlers that handled it and ``dead`` those where every try failed (SPEC §10)."""
 
     delivered: list[str]
     held: list[str]
     dropped: list[str]
+    dead: list[str] = []
+
+
+class DeadLettersReply(msgspec.Struct, kw_only=True):
+    """``dead_letters`` (``oneiricctl events --dead``): oldest first; ``overflow`` counts the
+    entries dropped because the list (bounded by ``limit``) was full."""
+
+    dead: list[DeadLetter]
+    limit: int
+    overflow: int
+
+
+class ReplayReply(msgspec.Struct, kw_only=True):
+    """``replay``: dead-letter id (as a string) -> ``delivered``/``held`` (with ``wait``:
+    ``delivered``/``dead``); ``failed``: id -> why it stayed in the list."""
+
+    replayed: dict[str, str]
+    failed: dict[str, str]
+
+
+class WorkflowRunNode(msgspec.Struct, kw_only=True):
+    status: str
+    attempts: int
+    error: str | None
+
+
+class WorkflowRunInfo(msgspec.Struct, kw_only=True):
+    run_id: str
+    key: str
+    provider: str
+    status: str  # running|ok|failed|interrupted
+    started_at: float
+    updated_at: float
+    finished_at: float | None
+    resumes: int
+    error: str | None
+    nodes: dict[str, WorkflowRunNode]
+
+
+class RunsReply(msgspec.Struct, kw_only=True):
+    """``runs``: recent workflow runs, newest first."""
+
+    runs: list[WorkflowRunInfo]

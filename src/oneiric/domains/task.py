@@ -30,6 +30,7 @@ from oneiric.domains._base import (
     jsonable,
     set_extras,
 )
+from oneiric.domains.workflow import RunStore, WorkflowRun, reset_current
 from oneiric.errors import (
     BadRequest,
     Busy,
@@ -104,10 +105,17 @@ def resume_hint(rt: Runtime, st: KeyState) -> str:
 class RunManager:
     """Runs of one domain (``task`` or ``workflow``)."""
 
-    def __init__(self, rt: Runtime, tg: anyio.abc.TaskGroup, domain: str) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        tg: anyio.abc.TaskGroup,
+        domain: str,
+        store: RunStore | None = None,
+    ) -> None:
         self.rt = rt
         self.tg = tg
         self.domain = domain
+        self.store = store  # workflow runs: durable records and resume
         self.keys: dict[str, _KeyRuns] = {}
         self._scheduled: dict[str, RunHandle] = {}  # last scheduled run per key (no overlap)
 
@@ -125,10 +133,20 @@ class RunManager:
             self.tg.start_soon(self._schedule, st)
 
     # -- starting runs ---------------------------------------------------------------------------
-    async def start(self, key: str, payload: Any = None, *, wait_slot: bool = False) -> RunHandle:
+    async def start(
+        self,
+        key: str,
+        payload: Any = None,
+        *,
+        wait_slot: bool = False,
+        resume: str | None = None,
+    ) -> RunHandle:
         """Start a run of ``key`` (in the background) and return its handle. Raises NotFound,
         Paused/Unavailable (not admitting, no instance), Busy (at the concurrency limit, unless
-        ``wait_slot``: then it waits for a run to finish) or BadRequest (no ``run`` method)."""
+        ``wait_slot``: then it waits for a run to finish) or BadRequest (no ``run`` method).
+        ``resume``: continue that interrupted/failed workflow run (see :mod:`.workflow`)."""
+        if resume is not None and self.store is None:
+            raise BadRequest(f"{self.domain} runs cannot be resumed")
         st = self.rt.state(self.domain, key)
         kr = self._runs(key)
         while True:
@@ -152,11 +170,19 @@ class RunManager:
             raise BadRequest(
                 f"{st.slot.name}: provider {binding.provider!r} has no run(payload) method"
             )
+        durable: WorkflowRun | None = None
+        if self.store is not None:
+            if resume is not None:
+                durable = self.store.resume(key, resume, binding.provider)
+                payload = durable.payload
+            else:
+                durable = self.store.new_run(key, binding.provider, payload)
         lease = st.slot.lease(wait=False)
         instance = await lease.__aenter__()  # admitted and bound: the fast path, no await point
-        handle = RunHandle(run_id=f"{st.slot.name}#{next(_run_ids)}", name=st.slot.name)
+        run_id = durable.run_id if durable is not None else f"{st.slot.name}#{next(_run_ids)}"
+        handle = RunHandle(run_id=run_id, name=st.slot.name)
         kr.running += 1
-        self.tg.start_soon(self._execute, st, kr, lease, instance, payload, handle)
+        self.tg.start_soon(self._execute, st, kr, lease, instance, payload, handle, durable)
         return handle
 
     async def _execute(
@@ -167,26 +193,38 @@ class RunManager:
         instance: Any,
         payload: Any,
         handle: RunHandle,
+        durable: WorkflowRun | None = None,
     ) -> None:
         name = st.slot.name
         started = time.monotonic()
         set_extras(self.rt, st, last_run_at=time.time())
         failed = False
+        token = durable.set_current() if durable is not None else None
         try:
             result = await call_component(instance.run, payload)
             handle.result = jsonable(result)
             if isinstance(result, dict) and result.get("ok") is False and "nodes" in result:
                 failed = True  # a workflow reporting failed nodes
                 set_extras(self.rt, st, last_run_error=_failed_nodes(result))
+            if durable is not None:
+                await self._finish_durable(durable, "failed" if failed else "ok", result)
         except Exception as exc:
             failed = True
             handle.error = self._error(st, handle, exc, started)
             set_extras(self.rt, st, last_run_error=str(handle.error))
             log.error("%s: run %s failed: %s", name, handle.run_id, describe(exc), exc_info=exc)
+            if durable is not None:
+                await self._finish_durable(durable, "failed", None, str(handle.error))
         except BaseException:
             handle.error = RunCancelled(f"{name}: run {handle.run_id} was cancelled")
+            if durable is not None:
+                await self._finish_durable(
+                    durable, "interrupted", None, "the daemon stopped during the run"
+                )
             raise
         finally:
+            if token is not None:
+                reset_current(token)
             handle.duration_ms = round((time.monotonic() - started) * 1000, 3)
             await lease.__aexit__(None, None, None)
             kr.running -= 1
@@ -205,6 +243,16 @@ class RunManager:
             "failed" if failed else "finished",
             handle.duration_ms,
         )
+
+    async def _finish_durable(
+        self, durable: WorkflowRun, status: str, result: Any, error: str | None = None
+    ) -> None:
+        """The run's last record write, shielded: a stop must not leave it "running"."""
+        assert self.store is not None
+        if error is None and status == "failed" and isinstance(result, dict):
+            error = _failed_nodes(result)
+        with anyio.CancelScope(shield=True):
+            await self.store.finish(durable, status, error)
 
     def _error(
         self, st: KeyState, handle: RunHandle, exc: Exception, started: float

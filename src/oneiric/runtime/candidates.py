@@ -8,9 +8,12 @@ structs :mod:`oneiric.runtime.explain` fills. The stateful index is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final, Literal
 
 import msgspec
+
+from oneiric.config.schema import Retry
 
 Via = Literal["override", "selection", "ranking", "none"]
 Ident = tuple[str, str, str, str]  # (domain, key, provider, source): the replacement identity
@@ -35,6 +38,10 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     topics: tuple[str, ...] = ()
     concurrency: int | None = None
     queue_size: int = 1000
+    capabilities: tuple[str, ...] = ()  # SPEC §10: what it can do; [requires] checks these
+    filters: dict[str, Any] = {}  # event: field equality on the event data
+    fanout: str = "broadcast"  # event: "broadcast" | "exclusive"
+    retry: Retry | None = None  # event: tries and backoff of a delivery
 
 
 class Ranked(msgspec.Struct, frozen=True):
@@ -62,6 +69,9 @@ class ExplainEntry(msgspec.Struct, frozen=True):
     reasons: tuple[str, ...]
     winner: bool
     active: bool
+    capabilities: tuple[str, ...] = ()
+    eligible: bool = True  # declares every capability the key requires
+    matches: bool | None = None  # has every capability asked for by explain --capability
 
 
 class Explanation(msgspec.Struct, frozen=True):
@@ -76,6 +86,9 @@ class Explanation(msgspec.Struct, frozen=True):
     mismatch: str | None
     warnings: tuple[str, ...]
     candidates: tuple[ExplainEntry, ...]
+    requires: tuple[str, ...] = ()
+    capability: tuple[str, ...] | None = None  # explain --capability: what was asked
+    matching: tuple[str, ...] | None = None  # providers with every capability asked for
 
 
 def identity(candidate: Candidate) -> Ident:
@@ -101,3 +114,15 @@ def outranks(a: Ranked, b: Ranked) -> bool:
 def best_named(ranked: list[Ranked], provider: str) -> Ranked | None:
     """The best-ranked entry of ``ranked`` (best first) named ``provider``."""
     return next((r for r in ranked if r.candidate.provider == provider), None)
+
+
+def lacking(candidate: Candidate, required: Iterable[str]) -> list[str]:
+    """The required capabilities ``candidate`` does not declare, in the order required."""
+    have = candidate.capabilities
+    return [cap for cap in required if cap not in have]
+
+
+def requirement(domain: str, key: str, required: Iterable[str]) -> str:
+    """How messages name a key's requirement: ``[requires.adapter] cache = ['persist']``."""
+    caps = ", ".join(map(repr, required))
+    return f"[requires.{domain}] {key} = [{caps}]"

@@ -24,7 +24,7 @@ import anyio.abc
 from anyio.lowlevel import RunVar, RunvarToken
 
 from oneiric._changes import ChangeCounter
-from oneiric.errors import NotFound
+from oneiric.errors import MissingCapability, NotFound
 from oneiric.runtime import idle, status
 from oneiric.runtime.candidates import Candidate, Explanation, Resolution
 from oneiric.runtime.desired import DesiredState
@@ -194,13 +194,26 @@ class Runtime(ChangeCounter):
         return sorted(set(self.states) | set(self.registry.keys()))
 
     def use(
-        self, domain: str, key: str, *, wait: bool = True, timeout: float | None = None
+        self,
+        domain: str,
+        key: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        capabilities: Iterable[str] = (),
     ) -> Lease:
-        """``async with rt.use("adapter", "cache") as cache:`` — a lease on the serving instance."""
+        """``async with rt.use("adapter", "cache") as cache:`` — a lease on the serving instance;
+        with ``capabilities``, granted only on an instance whose provider declares them all
+        (else :class:`MissingCapability`)."""
         st = self._by_pair.get((domain, key))
         if st is None:
             raise NotFound(f"no component {ComponentKey(domain, key)}")
-        return st.slot.lease(wait=wait, timeout=timeout)
+        caps = tuple(capabilities) if capabilities else ()
+        return st.slot.lease(wait=wait, timeout=timeout, capabilities=caps)
+
+    def required(self, domain: str, key: str) -> tuple[str, ...]:
+        """The capabilities ``[requires.<domain>] key`` asks of every provider of the key."""
+        return self._wanted.required(domain, key)
 
     # -- admission -------------------------------------------------------------------------------
     def _apply_admission(self, st: KeyState) -> None:
@@ -327,6 +340,10 @@ class Runtime(ChangeCounter):
                 f"{ComponentKey(domain, key)} has no candidate provider {provider!r}; "
                 f"candidates: {', '.join(names) or 'none'}"
             )
+        if provider is not None:
+            refused = self.registry.refusal(domain, key, provider, self.required(domain, key))
+            if refused is not None:
+                raise MissingCapability(f"swap refused: {refused}")
         previous = self.intent.override(domain, key)
         await self.intent.set_override(domain, key, provider, uid=uid, pid=pid, note=note)
         outcome = await self.reconcile(domain, key, force=True)
@@ -360,11 +377,13 @@ class Runtime(ChangeCounter):
         sources: set[str],
         candidates: Iterable[Candidate],
         selections: Mapping[str, Mapping[str, str]] | None = None,
+        requires: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
     ) -> set[ComponentKey]:
-        """Replace every candidate from ``sources`` (and the selections, when given) in one step;
+        """Replace every candidate from ``sources`` (and the selections and requirements, when
+        given) in one step;
         return the keys whose desired provider may have changed. Call :meth:`reconcile` (or
         :meth:`request_reconcile`) on them."""
-        changed = self._wanted.apply(sources, candidates, selections)
+        changed = self._wanted.apply(sources, candidates, selections, requires)
         for ck in changed:
             self._ensure(ck)
         self.bump()
@@ -404,7 +423,10 @@ class Runtime(ChangeCounter):
             and status.visible(st, self.registry)
         ]
 
-    def explain(self, domain: str, key: str) -> Explanation:
+    def explain(
+        self, domain: str, key: str, capability: tuple[str, ...] | None = None
+    ) -> Explanation:
+        """``explain``; ``capability`` marks the candidates that declare all of it."""
         st = self.state(domain, key)
         return status.explain(
             st,
@@ -412,6 +434,8 @@ class Runtime(ChangeCounter):
             eff=self.intent.effective(domain, key),
             override=self.intent.override(domain, key),
             selection=self._wanted.selection(domain, key),
+            required=self.required(domain, key),
+            capability=capability,
         )
 
     # -- shutdown --------------------------------------------------------------------------------

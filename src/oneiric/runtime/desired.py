@@ -25,19 +25,27 @@ class DesiredState:
         self.registry = registry
         self.intent = intent
         self.selections: dict[str, dict[str, str]] = {}  # domain -> key -> provider
+        #: [requires.<domain>] key = [...] (SPEC §10): capabilities every provider must have
+        self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
 
     def selection(self, domain: str, key: str) -> str | None:
         """The provider the config selects for the key, if any."""
         return self.selections.get(domain, {}).get(key)
 
+    def required(self, domain: str, key: str) -> tuple[str, ...]:
+        """The capabilities the key's ``[requires]`` asks of every provider (may be none)."""
+        return self.requires.get(domain, {}).get(key, ())
+
     def resolve(self, domain: str, key: str) -> Resolution:
-        """The winner and why (override, selection or ranking), with warnings for a named
-        provider that has no candidate."""
+        """The winner and why (override, selection or ranking, among the candidates with the
+        required capabilities), with warnings for a named provider that has no candidate or
+        lacks a required capability."""
         return self.registry.resolve(
             domain,
             key,
             override=self.intent.override(domain, key),
             selection=self.selection(domain, key),
+            required=self.required(domain, key),
         )
 
     def desired(self, ck: ComponentKey) -> Candidate | None:
@@ -50,9 +58,10 @@ class DesiredState:
         sources: set[str],
         candidates: Iterable[Candidate],
         selections: Mapping[str, Mapping[str, str]] | None = None,
+        requires: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
     ) -> set[ComponentKey]:
-        """Replace every candidate from ``sources`` (and the selections, when given) in one
-        step; return the keys whose desired provider may have changed."""
+        """Replace every candidate from ``sources`` (and the selections and requirements, when
+        given) in one step; return the keys whose desired provider may have changed."""
         changed = self.registry.replace_sources(sources, candidates)
         if selections is not None:
             new_sel = {d: dict(m) for d, m in selections.items()}
@@ -62,4 +71,12 @@ class DesiredState:
                     if old_m.get(k) != new_m.get(k):
                         changed.add(ComponentKey(d, k))
             self.selections = new_sel
+        if requires is not None:
+            new_req = {d: dict(m) for d, m in requires.items()}
+            for d in set(new_req) | set(self.requires):
+                old_r, new_r = self.requires.get(d, {}), new_req.get(d, {})
+                for k in set(old_r) | set(new_r):
+                    if old_r.get(k) != new_r.get(k):
+                        changed.add(ComponentKey(d, k))
+            self.requires = new_req
         return changed

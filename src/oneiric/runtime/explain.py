@@ -16,7 +16,9 @@ from oneiric.runtime.candidates import (
     Ranked,
     Resolution,
     best_named,
+    lacking,
     outranks,
+    requirement,
 )
 from oneiric.runtime.keys import ComponentKey
 
@@ -37,9 +39,13 @@ def explanation(
     parked: str | None,
     last_error: str | None,
     admin: str | None,
+    required: tuple[str, ...] = (),
+    capability: tuple[str, ...] | None = None,
 ) -> Explanation:
     """Every candidate of ``ck`` in effective order (the winner first) with why it ranks
-    there; ``ranked`` is rule-3 order (best first) and ``res`` its resolution."""
+    there; ``ranked`` is rule-3 order (best first) and ``res`` its resolution. Candidates
+    lacking a ``required`` capability are marked not eligible; with ``capability``, those
+    declaring all of it are marked ``matches`` and listed in ``matching``."""
     w = res.winner
     order = ranked if w is None else [w, *(r for r in ranked if r.seq != w.seq)]
     name = _namer(ranked)
@@ -54,9 +60,14 @@ def explanation(
             priority=r.candidate.priority,
             stack_level=r.candidate.stack_level,
             seq=r.seq,
-            reasons=_reasons(r, pos[r.seq], ranked, res, selection=selection, name=name),
+            reasons=_reasons(
+                r, pos[r.seq], ranked, res, selection=selection, name=name, required=required
+            ),
             winner=w is not None and r.seq == w.seq,
             active=r.seq == active_seq,
+            capabilities=r.candidate.capabilities,
+            eligible=not lacking(r.candidate, required),
+            matches=None if capability is None else not lacking(r.candidate, capability),
         )
         for i, r in enumerate(order, 1)
     )
@@ -80,6 +91,9 @@ def explanation(
         ),
         warnings=res.warnings,
         candidates=entries,
+        requires=required,
+        capability=capability,
+        matching=None if capability is None else tuple(e.provider for e in entries if e.matches),
     )
 
 
@@ -127,15 +141,25 @@ def _reasons(
     *,
     selection: str | None,
     name: Callable[[Ranked], str],
+    required: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Why `r` (at `pos` in rule-3 order) sits where it does in the effective order."""
     c = r.candidate
     w = res.winner
-    assert w is not None  # r exists, so the key has candidates and a winner
+    missing = lacking(c, required)
+    if missing:
+        return (
+            f"not eligible: lacks {', '.join(map(repr, missing))} required by "
+            f"{requirement(c.domain, c.key, required)}",
+        )
+    assert w is not None  # r is eligible, so the key has an eligible winner
     chosen = res.via in RULES
     if r.seq == w.seq:
         if not chosen:
-            return (_compare(r, ranked[1], name),) if len(ranked) > 1 else ("only candidate",)
+            rivals = [x for x in ranked if x.seq != r.seq and not lacking(x.candidate, required)]
+            if not rivals:
+                return ("only candidate",) if len(ranked) == 1 else ("only eligible candidate",)
+            return (_compare(r, rivals[0], name),)
         out = [res.reason]
         if pos > 0:
             out.append(f"takes precedence over the ranking, which puts {name(ranked[0])} first")

@@ -24,6 +24,7 @@ __all__ = [
     "DaemonState",
     "HealthSnapshot",
     "Lifecycle",
+    "PluginHealth",
     "RemoteHealth",
     "Staleness",
     "decode_snapshot",
@@ -69,7 +70,9 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
     held_events: int = 0  # event
     dropped_events: int = 0
     delivered: int = 0
-    failed_deliveries: int = 0  # event: handle() raised
+    failed_deliveries: int = 0  # event: handle() raised (each failed try counts)
+    retried_deliveries: int = 0  # event: tries made again after a failure (retry)
+    dead_letters: int = 0  # event: events that failed every try (see events --dead)
     run_state: str | None = None  # service: running|stopping|stopped|backoff|exited
     last_run_error: str | None = None  # service crash, failed task/workflow run or delivery
     last_run_at: float | None = None  # task/workflow: when the last run started (epoch s)
@@ -92,6 +95,13 @@ class RemoteHealth(msgspec.Struct, kw_only=True):
     expires: float | None = None
 
 
+class PluginHealth(msgspec.Struct, kw_only=True):
+    """Entry-point plugins (SPEC §10) found by the last scan (start-up or reload)."""
+
+    loaded: list[str] = []  # "<distribution>:<provider>"
+    errors: list[str] = []  # broken plugins, skipped: one line each saying why
+
+
 class HealthSnapshot(msgspec.Struct, kw_only=True):
     """The whole file. Timestamps are epoch seconds."""
 
@@ -105,6 +115,7 @@ class HealthSnapshot(msgspec.Struct, kw_only=True):
     config: ConfigHealth
     remote: RemoteHealth
     components: list[ComponentHealth] = []
+    plugins: PluginHealth = msgspec.field(default_factory=PluginHealth)
 
 
 class _SchemaOnly(msgspec.Struct):

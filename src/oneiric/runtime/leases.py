@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from oneiric.errors import Paused, Timeout, Unavailable
+from oneiric.errors import MissingCapability, Paused, Timeout, Unavailable
 
 
 class _InFlight:
@@ -109,8 +109,10 @@ class Slot(_InFlight):
             self.retiring.remove(binding)
 
     # -- leases --------------------------------------------------------------------------------
-    def lease(self, *, wait: bool = True, timeout: float | None = None) -> Lease:
-        return Lease(self, wait, timeout)
+    def lease(
+        self, *, wait: bool = True, timeout: float | None = None, capabilities: tuple[str, ...] = ()
+    ) -> Lease:
+        return Lease(self, wait, timeout, capabilities)
 
     def _release(self, binding: Binding) -> None:
         binding._done_one()
@@ -123,17 +125,35 @@ class Slot(_InFlight):
 class Lease:
     """``async with slot.lease() as instance:`` — pins the instance for the block."""
 
-    __slots__ = ("_binding", "_slot", "_timeout", "_wait")
+    __slots__ = ("_binding", "_caps", "_slot", "_timeout", "_wait")
 
-    def __init__(self, slot: Slot, wait: bool, timeout: float | None) -> None:
+    def __init__(
+        self, slot: Slot, wait: bool, timeout: float | None, capabilities: tuple[str, ...] = ()
+    ) -> None:
         self._slot = slot
         self._wait = wait
         self._timeout = timeout
+        self._caps = capabilities
         self._binding: Binding | None = None
+
+    def _check_caps(self, b: Binding) -> None:
+        """Refuse an instance whose provider lacks a capability the caller asked for."""
+        have = getattr(b.candidate, "capabilities", ())
+        missing = [c for c in self._caps if c not in have]
+        if missing:
+            raise MissingCapability(
+                f"{self._slot.name}: provider {b.provider!r} lacks capabilit"
+                f"{'y' if len(missing) == 1 else 'ies'} {', '.join(map(repr, missing))} "
+                f"asked for by the caller (it declares {list(have)}); select a provider "
+                "that has them (oneiricctl explain "
+                f"{self._slot.domain} {self._slot.key} --capability {missing[0]})"
+            )
 
     async def __aenter__(self) -> Any:
         slot = self._slot
         b = slot.current
+        if self._caps and b is not None and slot.admitting:
+            self._check_caps(b)
         if slot.admitting and b is not None:
             b.in_flight += 1
             slot.in_flight += 1
@@ -147,6 +167,8 @@ class Lease:
         while True:
             b = slot.current
             if slot.admitting and b is not None:
+                if self._caps:
+                    self._check_caps(b)
                 b.in_flight += 1
                 slot.in_flight += 1
                 self._binding = b

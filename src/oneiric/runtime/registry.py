@@ -14,7 +14,7 @@ The candidate structs and rule 3 live in :mod:`oneiric.runtime.candidates`, the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from oneiric.runtime.candidates import (
     RULES,
@@ -27,8 +27,10 @@ from oneiric.runtime.candidates import (
     Via,
     best_named,
     identity,
+    lacking,
     outranks,
     rank_key,
+    requirement,
 )
 from oneiric.runtime.explain import explanation
 from oneiric.runtime.keys import ComponentKey
@@ -43,6 +45,7 @@ __all__ = [
     "identity",
     "outranks",
     "rank_key",
+    "requires_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,9 +179,35 @@ class Registry:
         return max(named, key=rank_key, default=None)
 
     def resolve(
-        self, domain: str, key: str, *, override: str | None = None, selection: str | None = None
+        self,
+        domain: str,
+        key: str,
+        *,
+        override: str | None = None,
+        selection: str | None = None,
+        required: tuple[str, ...] = (),
     ) -> Resolution:
-        return _resolve(ComponentKey(domain, key), self.ranked(domain, key), override, selection)
+        ck = ComponentKey(domain, key)
+        return _resolve(ck, self.ranked(domain, key), override, selection, required)
+
+    def refusal(
+        self, domain: str, key: str, provider: str, required: tuple[str, ...]
+    ) -> str | None:
+        """Why ``provider`` may not serve ``domain``/``key`` under ``required`` (naming the
+        missing capabilities), or None when it may. Used to reject an override, a selection
+        or a remote manifest up front instead of ignoring it later."""
+        best = self.get(domain, key, provider)
+        if best is None or not required:
+            return None
+        missing = lacking(best.candidate, required)
+        if not missing:
+            return None
+        return (
+            f"provider {provider!r} of {ComponentKey(domain, key)} lacks capabilit"
+            f"{'y' if len(missing) == 1 else 'ies'} {', '.join(map(repr, missing))} required "
+            f"by {requirement(domain, key, required)} (it declares "
+            f"{list(best.candidate.capabilities)})"
+        )
 
     def explain(
         self,
@@ -191,6 +220,8 @@ class Registry:
         parked: str | None = None,
         last_error: str | None = None,
         admin: str | None = None,
+        required: tuple[str, ...] = (),
+        capability: tuple[str, ...] | None = None,
     ) -> Explanation:
         """Every candidate in effective order (the winner first) with why it ranks there."""
         ck = ComponentKey(domain, key)
@@ -198,13 +229,15 @@ class Registry:
         return explanation(
             ck,
             ranked,
-            _resolve(ck, ranked, override, selection),
+            _resolve(ck, ranked, override, selection, required),
             override=override,
             selection=selection,
             active=active,
             parked=parked,
             last_error=last_error,
             admin=admin,
+            required=required,
+            capability=capability,
         )
 
 
@@ -223,9 +256,17 @@ def _ranking_reason(ranked: list[Ranked]) -> str:
 
 
 def _resolve(
-    ck: ComponentKey, ranked: list[Ranked], override: str | None, selection: str | None
+    ck: ComponentKey,
+    ranked: list[Ranked],
+    override: str | None,
+    selection: str | None,
+    required: tuple[str, ...] = (),
 ) -> Resolution:
-    missing: list[tuple[str, str]] = []  # (rule, provider)
+    """Rules 1-4 of SPEC §3 over the candidates that declare every ``required`` capability
+    (§10): an override or a selection naming an incapable provider falls back, with a
+    warning saying which capability it lacks."""
+    eligible = [r for r in ranked if not lacking(r.candidate, required)] if required else ranked
+    missing: list[tuple[str, str, str]] = []  # (rule, provider, why)
     winner: Ranked | None = None
     via: Via = "none"
     reason = "no candidates"
@@ -235,22 +276,70 @@ def _resolve(
     ):
         if wanted is None:
             continue
-        winner = best_named(ranked, wanted)
+        winner = best_named(eligible, wanted)
         if winner is not None:
             via, reason = ("override" if how == "override" else "selection"), why
             break
-        missing.append((how, wanted))
+        named = best_named(ranked, wanted)
+        if named is None:
+            missing.append((how, wanted, f"which has no candidate for {ck}"))
+        else:
+            caps = ", ".join(map(repr, lacking(named.candidate, required)))
+            rule = requirement(ck.domain, ck.key, required)
+            missing.append((how, wanted, f"which lacks {caps} required by {rule}"))
+    if winner is None and eligible:
+        winner, via, reason = eligible[0], "ranking", _ranking_reason(eligible)
     if winner is None and ranked:
-        winner, via, reason = ranked[0], "ranking", _ranking_reason(ranked)
+        rule = requirement(ck.domain, ck.key, required)
+        reason = f"no candidate has every capability of {rule}"
     if via == "selection":
         fallback = f"the config selection {selection!r}"
     elif winner is not None:
         fallback = f"the ranking ({winner.candidate.provider!r})"
+    elif ranked:
+        fallback = "nothing: no candidate has the required capabilities"
     else:
         fallback = "nothing: the key has no candidates"
     warnings = tuple(
-        f"{RULES[how]} names provider {wanted!r} which has no candidate for {ck}; "
-        f"falling back to {fallback}"
-        for how, wanted in missing
+        f"{RULES[how]} names provider {wanted!r} {why}; falling back to {fallback}"
+        for how, wanted, why in missing
     )
+    if winner is None and ranked and not missing:
+        warnings = (f"{reason}; nothing serves {ck}",)
     return Resolution(winner=winner, reason=reason, via=via, warnings=warnings)
+
+
+def requires_errors(
+    candidates: Iterable[Candidate],
+    selections: Mapping[str, Mapping[str, str]],
+    requires: Mapping[str, Mapping[str, tuple[str, ...]]],
+) -> list[str]:
+    """Why a candidate set may not be applied under ``requires`` (SPEC §10), one line per
+    problem: a selection naming a provider that lacks a required capability, or a key whose
+    candidates all lack one (nothing could serve it). Checked before a config, plugin scan or
+    remote manifest is applied, so it is rejected up front instead of ignored later."""
+    by_key: dict[tuple[str, str], list[Candidate]] = {}
+    for c in candidates:
+        by_key.setdefault((c.domain, c.key), []).append(c)
+    errors: list[str] = []
+    for domain, keys in sorted(requires.items()):
+        for key, required in sorted(keys.items()):
+            cands = by_key.get((domain, key), [])
+            if not cands or not required:
+                continue
+            rule = requirement(domain, key, required)
+            provider = selections.get(domain, {}).get(key)
+            named = [c for c in cands if c.provider == provider]
+            if named and all(lacking(c, required) for c in named):
+                missing = ", ".join(map(repr, lacking(named[-1], required)))
+                errors.append(
+                    f"[selections.{domain}] {key} = {provider!r}: that provider lacks "
+                    f"{missing} required by {rule} (source {named[-1].source})"
+                )
+            if all(lacking(c, required) for c in cands):
+                have = ", ".join(
+                    f"{c.provider!r} {list(c.capabilities)}"
+                    for c in sorted(cands, key=lambda c: c.provider)
+                )
+                errors.append(f"{domain}/{key}: no candidate satisfies {rule} (candidates: {have})")
+    return errors

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -31,6 +31,7 @@ from oneiric.runtime.health import (
     ConfigHealth,
     DaemonState,
     HealthSnapshot,
+    PluginHealth,
     RemoteHealth,
     write_health,
 )
@@ -52,6 +53,8 @@ class LoadedConfig:
     config: Config
     loaded_at: float
     error: str | None = None
+    #: entry-point plugins found with this config (SPEC §10), for status and the health file
+    plugins: PluginHealth = field(default_factory=PluginHealth)
 
 
 def _write_health_file(path: str, snap: HealthSnapshot) -> None:
@@ -127,6 +130,7 @@ class HealthReporter:
             ),
             remote=self.remote,
             components=self.rt.components(domain, key),
+            plugins=self.loaded.plugins,
         )
 
     def status_line(self, comps: list[ComponentHealth] | None = None) -> str:

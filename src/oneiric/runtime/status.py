@@ -73,6 +73,8 @@ def explain(
     eff: Effective,
     override: str | None,
     selection: str | None,
+    required: tuple[str, ...] = (),
+    capability: tuple[str, ...] | None = None,
 ) -> Explanation:
     """The ranking of the key's candidates with reasons, and why the active one differs."""
     slot = st.slot
@@ -86,4 +88,6 @@ def explain(
         parked=st.parked.provider if st.parked is not None else None,
         last_error=st.last_error,
         admin=admin_state(st, eff),
+        required=required,
+        capability=capability,
     )

@@ -31,6 +31,7 @@ from oneiric.cli.render.ops import (
     target_name,
     workflow_failed,
 )
+from oneiric.cli.render.records import render_dead_letters, render_replay, render_runs
 from oneiric.cli.render.status import (
     FAILING,
     component_name,
@@ -74,6 +75,7 @@ __all__ = [
     "note_cell",
     "parse_time",
     "provider_cell",
+    "render_dead_letters",
     "render_drain",
     "render_emit",
     "render_explain",
@@ -81,7 +83,9 @@ __all__ = [
     "render_list",
     "render_ping",
     "render_reload",
+    "render_replay",
     "render_run",
+    "render_runs",
     "render_status",
     "render_swap",
     "render_sync",

@@ -99,6 +99,10 @@ def drain_timeout_message(detail: Any, timeout: float | None) -> str:
 
 def _marks(candidate: Doc) -> str:
     marks = [m for m in ("winner", "active") if candidate.get(m)]
+    if candidate.get("eligible") is False:
+        marks.append("not eligible")
+    if candidate.get("matches") is True:
+        marks.append("matches")
     return ", ".join(marks)
 
 
@@ -115,12 +119,23 @@ def render_explain(result: Doc) -> str:
         lines.append(f"  operator override: {cell(result['override'])} (clear with swap --clear)")
     if result.get("selection"):
         lines.append(f"  config selection: {cell(result['selection'])}")
+    if result.get("requires"):
+        lines.append(f"  requires: {', '.join(map(str, result['requires']))}")
+    asked = result.get("capability")
+    if asked is not None:
+        matching = list(result.get("matching") or ())
+        lines.append(
+            f"  with capability {', '.join(map(str, asked))}: "
+            + (", ".join(map(str, matching)) if matching else "no candidate")
+        )
     candidates = list(result.get("candidates") or ())
     lines.append("")
     if not candidates:
         lines.append("(no candidates)")
     else:
-        headers = ("", "RANK", "PROVIDER", "STACK", "PRIORITY", "SEQ", "SOURCE", "FACTORY", "")
+        with_caps = any(c.get("capabilities") for c in candidates)  # a column only if used
+        headers: tuple[str, ...] = ("", "RANK", "PROVIDER", "STACK", "PRIORITY", "SEQ")
+        headers += ("CAPABILITIES",) * with_caps + ("SOURCE", "FACTORY", "")
         rows = [
             (
                 "*" if c.get("winner") else "",
@@ -129,6 +144,7 @@ def render_explain(result: Doc) -> str:
                 cell(c.get("stack_level")),
                 cell(c.get("priority")),
                 cell(c.get("seq")),
+                *((",".join(map(str, c.get("capabilities") or ())) or "-",) * with_caps),
                 cell(c.get("source")),
                 cell(c.get("factory")),
                 _marks(c),
@@ -211,13 +227,16 @@ def render_emit(result: Doc, topic: str) -> str:
     delivered = list(result.get("delivered") or ())
     held = list(result.get("held") or ())
     dropped = list(result.get("dropped") or ())
-    if not delivered and not held and not dropped:
+    dead = list(result.get("dead") or ())
+    if not delivered and not held and not dropped and not dead:
         return f"{topic}: no event key matched"
     lines = [f"{topic}: delivered to {names(delivered)}"] if delivered else [f"{topic}:"]
     if held:
         lines.append(f"held for {names(held)} (paused; delivered on resume)")
     if dropped:
         lines.append(f"DROPPED by {names(dropped)}: queue full (raise queue_size, or resume)")
+    if dead:
+        lines.append(f"DEAD at {names(dead)}: every try failed (oneiricctl events --dead)")
     return "\n".join(lines)
 
 
