@@ -180,3 +180,41 @@ async def test_replay_to_a_paused_key_is_held_until_resume() -> None:
         assert reply["replayed"] == {str(dead["id"]): "held"}
         await h.call("resume", domain="event", key="flaky")
         await h.wait_for(lambda: got("flaky") == [7])
+
+
+def _ctl(h: Harness, *args: str) -> Any:
+    from click.testing import CliRunner
+
+    from oneiric.cli.oneiricctl import cli
+
+    return CliRunner().invoke(cli, ["--socket", h.socket, *args], env={"COLUMNS": "200"})
+
+
+async def test_oneiricctl_emit_wait_events_dead_and_replay() -> None:
+    import anyio
+
+    config = BASE + handler("flaky", cls="FlakyHandler", retry='{ attempts = 2, backoff = "1ms" }')
+    dc.FlakyHandler.BROKEN.add("flaky")
+    async with running_daemon(config) as h:
+        out = await anyio.to_thread.run_sync(
+            lambda: _ctl(h, "emit", "order.paid", "--data", '{"n": 1}', "--wait")
+        )
+        assert out.exit_code == 1  # dead is never silent
+        assert "DEAD at event/flaky" in out.output
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "events", "--dead"))
+        assert out.exit_code == 0, out.output
+        lines = out.output.splitlines()
+        assert lines[0] == "dead letters: 1 (kept at most 1000)"
+        assert lines[2].split()[:5] == ["#1", "event/flaky", "order.paid", "#1", "2"]
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "--json", "events", "--dead"))
+        assert json.loads(out.output)["dead"][0]["data"] == {"n": 1}
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "events"))
+        assert out.exit_code == 2 and "events --dead" in out.output
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "replay"))
+        assert out.exit_code == 2 and "IDs or --all" in out.output
+        dc.FlakyHandler.BROKEN.clear()
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "replay", "1", "--wait"))
+        assert out.exit_code == 0, out.output
+        assert out.output.strip() == "#1: delivered"
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "replay", "1"))
+        assert out.exit_code == 1 and "no dead letter #1" in out.output

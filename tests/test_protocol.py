@@ -150,8 +150,41 @@ def test_every_op_is_known_and_mutating_is_a_subset() -> None:
         "emit",
         "sync",
         "health",
+        "dead_letters",
+        "replay",
+        "runs",
     }
-    assert MUTATING_OPS == {"pause", "resume", "drain", "swap", "reload", "run", "emit", "sync"}
+    assert MUTATING_OPS == {
+        "pause",
+        "resume",
+        "drain",
+        "swap",
+        "reload",
+        "run",
+        "emit",
+        "sync",
+        "replay",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": 1, "op": "replay"}', "exactly one of `ids` or `all: true`"),
+        ('{"id": 1, "op": "replay", "ids": [1], "all": true}', "exactly one of"),
+        ('{"id": 1, "op": "replay", "ids": []}', "at least one dead letter"),
+        ('{"id": 1, "op": "run", "domain": "task", "key": "k", "resume": "r"}', "workflow"),
+        (
+            '{"id": 1, "op": "run", "domain": "workflow", "key": "k", "resume": "r", "payload": 1}',
+            "keeps its payload",
+        ),
+        ('{"id": 1, "op": "runs", "limit": 0}', ">= 1"),
+    ],
+)
+def test_new_op_arguments_are_checked(line: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_request(line.encode())
+    assert info.value.code == "bad_request" and message in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from oneiric.runtime.health import DaemonState, HealthSnapshot
 from oneiric.runtime.registry import ExplainEntry, Explanation
 
 __all__ = [
+    "DeadLetter",
     "DeadLettersReply",
     "DrainProgress",
     "DrainReply",
@@ -45,6 +46,8 @@ __all__ = [
     "TaskRunReply",
     "WatchEnded",
     "WatchSnapshot",
+    "WorkflowRunInfo",
+    "WorkflowRunNode",
     "WorkflowRunReply",
 ]
 
