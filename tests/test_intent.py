@@ -19,7 +19,6 @@ import pytest
 
 import oneiric.runtime.intent as intent_mod
 from clocks import FakeClock
-from oneiric._files import atomic_write
 from oneiric.errors import BadRequest, ConfigError, NotDurable
 from oneiric.runtime.intent import (
     Effective,
@@ -28,6 +27,7 @@ from oneiric.runtime.intent import (
     IntentStore,
     scope_label,
 )
+from oneiric.runtime.journal import Journal
 from waiting import wait_until
 
 WRITER = Path(__file__).with_name("_intent_writer.py")
@@ -64,16 +64,16 @@ def reload(path: Path) -> IntentStore:
 
 
 class CountingWriter:
-    """Wraps the real atomic_write and counts calls (runs in worker threads)."""
+    """Wraps the real journal append and counts calls (runs in worker threads)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def __call__(self, p: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    def __call__(self, journal: Journal, data: bytes) -> None:
         with self._lock:
             self.calls += 1
-        atomic_write(p, data, mode=mode)
+        journal.append(data)
 
 
 class ScriptedWriter:
@@ -85,14 +85,14 @@ class ScriptedWriter:
         self.gates = [threading.Event() for _ in outcomes]
         self.calls = 0
 
-    def __call__(self, p: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    def __call__(self, journal: Journal, data: bytes) -> None:
         i = self.calls
         self.calls += 1
         self.entered[i].set()
         self.gates[i].wait()
         if not self.outcomes[i]:
             raise OSError(28, "No space left on device")
-        atomic_write(p, data, mode=mode)
+        journal.append(data)
 
     async def wait_entered(self, i: int) -> None:
         await anyio.to_thread.run_sync(self.entered[i].wait)
@@ -402,8 +402,9 @@ async def test_persistence_round_trip(store: IntentStore, path: Path) -> None:
     await store.set_override("task", "nightly", "v2", uid=None, pid=None, note="n")
     fresh = reload(path)
     assert fresh.state == store.state
-    assert msgspec.json.decode(path.read_bytes())["schema"] == 1
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    doc = Journal(path).load()
+    assert doc is not None and msgspec.json.decode(doc)["schema"] == 1
+    assert oct(Journal(path).path.stat().st_mode & 0o777) == oct(0o644)
     # reload() replaces whatever was in memory
     await store.resume(None, None, **WHO)
     fresh.load()
@@ -418,7 +419,7 @@ async def test_group_commit_64_concurrent_pauses(
     store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = CountingWriter()
-    monkeypatch.setattr(intent_mod, "atomic_write", writer)
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
     async with anyio.create_task_group() as tg:
         for i in range(64):
             tg.start_soon(functools.partial(store.pause, "adapter", f"k{i}", **WHO))
@@ -432,10 +433,11 @@ async def test_every_mutation_is_written_even_if_state_is_identical(
 ) -> None:
     await store.pause("adapter", "cache", **WHO)
     writer = CountingWriter()
-    monkeypatch.setattr(intent_mod, "atomic_write", writer)
-    path.unlink()  # if the second identical pause skipped the write, the file stays missing
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
+    size = Journal(path).path.stat().st_size
     await store.pause("adapter", "cache", **WHO)
     assert writer.calls == 1
+    assert Journal(path).path.stat().st_size > size  # a second record, not skipped
     assert "adapter/cache" in reload(path).state.keys
 
 
@@ -446,7 +448,7 @@ async def test_write_failure_reaches_every_uncommitted_caller_and_rolls_back(
     # write 0: k0 alone, succeeds; write 1: k1..k9 together, fails;
     # write 2: k10, which arrived while write 1 was running, succeeds.
     writer = ScriptedWriter([True, False, True])
-    monkeypatch.setattr(intent_mod, "atomic_write", writer)
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
     results: dict[str, BaseException | None] = {}
 
     async def pause(key: str) -> None:
@@ -496,7 +498,7 @@ async def test_failed_identical_mutation_can_be_retried(
     writer = ScriptedWriter([False, True])
     for g in writer.gates:
         g.set()
-    monkeypatch.setattr(intent_mod, "atomic_write", writer)
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
     with pytest.raises(NotDurable):
         await store.pause("adapter", "cache", **WHO)
     assert store.effective("adapter", "cache").state == "active"
@@ -510,7 +512,7 @@ async def test_cancelled_caller_still_resolves_its_mutation(
     store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = ScriptedWriter([True])
-    monkeypatch.setattr(intent_mod, "atomic_write", writer)
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
     finished = anyio.Event()
 
     async def pause_then_note() -> None:
@@ -564,9 +566,9 @@ def test_sigkill_mid_storm_keeps_every_acknowledged_mutation(tmp_path: Path, rou
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
 
-    raw = path.read_bytes()
-    assert raw  # never empty
-    state = msgspec.json.decode(raw, type=IntentState)  # never torn
+    if path.exists():  # the checkpoint, when a compaction wrote one: never empty, never torn
+        assert msgspec.json.decode(path.read_bytes(), type=IntentState) is not None
+    state = reload(path).state  # checkpoint + journal, as the next start reads them
     on_disk = set(state.keys)
     missing = [k for k in acked if f"adapter/{k}" not in on_disk]
     assert not missing, f"acknowledged but lost: {missing}"
@@ -576,24 +578,87 @@ def test_sigkill_mid_storm_keeps_every_acknowledged_mutation(tmp_path: Path, rou
 
 
 @pytest.mark.anyio
-async def test_a_write_replaced_but_unconfirmed_is_kept_not_rolled_back(
+async def test_a_write_whose_flush_failed_is_kept_not_rolled_back(
     store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rename happened, only the directory fsync failed: memory must match the file."""
+    """The record was written, only fdatasync failed: memory must match what readers see."""
     import errno
-    import os
 
-    from oneiric import _files
+    from oneiric.runtime import journal as journal_mod
 
-    real_fsync = os.fsync
+    def flaky_fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
 
-    def flaky_fsync(fd: int) -> None:
-        if os.path.isdir(f"/proc/self/fd/{fd}"):  # the directory's fsync
-            raise OSError(errno.EIO, "I/O error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(_files.os, "fsync", flaky_fsync)
-    await store.pause("adapter", "cache", **WHO)  # no NotDurable: it is on disk
+    monkeypatch.setattr(journal_mod.os, "fdatasync", flaky_fdatasync)
+    await store.pause("adapter", "cache", **WHO)  # no NotDurable: it is in the journal
     monkeypatch.undo()
     assert store.effective("adapter", "cache").state == "paused"
     assert reload(path).effective("adapter", "cache").state == "paused"
+
+
+# --- the journal --------------------------------------------------------------------------
+
+
+def test_commits_are_appends_and_recovery_keeps_the_newest(path: Path) -> None:
+    j = Journal(path)
+    for n in (1, 2, 3):
+        j.append(b'{"serial":%d,"n":%d}' % (n, n))
+    assert not path.exists()  # no checkpoint rewrite per commit: only appends
+    assert Journal(path).load() == b'{"serial":3,"n":3}'
+
+
+def test_a_torn_tail_is_ignored_and_the_next_record_stays_whole(path: Path) -> None:
+    j = Journal(path)
+    j.append(b'{"serial":1}')
+    j.close()
+    with open(j.path, "ab") as fh:  # a crash mid-append: half a record, no newline
+        fh.write(b'deadbeef {"serial":2,"tr')
+    assert Journal(path).load() == b'{"serial":1}'  # never acknowledged: not recovered
+    again = Journal(path)
+    again.append(b'{"serial":2}')
+    assert Journal(path).load() == b'{"serial":2}'
+
+
+def test_a_damaged_record_is_skipped(path: Path) -> None:
+    j = Journal(path)
+    j.append(b'{"serial":1}')
+    j.append(b'{"serial":2}')
+    data = bytearray(j.path.read_bytes())
+    data[data.rindex(b"2")] = ord("9")  # flip a byte inside the last record: its CRC fails
+    j.path.write_bytes(bytes(data))
+    assert Journal(path).load() == b'{"serial":1}'
+
+
+def test_compaction_writes_a_checkpoint_and_empties_the_journal(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oneiric.runtime import journal as journal_mod
+
+    monkeypatch.setattr(journal_mod, "COMPACT_BYTES", 200)
+    j = Journal(path)
+    for n in range(1, 40):
+        j.append(b'{"serial":%d}' % n)
+    assert path.exists()  # compacted at least once
+    assert j.path.stat().st_size < 200 + 30
+    assert Journal(path).load() == b'{"serial":39}'
+
+
+def test_a_stale_journal_behind_a_newer_checkpoint_loses(path: Path) -> None:
+    """A crash between writing the checkpoint and emptying the journal: serials decide."""
+    j = Journal(path)
+    j.append(b'{"serial":5}')
+    path.write_bytes(b'{"serial":7}')
+    assert Journal(path).load() == b'{"serial":7}'
+
+
+@pytest.mark.anyio
+async def test_store_recovers_from_the_journal_across_restarts(path: Path) -> None:
+    s = IntentStore(path)
+    s.load()
+    await s.pause("adapter", "a", **WHO)
+    await s.pause("adapter", "b", **WHO)
+    await s.resume("adapter", "a", **WHO)
+    again = reload(path)
+    assert set(again.state.keys) == {"adapter/b"}
+    await again.pause("adapter", "c", **WHO)  # serials go on from the recovered one
+    assert set(reload(path).state.keys) == {"adapter/b", "adapter/c"}

@@ -4,8 +4,8 @@ Every error oneiric raises on purpose is a :class:`OneiricError` declared here, 
 protocol ``code`` (one of :data:`ErrorCode`, SPEC §8) and an optional JSON-able ``detail``, so
 the control session translates any of them into an error reply at one boundary (``code``,
 ``str(exc)``, ``detail``) and the CLI maps the code to an exit status. Modules raise these
-classes; none declares its own. The one ``OSError`` of our own (:class:`ReplacedUnconfirmed`,
-the file layer's report to the intent store) lives here too. The module imports only
+classes; none declares its own. The ``OSError`` subclasses of our own (:class:`ReplacedUnconfirmed`,
+:class:`WrittenUnconfirmed`: the file layer's reports to the intent store) live here too. The module imports only
 :mod:`typing`, so the lightest caller (``oneiricctl``) may import it.
 
 Declared elsewhere, on purpose: private control-flow signals that never leave their module
@@ -48,6 +48,7 @@ __all__ = [
     "PermissionDenied",
     "ProtocolError",
     "ReplacedUnconfirmed",
+    "WrittenUnconfirmed",
     "RunCancelled",
     "SessionMisuse",
     "SwapFailed",
@@ -233,3 +234,12 @@ class ReplacedUnconfirmed(OSError):
 
     def __init__(self, cause: OSError) -> None:
         super().__init__(cause.errno, f"replaced, but the directory sync failed: {cause}")
+
+
+class WrittenUnconfirmed(OSError):
+    """A journal record was written, but flushing it to the device (``fdatasync``) failed:
+    readers see it now (and most likely after a crash), unconfirmed. Like
+    :class:`ReplacedUnconfirmed`, the file layer's report to the intent store."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, f"written, but the flush to disk failed: {cause}")

@@ -1,10 +1,11 @@
 """Operator intent (pause / drain / swap overrides) and its durable store.
 
 Intent is the operator's word and must survive restarts (SPEC §4): a mutating coroutine returns
-only once the new document is on disk (atomic replace, fsync of file and directory). Writes are
-*group-committed*: every mutation is applied in memory at once and queued; whichever caller gets
-the write lock first persists everything queued so far, so a burst of N concurrent mutations
-costs a couple of fsyncs instead of N.
+only once the new document is on disk (appended to the journal and flushed with fdatasync; see
+:mod:`oneiric.runtime.journal` for the checkpoint and recovery). Writes are *group-committed*:
+every mutation is applied in memory at once and queued; whichever caller gets the write lock
+first persists everything queued so far, so a burst of N concurrent mutations costs a couple of
+flushes instead of N.
 
 A failed write is rolled back in memory: the callers whose mutations were in the failed batch
 all get the error and their mutations stop having any effect, so the in-memory view never
@@ -27,8 +28,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from oneiric._files import atomic_write
-from oneiric.errors import BadRequest, ConfigError, NotDurable, ReplacedUnconfirmed
+from oneiric.errors import BadRequest, ConfigError, NotDurable, WrittenUnconfirmed
 from oneiric.runtime import intent_doc as doc
 from oneiric.runtime.intent_doc import (
     SCHEMA,
@@ -41,6 +41,7 @@ from oneiric.runtime.intent_doc import (
     check_scope,
     scope_label,
 )
+from oneiric.runtime.journal import Journal
 from oneiric.runtime.keys import ComponentKey
 
 __all__ = [
@@ -54,6 +55,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _SerialOnly(msgspec.Struct):
+    serial: int = 0
+
+
+_SERIAL: Final = msgspec.json.Decoder(_SerialOnly)
+
+
+def journal_append(journal: Journal, data: bytes) -> None:
+    """The one durable write of a commit (blocking; a seam for tests that inject failures)."""
+    journal.append(data)
 
 
 @dataclass(eq=False)
@@ -78,6 +91,8 @@ class IntentStore:
         self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
     ) -> None:
         self._path = Path(path)
+        self._journal = Journal(self._path)
+        self._serial = 0  # of the newest document written (or tried: a serial is never reused)
         self._clock = clock
         self._durable = IntentState()  # what the disk holds (as far as we know)
         self._state = self._durable  # _durable with every pending mutation applied
@@ -104,17 +119,15 @@ class IntentStore:
         unreadable one is a hard error, because silently dropping an operator's pause could
         bring a drained key back into service."""
         try:
-            data = self._path.read_bytes()
-        except FileNotFoundError:
-            state = IntentState()
+            data = self._journal.load()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the operator intent file: {exc.strerror or exc}; fix its "
                 "permissions or the --state-dir setting and start again",
                 file=str(self._path),
             ) from exc
-        else:
-            state = self._decode(data)
+        state = IntentState() if data is None else self._decode(data)
+        self._serial = _SERIAL.decode(data).serial if data is not None else 0
         self._durable = self._state = state
         self._pending.clear()
         self._version += 1
@@ -267,10 +280,13 @@ class IntentStore:
         """Persist every pending mutation (the caller holds the lock)."""
         batch = list(self._pending)
         snapshot = self._state
-        data = msgspec.json.encode(snapshot)
+        self._serial += 1
+        # the serial travels in the document (recovery keeps the highest) but not in memory,
+        # where states compare by content: spliced in as the object's first member
+        data = b'{"serial":%d,%s' % (self._serial, msgspec.json.encode(snapshot)[1:])
         try:
-            await anyio.to_thread.run_sync(atomic_write, self._path, data)
-        except ReplacedUnconfirmed as exc:
+            await anyio.to_thread.run_sync(journal_append, self._journal, data)
+        except WrittenUnconfirmed as exc:
             # The file already holds the new state: rolling back in memory would make memory
             # and the next start disagree. Keep it, and say durability is unconfirmed.
             log.error(
