@@ -4,9 +4,10 @@ Every error oneiric raises on purpose is a :class:`OneiricError` declared here, 
 protocol ``code`` (one of :data:`ErrorCode`, SPEC §8) and an optional JSON-able ``detail``, so
 the control session translates any of them into an error reply at one boundary (``code``,
 ``str(exc)``, ``detail``) and the CLI maps the code to an exit status. Modules raise these
-classes; none declares its own. The ``OSError`` subclasses of our own (:class:`ReplacedUnconfirmed`,
-:class:`WrittenUnconfirmed`: the file layer's reports to the intent store) live here too. The module imports only
-:mod:`typing`, so the lightest caller (``oneiricctl``) may import it.
+classes; none declares its own. The ``OSError`` subclasses of our own
+(:class:`ReplacedUnconfirmed`, :class:`WrittenUnconfirmed`: the file layer's reports to the
+intent store) live here too. The module imports only :mod:`typing`, so the lightest caller
+(``oneiricctl``) may import it.
 
 Declared elsewhere, on purpose: private control-flow signals that never leave their module
 (the control server's "peer gone", the client's "unreadable reply"), and the client's own
@@ -48,13 +49,13 @@ __all__ = [
     "PermissionDenied",
     "ProtocolError",
     "ReplacedUnconfirmed",
-    "WrittenUnconfirmed",
     "RunCancelled",
     "SessionMisuse",
     "SwapFailed",
     "TaskFailed",
     "Timeout",
     "Unavailable",
+    "WrittenUnconfirmed",
 ]
 
 

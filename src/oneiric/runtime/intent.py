@@ -61,7 +61,7 @@ class _SerialOnly(msgspec.Struct):
     serial: int = 0
 
 
-_SERIAL: Final = msgspec.json.Decoder(_SerialOnly)
+_SERIAL = msgspec.json.Decoder(_SerialOnly)
 
 
 def journal_append(journal: Journal, data: bytes) -> None:
