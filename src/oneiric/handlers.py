@@ -47,12 +47,11 @@ from oneiric.control.replies import (
     ListReply,
     PauseReply,
     PingReply,
-    ReloadResult,
     ReplayReply,
+    Result,
     ResumeReply,
     RunAccepted,
     RunsReply,
-    StatusReply,
     SwapReply,
     TaskRunReply,
     WatchEnded,
@@ -68,27 +67,6 @@ from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.reporter import HealthReporter
 
 log = logging.getLogger(__name__)
-
-#: What an op answers: one of the reply Structs of :mod:`oneiric.control.replies`.
-Reply = (
-    PingReply
-    | StatusReply
-    | ExplainReply
-    | ListReply
-    | PauseReply
-    | ResumeReply
-    | DrainReply
-    | SwapReply
-    | ReloadResult
-    | WatchEnded
-    | RunAccepted
-    | TaskRunReply
-    | WorkflowRunReply
-    | EmitReply
-    | DeadLettersReply
-    | ReplayReply
-    | RunsReply
-)
 
 
 def _names(keys: list[ComponentKey]) -> list[str]:
@@ -123,7 +101,7 @@ class ControlHandler:
         #: ``emit`` say "still starting" meanwhile)
         self.domains = domains
 
-    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Reply:
+    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Result:
         rt = self.rt
         match request:
             case PingRequest():

@@ -38,6 +38,7 @@ __all__ = [
     "PingReply",
     "ReloadResult",
     "ReplayReply",
+    "Result",
     "ResumeReply",
     "RunAccepted",
     "RunsReply",
@@ -217,3 +218,25 @@ class RunsReply(msgspec.Struct, kw_only=True):
     """``runs``: recent workflow runs, newest first."""
 
     runs: list[WorkflowRunInfo]
+
+
+#: What an op answers: the ``result`` of a success reply, for every op.
+Result = (
+    PingReply
+    | StatusReply
+    | ExplainReply
+    | ListReply
+    | PauseReply
+    | ResumeReply
+    | DrainReply
+    | SwapReply
+    | ReloadResult
+    | WatchEnded
+    | RunAccepted
+    | TaskRunReply
+    | WorkflowRunReply
+    | EmitReply
+    | DeadLettersReply
+    | ReplayReply
+    | RunsReply
+)

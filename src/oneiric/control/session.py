@@ -28,7 +28,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -74,19 +74,20 @@ INLINE_OPS: Final = frozenset({"ping", "status", "health", "explain", "list", "p
 #: Refused (permission_denied) requests audited per connection before they are summarised.
 AUDIT_DENIED_PER_CONNECTION: Final = 5
 
-Emit = Callable[[Any], Awaitable[None]]
+Emit = Callable[[object], Awaitable[None]]
 """Sends ``{"id": <request id>, "event": ...}`` on the request's connection."""
 
 
 class Handler(Protocol):
     """The daemon's side: answer one decoded, authorised request.
 
-    Return the result (anything msgspec encodes: the reply Structs of
-    :mod:`oneiric.control.replies`) or raise :class:`OneiricError` (its ``code``, message and
-    ``detail`` become the error reply). Streaming ops call ``emit`` before returning.
+    Return the result (anything msgspec encodes; the daemon's handler returns one of
+    :data:`oneiric.control.replies.Result`) or raise :class:`OneiricError` (its ``code``,
+    message and ``detail`` become the error reply). Streaming ops call ``emit`` before
+    returning.
     """
 
-    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Any: ...
+    async def __call__(self, request: Request, peer: Peer, emit: Emit) -> object: ...
 
 
 class _Wait(enum.Enum):
@@ -288,12 +289,12 @@ class Session:
         if d.outcome is not None:
             raise SessionMisuse(f"{what} for {d!r} after its final reply")
 
-    def event(self, d: Dispatch, event: Any) -> bytes:
+    def event(self, d: Dispatch, event: object) -> bytes:
         """One streamed item of ``d`` (only before its reply); TypeError if not encodable."""
         self._check_open(d, "an event")
         return encode_event(d.id, event)
 
-    def result(self, d: Dispatch, value: Any) -> bytes:
+    def result(self, d: Dispatch, value: object) -> bytes:
         """The success reply of ``d``; a value msgspec cannot encode becomes ``internal``."""
         self._check_open(d, "a reply")
         try:
