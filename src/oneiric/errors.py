@@ -42,6 +42,8 @@ __all__ = [
     "Conflict",
     "DrainTimeout",
     "ErrorCode",
+    "ComponentExit",
+    "NoSpace",
     "NotDurable",
     "NotFound",
     "OneiricError",
@@ -180,6 +182,14 @@ class NotDurable(OneiricError):
     code = "internal"
 
 
+class NoSpace(NotDurable):
+    """The state directory's file system is full (or the quota is used up): the mutation was
+    rolled back. Code ``unavailable`` (retry once there is room), not ``internal``: nothing is
+    wrong with the daemon, and the message says what to free."""
+
+    code = "unavailable"
+
+
 class SwapFailed(OneiricError):
     """A swap's activation failed; the previous instance keeps serving."""
 
@@ -244,3 +254,19 @@ class WrittenUnconfirmed(OSError):
 
     def __init__(self, cause: OSError) -> None:
         super().__init__(cause.errno, f"written, but the flush to disk failed: {cause}")
+
+
+# --- component code ------------------------------------------------------------------------
+
+
+class ComponentExit(RuntimeError):
+    """Component code raised ``SystemExit`` or ``KeyboardInterrupt`` (``sys.exit()`` in a
+    task, an event handler, ``health()`` or at import). The daemon treats it as that
+    component's failure, never as a request to stop itself: only a signal or the service
+    manager stops ``oneiricd``. Not a :class:`OneiricError`: it is the component's exception,
+    wrapped the way any other exception of component code is."""
+
+    @classmethod
+    def from_exit(cls, exc: BaseException, what: str) -> ComponentExit:
+        how = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
+        return cls(f"{what} raised {how}; component code may not stop the daemon")

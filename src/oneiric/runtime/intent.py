@@ -17,6 +17,7 @@ The document itself (schema, pure edits, queries) is :mod:`oneiric.runtime.inten
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from oneiric.errors import BadRequest, ConfigError, NotDurable, WrittenUnconfirmed
+from oneiric.errors import BadRequest, ConfigError, NoSpace, NotDurable, WrittenUnconfirmed
 from oneiric.runtime import intent_doc as doc
 from oneiric.runtime.intent_doc import (
     SCHEMA,
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: errno values that mean "the file system has no room for the write" (quota included).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class _SerialOnly(msgspec.Struct):
@@ -140,14 +144,10 @@ class IntentStore:
     def _decode(self, data: bytes) -> IntentState:
         try:
             state = msgspec.json.decode(data, type=IntentState)
+        except RecursionError as exc:  # e.g. a deeply nested unknown field
+            raise self._corrupt("JSON nested too deeply") from exc
         except msgspec.DecodeError as exc:
-            raise ConfigError(
-                f"the operator intent file is corrupt ({exc}). It is written atomically, so "
-                "this points at disk trouble or a manual edit: inspect it, then repair it or "
-                "move it aside (every pause, drain and swap override will be forgotten) and "
-                "start again",
-                file=str(self._path),
-            ) from exc
+            raise self._corrupt(str(exc)) from exc
         if state.schema > SCHEMA:
             raise ConfigError(
                 f"the operator intent file has schema {state.schema}, newer than this oneiric "
@@ -155,6 +155,15 @@ class IntentStore:
                 file=str(self._path),
             )
         return state
+
+    def _corrupt(self, why: str) -> ConfigError:
+        return ConfigError(
+            f"the operator intent file is corrupt ({why}). It is written atomically, so "
+            "this points at disk trouble or a manual edit: inspect it, then repair it or "
+            "move it aside (every pause, drain and swap override will be forgotten) and "
+            "start again",
+            file=str(self._path),
+        )
 
     # --- queries -------------------------------------------------------------------------
 
@@ -270,6 +279,12 @@ class IntentStore:
             if not mine.done:
                 await self._write_batch()
         if mine.error is not None:
+            if isinstance(mine.error, OSError) and mine.error.errno in _NO_SPACE:
+                raise NoSpace(
+                    f"no space left for the operator intent in {self._path.parent} "
+                    f"({mine.error.strerror or mine.error}); the change was not applied. Free "
+                    "space on that file system (or raise the quota) and retry"
+                ) from mine.error
             # A fresh exception per caller (they share the cause) so tracebacks stay separate.
             raise NotDurable(
                 f"could not persist operator intent to {self._path}: {mine.error}; the change "
