@@ -13,17 +13,21 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from oneiric.config.schema import Config, _describe
+from oneiric.errors import ComponentExit
 
 
 def resolve_factory(spec: str) -> Callable[..., Any]:
     """Import ``package.module:attr`` (attr may be dotted) and return the callable.
 
     Raises ValueError (malformed spec), ImportError, AttributeError, TypeError (not callable),
-    or whatever the module raises while importing."""
+    ComponentExit (the module called ``sys.exit()``) or whatever else it raises importing."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f'expected "package.module:attr", got {spec!r}')
-    obj: Any = importlib.import_module(module_name)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except (SystemExit, KeyboardInterrupt) as exc:  # sys.exit() at import: a broken module
+        raise ComponentExit.from_exit(exc, f"importing {module_name!r}") from exc
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):

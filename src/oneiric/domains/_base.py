@@ -18,6 +18,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from oneiric.errors import ComponentExit
 from oneiric.runtime.core import KeyState, Runtime
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,16 @@ async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
     stays held until the work really ended (a drain that says "drained" means it, and a
     resumed service never runs twice on one instance). A plain service ``run()`` therefore
     needs a ``stop_run()`` to be stoppable by pause, drain or a swap."""
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args)
-    result = await anyio.to_thread.run_sync(
-        functools.partial(fn, *args), abandon_on_cancel=False, limiter=component_threads()
-    )
-    if inspect.isawaitable(result):
-        result = await result
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        result = await anyio.to_thread.run_sync(
+            functools.partial(fn, *args), abandon_on_cancel=False, limiter=component_threads()
+        )
+        if inspect.isawaitable(result):
+            result = await result
+    except (SystemExit, KeyboardInterrupt) as exc:  # a component's failure, not a daemon stop
+        raise ComponentExit.from_exit(exc, f"{getattr(fn, '__qualname__', fn)!s}()") from exc
     return result
 
 

@@ -18,17 +18,22 @@ from typing import Any
 import anyio
 
 from oneiric.config import resolve_factory
-from oneiric.errors import ActivationError
+from oneiric.errors import ActivationError, ComponentExit
 from oneiric.runtime.leases import Binding
 
 log = logging.getLogger(__name__)
 
 
 async def call_maybe_async(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; await the result when it is awaitable."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
+    """Call ``fn``; await the result when it is awaitable. ``SystemExit`` and
+    ``KeyboardInterrupt`` from it become :class:`ComponentExit` (an ordinary failure of that
+    component): component code must never stop the daemon."""
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ComponentExit.from_exit(exc, f"{getattr(fn, '__qualname__', fn)!s}()") from exc
     return result
 
 
@@ -88,15 +93,16 @@ async def activate(
             f"{name}: cannot import {candidate.factory!r} for provider {provider!r}: "
             f"{describe(exc)}"
         ) from exc
+    instance: Any = None
+    built = False
+    stage = "construction"
     try:
-        instance = await call_maybe_async(factory, **dict(candidate.settings))
-    except Exception as exc:
-        raise ActivationError(
-            f"{name}: constructing provider {provider!r} raised {describe(exc)}"
-        ) from exc
-    stage = "start()"
-    try:
+        # one budget for the whole activation: an async factory that never returns is as
+        # stuck as a start() that never returns, and must not hold READY or a reload forever
         with anyio.fail_after(activation_timeout):
+            instance = await call_maybe_async(factory, **dict(candidate.settings))
+            built = True
+            stage = "start()"
             start = getattr(instance, "start", None)
             if start is not None:
                 await call_maybe_async(start)
@@ -112,17 +118,24 @@ async def activate(
         await stop_instance(instance, stop_timeout, name)
         raise
     except TimeoutError as exc:
-        await stop_instance(instance, stop_timeout, name)
+        if built:
+            await stop_instance(instance, stop_timeout, name)
         raise ActivationError(
             f"{name}: provider {provider!r} {stage} did not finish within {activation_timeout:g}s"
         ) from exc
     except Exception as exc:
-        await stop_instance(instance, stop_timeout, name)
+        if built:
+            await stop_instance(instance, stop_timeout, name)
+        if not built:
+            raise ActivationError(
+                f"{name}: constructing provider {provider!r} raised {describe(exc)}"
+            ) from exc
         raise ActivationError(
             f"{name}: provider {provider!r} {stage} raised {describe(exc)}"
         ) from exc
     except BaseException:  # cancelled mid-start: stop what was built, then let it propagate
-        await stop_instance(instance, stop_timeout, name)
+        if built:
+            await stop_instance(instance, stop_timeout, name)
         raise
     return Binding(instance, candidate, provider, generation)
 
