@@ -488,7 +488,7 @@ async def test_reader_may_read_but_not_mutate(caplog: pytest.LogCaptureFixture) 
     audit = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
     assert len(audit) == 1
     assert audit[0].startswith(f"audit uid={NOBODY} pid=")
-    assert audit[0].endswith("op=pause target=adapter/cache note='x' outcome=permission_denied")
+    assert audit[0].endswith('op=pause target=adapter/cache note="x" outcome=permission_denied')
 
 
 @pytest.mark.anyio
@@ -567,7 +567,7 @@ async def test_audit_log_for_mutating_requests(caplog: pytest.LogCaptureFixture)
         await conn.aclose()
     uid, pid = os.getuid(), os.getpid()
     assert [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"] == [
-        f"audit uid={uid} pid={pid} op=pause target=adapter/cache note='maint' outcome=ok",
+        f'audit uid={uid} pid={pid} op=pause target=adapter/cache note="maint" outcome=ok',
         f"audit uid={uid} pid={pid} op=drain target=* note=None outcome=accepted",
         f"audit uid={uid} pid={pid} op=drain target=* note=None outcome=ok",
         f"audit uid={uid} pid={pid} op=resume target=service note=None outcome=ok",
@@ -875,7 +875,7 @@ async def test_audit_line_cannot_be_forged_through_a_key(caplog: pytest.LogCaptu
     async with running_server(FakeHandler()) as path:
         conn = await Raw.open(path)
         evil = "x\n2026 INFO oneiric.audit: audit uid=0 op=resume target=* outcome=ok"
-        await conn.call({"id": 1, "op": "pause", "domain": "adapter", "key": evil})
+        reply = await conn.call({"id": 1, "op": "pause", "domain": "adapter", "key": evil})
         await conn.aclose()
-    lines = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
-    assert len(lines) == 1 and "\n" not in lines[0] and "target='adapter/x\\n2026" in lines[0]
+    assert reply["error"]["code"] == "bad_request" and "$.key" in reply["error"]["message"]
+    assert [r for r in caplog.records if r.name == "oneiric.audit"] == []  # never decoded

@@ -304,7 +304,7 @@ def test_audit_lines_cannot_be_forged(caplog: pytest.LogCaptureFixture) -> None:
     AuditSummary(1000, 20, 4).log()
     lines = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
     assert lines == [
-        "audit uid=1000 pid=20 op=pause target='adapter/x\\naudit uid=0 outcome=ok' note='n' "
+        'audit uid=1000 pid=20 op=pause target="adapter/x\\naudit uid=0 outcome=ok" note="n" '
         "outcome=permission_denied",
         "audit uid=1000 pid=20 refused 4 more mutating request(s) on this connection",
     ]

@@ -17,3 +17,8 @@ EXIT_PERMISSION: Final = 4
 # oneiricd
 EXIT_CONFIG: Final = 78  # EX_CONFIG
 EXIT_ALREADY_RUNNING: Final = 75  # EX_TEMPFAIL
+
+# Component keys and provider names: what config accepts is exactly what the control protocol
+# can address (and what an audit line can print without quoting).
+NAME_PATTERN: Final = r"[A-Za-z0-9_.-]+"
+MAX_NAME: Final = 128

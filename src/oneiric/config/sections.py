@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from oneiric._const import DOMAINS
+from oneiric._const import DOMAINS, MAX_NAME, NAME_PATTERN
 from oneiric.config.fields import _check_keys, _convert, _duration, _local_path, _table, _tname
 from oneiric.config.schema import LOG_LEVELS, ComponentConfig, DaemonConfig, RemoteConfig, Retry
 from oneiric.errors import ConfigError
@@ -26,7 +26,7 @@ _DURATIONS = frozenset(
     ("drain_timeout", "stop_timeout", "activation_timeout", "health_interval", "idle_timeout")
 )
 _MAY_BE_ZERO = {"drain_timeout", "stop_timeout"}  # "do not wait" is a legitimate choice
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_NAME = re.compile(NAME_PATTERN)
 _IDENT = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FACTORY = re.compile(rf"{_IDENT}:{_IDENT}")
 _MODE = re.compile(r"(?:0o?)?[0-7]{1,4}")
@@ -183,6 +183,8 @@ def _component(raw: Any, *, file: str, where: str) -> ComponentConfig:
     for field in ("key", "provider"):
         if not _NAME.fullmatch(getattr(comp, field)):
             raise fail(field, f"expected letters, digits, '_', '.' or '-', got {table[field]!r}")
+        if len(getattr(comp, field)) > MAX_NAME:  # the control protocol could not name it
+            raise fail(field, f"at most {MAX_NAME} characters, got {len(table[field])}")
     if not _FACTORY.fullmatch(comp.factory):
         raise fail(
             "factory", f'expected an import path "package.module:attr", got {comp.factory!r}'

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
-from oneiric._const import Domain
+from oneiric._const import MAX_NAME, NAME_PATTERN, Domain
 from oneiric.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -63,6 +63,24 @@ MAX_LINE: Final = 64 * 1024
 #: interpreter's recursion limit, which differs between Python versions (3.11 refuses ~5,000
 #: levels, 3.13 decodes 5,000 and refuses 20,000), so every daemon answers the same.
 MAX_DEPTH: Final = 64
+MAX_NOTE: Final = 1024
+MAX_TOPIC: Final = 256
+
+#: A component key or provider name: the charset and length config accepts (\Z, not $: a
+#: trailing newline must not pass). Validated here, so nothing a peer sends as a name can
+#: reach a log line or the intent file unchecked.
+Name = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_NAME, pattern=rf"^{NAME_PATTERN}\Z")
+]
+#: An event topic (the charset ``oneiric.domains.event.check_topic`` enforces).
+Topic = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=MAX_TOPIC, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*\Z"
+    ),
+]
+#: An operator's note: free text, bounded.
+Note = Annotated[str, msgspec.Meta(max_length=MAX_NOTE)]
 
 # ---------------------------------------------------------------------------------------------
 # Framing
@@ -152,7 +170,7 @@ class PingRequest(_Request, tag="ping"):
 
 class StatusRequest(_Request, tag="status"):
     domain: Domain | None = None
-    key: str | None = None
+    key: Name | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.domain, self.key)
@@ -160,7 +178,7 @@ class StatusRequest(_Request, tag="status"):
 
 class ExplainRequest(_Request, tag="explain"):
     domain: Domain
-    key: str
+    key: Name
     capability: list[str] | None = None  # mark candidates declaring all of these
 
 
@@ -171,8 +189,8 @@ class ListRequest(_Request, tag="list"):
 
 class PauseRequest(_Request, tag="pause"):
     domain: Domain | None = None
-    key: str | None = None
-    note: str | None = None
+    key: Name | None = None
+    note: Note | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.domain, self.key)
@@ -180,7 +198,7 @@ class PauseRequest(_Request, tag="pause"):
 
 class ResumeRequest(_Request, tag="resume"):
     domain: Domain | None = None
-    key: str | None = None
+    key: Name | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.domain, self.key)
@@ -188,8 +206,8 @@ class ResumeRequest(_Request, tag="resume"):
 
 class DrainRequest(_Request, tag="drain"):
     domain: Domain | None = None
-    key: str | None = None
-    note: str | None = None
+    key: Name | None = None
+    note: Note | None = None
     timeout: Annotated[float, msgspec.Meta(ge=0)] | None = None
     wait: bool = True
 
@@ -199,8 +217,8 @@ class DrainRequest(_Request, tag="drain"):
 
 class SwapRequest(_Request, tag="swap"):
     domain: Domain
-    key: str
-    provider: str | None = None
+    key: Name
+    provider: Name | None = None
     clear: bool = False
 
     def __post_init__(self) -> None:
@@ -218,7 +236,7 @@ class WatchRequest(_Request, tag="watch"):
 
 class RunRequest(_Request, tag="run"):
     domain: Literal["task", "workflow"]
-    key: str
+    key: Name
     payload: Any = None
     wait: bool = True
     resume: str | None = None  # workflow only: the run id to resume from its checkpoint
@@ -231,7 +249,7 @@ class RunRequest(_Request, tag="run"):
 
 
 class EmitRequest(_Request, tag="emit"):
-    topic: str
+    topic: Topic
     data: Any = None
     wait: bool = False  # wait until each admitting handler delivered it or dead-lettered it
 

@@ -25,7 +25,9 @@ decision, runs the handler and writes the bytes it is given.
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
@@ -136,15 +138,29 @@ class AuditRecord(msgspec.Struct, frozen=True):
     def log(self) -> None:
         """Write it to the ``oneiric.audit`` logger (INFO)."""
         audit_log.info(
-            "audit uid=%d pid=%d op=%s target=%s note=%r outcome=%s",
+            "audit uid=%d pid=%d op=%s target=%s note=%s outcome=%s",
             self.uid,
             self.pid,
             self.op,
-            # quoted when it has a newline or other control characters: never a forged line
-            self.target if self.target.isprintable() else repr(self.target),
-            self.note,
+            audit_field(self.target),
+            audit_field(self.note, always_quote=True),
             self.outcome,
         )
+
+
+_PLAIN_FIELD: Final = re.compile(r"[A-Za-z0-9_.:/*@+-]{1,256}")
+
+
+def audit_field(value: str | None, *, always_quote: bool = False) -> str:
+    """One audit-line field that a peer chose (target, note): bare when it is a plain name,
+    else a JSON string (double quotes; every quote, backslash and control character escaped;
+    non-ASCII as ``\\u`` escapes). Either way it can never hold a space outside quotes, a
+    newline or a forged ``key=value`` (and the protocol already bounds names and notes)."""
+    if value is None:
+        return "None"
+    if not always_quote and _PLAIN_FIELD.fullmatch(value):
+        return value
+    return json.dumps(value)
 
 
 class AuditSummary(msgspec.Struct, frozen=True):

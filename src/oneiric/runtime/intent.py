@@ -281,7 +281,7 @@ class IntentStore:
         if mine.error is not None:
             if isinstance(mine.error, OSError) and mine.error.errno in _NO_SPACE:
                 raise NoSpace(
-                    f"no space left for the operator intent in {self._path.parent} "
+                    f"no space left to write the operator intent {self._path} "
                     f"({mine.error.strerror or mine.error}); the change was not applied. Free "
                     "space on that file system (or raise the quota) and retry"
                 ) from mine.error
