@@ -1,9 +1,12 @@
-"""Durable file replacement: unique temp file in the same directory, fsync, rename, fsync dir."""
+"""Files the daemon owns: durable replacement (unique temp file in the same directory, fsync,
+rename, fsync dir) and directories other users cannot tamper with, whatever the umask."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -46,3 +49,72 @@ def atomic_write(
     finally:
         if dir_fd >= 0:
             os.close(dir_fd)
+
+
+class UnsafePath(OSError):
+    """A directory the daemon would keep its socket, health file or operator intent in can be
+    changed by other users: they could replace those files (an impostor socket, a forged
+    intent). ``str()`` names the directory and what to do."""
+
+
+def _unsafe_reason(directory: str, st: os.stat_result) -> str | None:
+    sticky = bool(st.st_mode & stat.S_ISVTX)  # /tmp: others cannot replace our entries
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.geteuid()):
+        return f"it is owned by uid {st.st_uid}, not by root or this user (uid {os.geteuid()})"
+    if mode & 0o002 and not sticky:
+        return f"it is writable by every user (mode {mode:04o})"
+    if mode & 0o020 and not sticky and st.st_gid not in (0, os.getegid()):
+        return f"it is writable by group {st.st_gid} (mode {mode:04o})"
+    return None
+
+
+def check_private_dir(directory: str | os.PathLike[str]) -> None:
+    """Raise :class:`UnsafePath` unless ``directory`` and every existing ancestor is safe from
+    other users: owned by root or this user, and not group/world-writable unless sticky
+    (like /tmp). What does not exist yet is skipped (see :func:`make_private_dirs`)."""
+    path = os.path.realpath(directory)
+    while True:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            why = _unsafe_reason(path, st)
+            if why is not None:
+                raise UnsafePath(
+                    errno.EPERM,
+                    f"{path} is not safe for oneiricd's files: {why}, so another user could "
+                    "replace the control socket or the operator intent. Fix it (chmod go-w, "
+                    "chown, or chmod +t) or choose another directory",
+                )
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def make_private_dirs(
+    directory: str | os.PathLike[str], mode: int = 0o755, *, respect_umask: bool = True
+) -> None:
+    """``os.makedirs`` that never creates a directory others may write, whatever the umask:
+    every directory it creates gets ``mode`` (minus the umask unless ``respect_umask`` is
+    false) minus group/other write. Existing directories are left alone."""
+    path = os.path.abspath(directory)
+    missing: list[str] = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, mode)
+        except FileExistsError:
+            if not os.path.isdir(p):
+                raise
+            continue
+        os.chmod(p, (mode & ~umask if respect_umask else mode) & ~0o022)

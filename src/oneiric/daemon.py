@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 
 from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
+from oneiric._files import UnsafePath, check_private_dir, make_private_dirs
 from oneiric.config import Config, ResolvedPaths, default_paths
 from oneiric.control.listen import open_control_socket
 from oneiric.control.server import serve
@@ -58,6 +59,24 @@ class Options:
     socket: str | None = None
     state_dir: str | None = None
     health_file: str | None = None
+
+
+def prepare_dirs(paths: ResolvedPaths) -> None:
+    """Create the state and health directories (never writable by others, whatever the
+    umask) and refuse to run (78) where another user could replace the daemon's files (a
+    forged operator intent; the socket's directory is checked where it is bound). Blocking."""
+    try:
+        for d in (paths.state_dir, os.path.dirname(paths.health_file) or "."):
+            make_private_dirs(d)
+            check_private_dir(d)
+    except UnsafePath as exc:
+        raise StartupError(str(exc.strerror), EXIT_CONFIG) from exc
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create {exc.filename or 'a directory'}: {exc.strerror or exc} (check "
+            "--state-dir, --health-file or RUNTIME_DIRECTORY/STATE_DIRECTORY)",
+            EXIT_CONFIG,
+        ) from exc
 
 
 class Daemon:
@@ -160,7 +179,7 @@ class Daemon:
                 config.remote.url,
             )
         self.notifier.status("starting: restoring operator intent")
-        os.makedirs(paths.state_dir, exist_ok=True)
+        await anyio.to_thread.run_sync(prepare_dirs, paths)
         store = IntentStore(Path(paths.state_dir) / "intent.json")
         try:
             await anyio.to_thread.run_sync(store.load)

@@ -112,6 +112,9 @@ def cli(
     if daemonize and not pidfile:
         raise click.UsageError("--daemonize needs --pidfile PATH")
     configure_logging(log_level or cfg.daemon.log_level)
+    # whatever umask we were started with, nothing the daemon (or a component) creates is
+    # writable by others unless it sets a mode on purpose (systemd's unit sets 0077 anyway)
+    os.umask(os.umask(0o022) | 0o022)
     if daemonize:
         assert pidfile is not None
         _refuse_if_running(daemon)

@@ -19,6 +19,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Final
 
+from oneiric._files import check_private_dir, make_private_dirs
 from oneiric.errors import AlreadyRunning, OneiricError
 from oneiric.systemd import listen_fds
 
@@ -76,9 +77,9 @@ def bind_control_socket(path: str, *, mode: int, group: str | None) -> socket.so
             f"{MAX_SOCKET_PATH} bytes, choose a shorter one"
         )
     parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        os.makedirs(parent, exist_ok=True)
-        os.chmod(parent, 0o755)
+    # never a directory others may write (whatever the umask): they could swap the socket
+    make_private_dirs(parent, 0o755, respect_umask=False)
+    check_private_dir(parent)
     _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound = False

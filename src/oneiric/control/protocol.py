@@ -75,9 +75,7 @@ Name = Annotated[
 #: An event topic (the charset ``oneiric.domains.event.check_topic`` enforces).
 Topic = Annotated[
     str,
-    msgspec.Meta(
-        min_length=1, max_length=MAX_TOPIC, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*\Z"
-    ),
+    msgspec.Meta(min_length=1, max_length=MAX_TOPIC, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*\Z"),
 ]
 #: An operator's note: free text, bounded.
 Note = Annotated[str, msgspec.Meta(max_length=MAX_NOTE)]
@@ -271,7 +269,7 @@ class ReplayRequest(_Request, tag="replay"):
 
 
 class RunsRequest(_Request, tag="runs"):
-    key: str | None = None  # one workflow key, or all
+    key: Name | None = None  # one workflow key, or all
     limit: Annotated[int, msgspec.Meta(ge=1)] = 20
 
 

@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from oneiric._const import EXIT_CONFIG, VERSION
+from oneiric._files import make_private_dirs
 from oneiric.config import Config
 from oneiric.errors import StartupError
 from oneiric.runtime.core import Runtime
@@ -59,7 +60,7 @@ class LoadedConfig:
 
 def _write_health_file(path: str, snap: HealthSnapshot) -> None:
     """Write the snapshot, recreating the directory if something removed it."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    make_private_dirs(os.path.dirname(path) or ".")
     write_health(path, snap)
 
 
