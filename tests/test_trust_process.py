@@ -4,17 +4,14 @@ stale pidfile and failures after the fork (9), component threads that never end 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from test_daemon_process import ONEIRICCTL, ONEIRICD, Proc, env_for, spawn
+from test_daemon_process import ONEIRICCTL, Proc, spawn
 
 HEAD = """
 [daemon]
