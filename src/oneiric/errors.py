@@ -179,7 +179,7 @@ class NotDurable(OneiricError):
     """Persisting a mutation failed; the mutation was rolled back and has no effect. The
     underlying OS error is the ``__cause__``."""
 
-    code = "internal"
+    code: ErrorCode = "internal"
 
 
 class NoSpace(NotDurable):
