@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 import anyio
@@ -114,15 +113,21 @@ class ThreadLeaker:
 
 
 class LoopBlocker:
-    """A service whose async run() blocks the event loop with ``time.sleep`` (wrong on purpose)
-    for ``seconds`` each time the file ``trigger`` appears (then removes it)."""
+    """A service whose async run() blocks the event loop (wrong on purpose) while a test holds
+    it: ``fifo`` is a named pipe; the byte ``b`` makes run() do a *blocking* read on the loop
+    until the next byte arrives. The watchdog (pinged from the loop) must notice the gap."""
 
-    def __init__(self, trigger: str, seconds: float = 1.0) -> None:
-        self.trigger, self.seconds = trigger, seconds
+    def __init__(self, fifo: str) -> None:
+        self.fifo = fifo
 
     async def run(self) -> None:
-        while True:
-            if os.path.exists(self.trigger):
-                os.unlink(self.trigger)
-                time.sleep(self.seconds)  # blocks the loop: the watchdog must notice
-            await anyio.sleep(0.01)
+        fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never EOF, no writer needed
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                if os.read(fd, 1) == b"b":
+                    os.set_blocking(fd, True)
+                    os.read(fd, 1)  # blocks the whole loop until the test writes again
+                    os.set_blocking(fd, False)
+        finally:
+            os.close(fd)

@@ -27,7 +27,7 @@ async def test_a_reader_cannot_forge_or_bloat_audit_lines(caplog: pytest.LogCapt
                 ("pause", {"domain": "adapter", "key": forged_key}),
                 ("pause", {"domain": "adapter", "key": "k" * 60_000}),
                 ("swap", {"domain": "adapter", "key": "cache", "provider": "a b=c"}),
-                ("emit", {"topic": "user.created outcome=ok"}),
+                ("emit", {"topic": "t" * 300}),
                 ("pause", {"domain": "adapter", "key": "cache", "note": forged_note}),
                 ("pause", {"domain": "adapter", "key": "cache", "note": "n" * 5000}),
             ],

@@ -69,14 +69,12 @@ MAX_TOPIC: Final = 256
 #: A component key or provider name: the charset and length config accepts (\Z, not $: a
 #: trailing newline must not pass). Validated here, so nothing a peer sends as a name can
 #: reach a log line or the intent file unchecked.
-Name = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_NAME, pattern=rf"^{NAME_PATTERN}\Z")
-]
-#: An event topic (the charset ``oneiric.domains.event.check_topic`` enforces).
-Topic = Annotated[
-    str,
-    msgspec.Meta(min_length=1, max_length=MAX_TOPIC, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*\Z"),
-]
+_NAME_REGEX: Final = rf"^{NAME_PATTERN}\Z"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME, pattern=_NAME_REGEX)]
+_NAME_RULE: Final = f"Expected `str` matching regex {_NAME_REGEX!r}"
+_NAME_HUMAN: Final = "a key or provider is letters, digits, '_', '.' or '-'"
+#: An event topic, bounded here (its charset is checked by the event domain, which says how).
+Topic = Annotated[str, msgspec.Meta(max_length=MAX_TOPIC)]
 #: An operator's note: free text, bounded.
 Note = Annotated[str, msgspec.Meta(max_length=MAX_NOTE)]
 
@@ -378,7 +376,8 @@ def decode_request(line: bytes) -> Request:
     except RecursionError:
         raise ProtocolError("bad_request", "request nested too deeply", req_id) from None
     except msgspec.ValidationError as exc:
-        raise ProtocolError("bad_request", f"invalid {env.op!r} request: {exc}", req_id) from None
+        why = str(exc).replace(_NAME_RULE, _NAME_HUMAN)
+        raise ProtocolError("bad_request", f"invalid {env.op!r} request: {why}", req_id) from None
 
 
 # ---------------------------------------------------------------------------------------------
