@@ -215,14 +215,18 @@ async def test_daemon_exits_78_on_a_deeply_nested_intent_file() -> None:
 
 
 @pytest.fixture
-def tiny_fs() -> Any:
-    """A real 256 KiB tmpfs: writes beyond it fail with ENOSPC."""
+def tiny_state() -> Any:
+    """A daemon directory whose ``state`` is a real 256 KiB tmpfs: writes beyond it fail with
+    ENOSPC, like a full disk."""
     d = make_dir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], check=True)
+    (d / "state").mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d / "state")], check=True
+    )
     try:
         yield d
     finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
+        subprocess.run(["umount", "-l", str(d / "state")], check=False)
 
 
 def fill(directory: Path) -> Path:
@@ -238,22 +242,18 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-async def test_disk_full_is_its_own_clear_error(tiny_fs: Path) -> None:
-    d = make_dir()
-    (d / "oneiricd.toml").write_text(HEAD.format(activation="10s") + GOOD)
-    cfg = (d / "oneiricd.toml").read_text()
-    async with running_daemon(cfg, directory=d) as h:
-        store = h.rt.intent
-        # point the store at the tiny file system (the daemon's own dir holds socket + health)
-        store._path = tiny_fs / "intent.json"
-        filler = fill(tiny_fs)
+async def test_disk_full_is_its_own_clear_error(tiny_state: Path) -> None:
+    cfg = HEAD.format(activation="10s") + GOOD
+    (tiny_state / "oneiricd.toml").write_text(cfg)
+    async with running_daemon(cfg, directory=tiny_state) as h:
+        filler = fill(h.state_dir)
         with pytest.raises(RemoteError) as err:
             await h.call("pause", domain="adapter", key="cache", note="ops")
         assert err.value.code == "unavailable", err.value
-        assert "no space left" in err.value.message and str(tiny_fs) in err.value.message
+        assert "no space left" in err.value.message and str(h.state_dir) in err.value.message
         assert h.rt.intent.effective("adapter", "cache").state == "active"  # rolled back
         with pytest.raises(NoSpace):
-            await store.pause("adapter", None, uid=0, pid=1)
+            await h.rt.intent.pause("adapter", None, uid=0, pid=1)
         filler.unlink()
         await h.call("pause", domain="adapter", key="cache")  # room again: it works
-        assert (tiny_fs / "intent.json").exists()
+        assert h.rt.intent.effective("adapter", "cache").state == "paused"

@@ -91,7 +91,7 @@ class Journal:
         if best is not None:
             try:
                 best_serial = _serial(best)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
                 return best  # let the caller say it is corrupt
         try:
             data = self.path.read_bytes()
@@ -109,7 +109,7 @@ class Journal:
                 continue
             try:
                 serial = _serial(doc)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 damaged += 1
                 continue
             if serial >= best_serial:
