@@ -9,17 +9,24 @@ order. The rest of the suite stays on asyncio, which is what oneiricd runs on.""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
 import pytest
 
 BACKENDS = ("asyncio", "trio")
+# the backend of every other async test; ONEIRIC_TEST_BACKEND=trio runs the whole suite on trio
+DEFAULT_BACKEND = os.environ.get("ONEIRIC_TEST_BACKEND", "asyncio")
+if DEFAULT_BACKEND not in BACKENDS:
+    raise pytest.UsageError(
+        f"ONEIRIC_TEST_BACKEND must be one of {BACKENDS}, not {DEFAULT_BACKEND!r}"
+    )
 
 
 @pytest.fixture
 def anyio_backend() -> str:
-    return "asyncio"
+    return DEFAULT_BACKEND
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
