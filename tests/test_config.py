@@ -176,10 +176,12 @@ def test_spec_example_loads(tmp_path: Path) -> None:
 
         [remote]
         url = "https://config.example.net/oneiric/"
+        root = "keys/root.json"
+        targets = ["fleet.toml", "groups/web.toml"]
         refresh = "5m"
-        trusted_keys = "keys/trusted.pub"
-        threshold = 2
-        allow_factories = ["oneiric.builtin."]
+        refresh_max = "15m"
+        allow_factories = ["myco.components.", "oneiric.builtin."]
+        max_bytes = "4MiB"
         """,
     )
     config = load_config(path)
@@ -205,8 +207,10 @@ def test_spec_example_loads(tmp_path: Path) -> None:
     assert config.remote is not None
     assert config.remote.url == "https://config.example.net/oneiric/"
     assert config.remote.refresh == 300.0
-    assert config.remote.trusted_keys == str(tmp_path / "keys" / "trusted.pub")
-    assert (config.remote.threshold, config.remote.allow_factories) == (2, ("oneiric.builtin.",))
+    assert config.remote.root == str(tmp_path / "keys" / "root.json")  # relative to the file
+    assert config.remote.targets == ("fleet.toml", "groups/web.toml")
+    assert (config.remote.refresh_max, config.remote.max_bytes) == (900.0, 4 * 1024 * 1024)
+    assert config.remote.allow_factories == ("myco.components.", "oneiric.builtin.")
 
 
 def test_octal_toml_integer_socket_mode(tmp_path: Path) -> None:
@@ -221,15 +225,26 @@ def test_socket_mode_string_forms(tmp_path: Path, text: str, mode: int) -> None:
 
 
 def test_remote_local_path_resolved_against_main_file(tmp_path: Path) -> None:
-    config = load_config(main_file(tmp_path, '[remote]\nurl = "manifests/site.json"\n'))
+    text = '[remote]\nurl = "repo"\nroot = "root.json"\n'
+    config = load_config(main_file(tmp_path, text))
     assert config.remote is not None
-    assert config.remote.url == str(tmp_path / "manifests" / "site.json")
+    assert config.remote.url == str(tmp_path / "repo")
+    assert config.remote.root == str(tmp_path / "root.json")
 
 
-def test_remote_file_url_kept(tmp_path: Path) -> None:
-    config = load_config(main_file(tmp_path, '[remote]\nurl = "file:///srv/m.json"\n'))
+def test_remote_file_url_is_a_local_directory(tmp_path: Path) -> None:
+    text = '[remote]\nurl = "file:///srv/repo"\nroot = "/etc/r.json"\n'
+    config = load_config(main_file(tmp_path, text))
     assert config.remote is not None
-    assert config.remote.url == "file:///srv/m.json"
+    assert config.remote.url == "/srv/repo"
+
+
+def test_remote_http_url_gets_a_trailing_slash(tmp_path: Path) -> None:
+    text = '[remote]\nurl = "https://cdn.example/oneiric"\nroot = "/etc/r.json"\n'
+    config = load_config(main_file(tmp_path, text))
+    assert config.remote is not None
+    assert config.remote.url == "https://cdn.example/oneiric/"
+    assert config.remote.targets == ("fleet.toml",)
 
 
 def test_parse_config_text_reads_no_dropins(tmp_path: Path) -> None:
@@ -367,7 +382,36 @@ def test_component_as_single_table(tmp_path: Path) -> None:
         ("include = 'conf.d/*.toml'\n", "include", "expected array, got str"),
         ("include = [1]\n", "include[0]", "expected str, got int"),
         ("[remote]\nurl = 5\n", "remote.url", "expected str, got int"),
-        ("[remote]\nurl = 'https://x/'\nthreshold = 0\n", "remote.threshold", ">= 1, got 0"),
+        ("[remote]\nurl = 'https://x/'\n", "remote", "missing required key 'root'"),
+        ("[remote]\nroot = 'r.json'\n", "remote", "missing required key 'url'"),
+        ("[remote]\nurl = 'ftp://x/'\nroot = 'r'\n", "remote.url", "http:// or https://"),
+        ("[remote]\nurl = 'https:///x'\nroot = 'r'\n", "remote.url", "with a host"),
+        (
+            "[remote]\nurl = 'https://x/'\nroot = 'r'\nmax_bytes = '4 lots'\n",
+            "remote.max_bytes",
+            'like "4MiB"',
+        ),
+        (
+            "[remote]\nurl = 'https://x/'\nroot = 'r'\ntargets = []\n",
+            "remote.targets",
+            "at least one",
+        ),
+        (
+            "[remote]\nurl = 'https://x/'\nroot = 'r'\ntargets = ['../etc/x']\n",
+            "remote.targets",
+            "target paths",
+        ),
+        (
+            "[remote]\nurl = 'https://x/'\nroot = 'r'\nrefresh = '10m'\nrefresh_max = '1m'\n",
+            "remote.refresh_max",
+            "must not be shorter",
+        ),
+        (
+            "[[component]]\ndomain = 'adapter'\nkey = 'k'\nprovider = 'p'\nfactory = 'a:B'\n"
+            "artifact = 'x.whl'\n",
+            "component[0].artifact",
+            "only valid in remote manifests",
+        ),
     ],
 )
 def test_wrong_section_types(tmp_path: Path, text: str, path: str, message: str) -> None:
@@ -463,7 +507,7 @@ def test_selection_expected_from_remote_is_a_warning(tmp_path: Path) -> None:
     path = main_file(
         tmp_path,
         comp(provider="memory") + '[selections.adapter]\ncache = "redis"\n'
-        '[remote]\nurl = "https://fleet.example/"\n',
+        '[remote]\nurl = "https://fleet.example/"\nroot = "/etc/oneiric/root.json"\n',
     )
     config = load_config(path)
     assert config.selections == {"adapter": {"cache": "redis"}}
@@ -594,7 +638,8 @@ def test_dropins_merge_in_lexical_order(tmp_path: Path) -> None:
         db = "sqlite"
         [remote]
         url = "https://a/"
-        threshold = 2
+        root = "/etc/oneiric/root.json"
+        refresh = "2m"
         """
         + comp(provider="memory"),
     )
@@ -628,7 +673,7 @@ def test_dropins_merge_in_lexical_order(tmp_path: Path) -> None:
         "task": {"tick": "x"},
     }
     assert config.remote is not None
-    assert (config.remote.url, config.remote.threshold) == ("https://b/", 2)
+    assert (config.remote.url, config.remote.refresh) == ("https://b/", 120.0)
 
 
 def test_error_in_dropin_names_dropin_and_its_own_index(tmp_path: Path) -> None:
@@ -681,7 +726,7 @@ def test_empty_include_disables_dropins(tmp_path: Path) -> None:
 
 
 def test_remote_only_in_dropin(tmp_path: Path) -> None:
-    write(tmp_path / "conf.d" / "a.toml", '[remote]\nurl = "https://x/"\n')
+    write(tmp_path / "conf.d" / "a.toml", '[remote]\nurl = "https://x/"\nroot = "/r.json"\n')
     config = load_config(main_file(tmp_path))
     assert config.remote is not None
     assert config.remote.url == "https://x/"

@@ -52,7 +52,7 @@ def snapshot(**kw: object) -> HealthSnapshot:
         "updated_at": now,
         "heartbeat_s": 5.0,
         "config": ConfigHealth(path="/etc/oneiric/oneiricd.toml", loaded_at=now, files=["a"]),
-        "remote": RemoteHealth(status="ok", url="https://x/", serial=3, last_sync=now),
+        "remote": RemoteHealth(status="ok", url="https://x/", version=3, last_check_at=now),
         "components": [
             ComponentHealth(
                 domain="adapter",

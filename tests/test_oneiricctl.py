@@ -70,9 +70,14 @@ def status_doc(*components: dict[str, Any], pid: int = 4242, **extra: Any) -> di
         "remote": {
             "status": "disabled",
             "url": None,
-            "serial": None,
-            "last_sync": None,
+            "targets": [],
+            "version": None,
+            "applied_at": None,
+            "last_check_at": None,
             "last_error": None,
+            "next_check_at": None,
+            "artifacts": 0,
+            "restart_needed": False,
         },
         "components": list(components),
     }
@@ -197,11 +202,13 @@ def test_status_shows_config_error_and_remote(fake: FakeDaemon) -> None:
     doc = status_doc(
         config={"path": "/etc/o.toml", "loaded_at": NOW - 10, "last_error": "bad priority"},
         remote={
-            "status": "ok",
+            "status": "error",
             "url": "https://x/",
-            "serial": 42,
-            "last_sync": NOW - 65,
-            "last_error": "expired manifest",
+            "version": 42,
+            "last_check_at": NOW - 65,
+            "next_check_at": NOW + 120,
+            "last_error": "rejected (expired): timestamp.json is expired",
+            "restart_reasons": ["adapter/x provider y: module 'm' is already imported"],
         },
     )
     fake.on("status", doc)
@@ -212,8 +219,9 @@ def test_status_shows_config_error_and_remote(fake: FakeDaemon) -> None:
     assert lines[-1] == (
         "1 failing: config (the files on disk are broken; the running config is kept)"
     )
-    assert "remote: ok, serial 42, synced 1m05s ago" in lines
-    assert "remote error: expired manifest" in lines
+    assert "remote: error, version 42, checked 1m05s ago, next in 2m00s" in lines
+    assert "remote error: rejected (expired): timestamp.json is expired" in lines
+    assert "restart needed: adapter/x provider y: module 'm' is already imported" in lines
     assert "(no components)" in lines
 
 
@@ -996,11 +1004,48 @@ def test_reload_error_exits_1_with_config_message(fake: FakeDaemon) -> None:
     ]
 
 
-def test_sync(fake: FakeDaemon) -> None:
-    fake.on("sync", {"status": "ok", "serial": 7})
+def test_sync_applied(fake: FakeDaemon) -> None:
+    fake.on(
+        "sync",
+        {
+            "ok": True,
+            "outcome": "applied",
+            "status": "ok",
+            "version": 7,
+            "changed": ["adapter/cache", "task/tick"],
+            "outcomes": {"adapter/cache": "swapped", "task/tick": "parked"},
+            "failed": {},
+            "restart_reasons": [],
+            "next_check_at": None,
+        },
+    )
     result = ctl(fake.path, "sync")
     assert result.exit_code == 0
-    assert result.stdout.splitlines() == ["remote sync:", "  status: ok", "  serial: 7"]
+    assert result.stdout.splitlines() == [
+        "remote sync: applied version 7: 2 key(s) changed (adapter/cache, task/tick)",
+        "parked until resumed: task/tick",
+    ]
+
+
+def test_sync_rejected_exits_1_with_the_reason(fake: FakeDaemon) -> None:
+    doc = {
+        "ok": False,
+        "outcome": "rejected",
+        "status": "error",
+        "version": 6,
+        "reason": "rollback",
+        "error": "rejected (rollback): New timestamp version 3 must be >= 5",
+    }
+    fake.on("sync", doc)
+    result = ctl(fake.path, "sync")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "remote sync: REJECTED: rejected (rollback): New timestamp version 3 must be >= 5 "
+        "(still running version 6)"
+    ]
+    as_json = ctl(fake.path, "--json", "sync")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout) == doc
 
 
 def test_sync_unavailable(fake: FakeDaemon) -> None:
@@ -1153,6 +1198,12 @@ HEAVY = (
     "selectors",
     "shutil",
     "oneiric.runtime",
+    # remote manifests: only `oneiricctl manifest ...` may load python-tuf and its stack
+    "oneiric.remote",
+    "tuf",
+    "securesystemslib",
+    "cryptography",
+    "urllib3",
 )
 
 

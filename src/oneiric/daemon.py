@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -45,6 +46,11 @@ from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig, point_beside_socket
 from oneiric.systemd import Notifier, watchdog_loop
 from oneiric.watch import ConfigWatcher
+
+if TYPE_CHECKING:
+    from oneiric.remote.apply import ApplyReport
+    from oneiric.remote.sync import RemoteSync
+    from oneiric.runtime.candidates import Candidate
 
 __all__ = ["Daemon", "Options"]
 
@@ -98,6 +104,7 @@ class Daemon:
         self.health: HealthReporter | None = None
         self.domains: DomainManager | None = None
         self.watcher: ConfigWatcher | None = None
+        self.remote: RemoteSync | None = None
         self._loaded: LoadedConfig | None = None
         self._sock: socket.socket | None = None
         self._owns_socket_file = False
@@ -172,12 +179,6 @@ class Daemon:
         loaded, paths = self._loaded, self.paths
         assert loaded is not None and paths is not None
         config = loaded.config
-        if config.remote is not None:
-            log.warning(
-                "[remote] is set (%s) but remote manifests are not implemented in this "
-                "version: it is validated and ignored",
-                config.remote.url,
-            )
         self.notifier.status("starting: restoring operator intent")
         await anyio.to_thread.run_sync(prepare_dirs, paths)
         store = IntentStore(Path(paths.state_dir) / "intent.json")
@@ -248,6 +249,8 @@ class Daemon:
             )
             self.notifier.status("starting: activating components")
             await reloader.activate()
+            if config.remote is not None:
+                handler.remote = reloader.remote = await self._start_remote(tg, rt, paths)
             # the domains take over the keys just activated; the handler runs and emits on them
             self.domains = handler.domains = await start_domains(
                 tg,
@@ -269,6 +272,32 @@ class Daemon:
             await self._stop.wait()
             await self._shutdown(rt, health, reloader.config)
             tg.cancel_scope.cancel()
+
+    async def _start_remote(
+        self, tg: anyio.abc.TaskGroup, rt: Runtime, paths: ResolvedPaths
+    ) -> RemoteSync:
+        """Fail static first (the last accepted manifest from the state dir, before READY),
+        then the refresh loop, whose first check runs at once in the background: READY never
+        waits on the network."""
+        from oneiric.remote.apply import apply_to_runtime
+        from oneiric.remote.sync import RemoteSync
+
+        assert self.reloader is not None and self.health is not None
+        remote_config = self.reloader.config.remote
+        assert remote_config is not None
+        self.notifier.status("starting: applying the last accepted remote manifest")
+
+        async def apply(
+            sources: set[str], cands: list[Candidate], sel: dict[str, dict[str, str]]
+        ) -> ApplyReport:
+            return await apply_to_runtime(rt, sources, cands, sel)
+
+        remote = RemoteSync(remote_config, Path(paths.state_dir), apply, on_change=rt.bump)
+        self.remote = remote
+        self.health.remote = remote.health
+        await remote.boot()
+        await tg.start(remote.run)
+        return remote
 
     # -- signals and shutdown --------------------------------------------------------------------
     async def _reload_on_signal(self) -> None:

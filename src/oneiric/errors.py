@@ -36,6 +36,7 @@ ErrorCode = Literal[
 __all__ = [
     "ActivationError",
     "AlreadyRunning",
+    "ArtifactError",
     "BadRequest",
     "Busy",
     "ComponentExit",
@@ -43,6 +44,7 @@ __all__ = [
     "Conflict",
     "DrainTimeout",
     "ErrorCode",
+    "ManifestError",
     "NoSpace",
     "NotDurable",
     "NotFound",
@@ -50,6 +52,9 @@ __all__ = [
     "Paused",
     "PermissionDenied",
     "ProtocolError",
+    "PublishError",
+    "RemoteRejected",
+    "RemoteUnreachable",
     "ReplacedUnconfirmed",
     "RunCancelled",
     "SessionMisuse",
@@ -270,3 +275,43 @@ class ComponentExit(RuntimeError):
     def from_exit(cls, exc: BaseException, what: str) -> ComponentExit:
         how = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
         return cls(f"{what} raised {how}; component code may not stop the daemon")
+
+
+# -- remote manifests (SPEC §9) -----------------------------------------------------------------
+class RemoteRejected(OneiricError):
+    """A remote update that must not be applied: the repository answered, but its metadata did
+    not verify or its manifest did not validate. ``reason`` is the class of the rejection:
+    unsigned, rollback, expired, tampered, oversized, malformed, disallowed_factory, missing,
+    invalid."""
+
+    code = "conflict"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"rejected ({reason}): {message}")
+        self.reason = reason
+        self.message = message
+
+
+class RemoteUnreachable(Unavailable):
+    """The remote source could not be asked (network, HTTP status, missing directory)."""
+
+
+class ManifestError(ConfigError):
+    """A manifest that verified but does not validate; ``reason`` is malformed or
+    disallowed_factory."""
+
+    def __init__(
+        self, message: str, *, reason: str, file: str | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, file=file, path=path)
+        self.reason = reason
+
+
+class ArtifactError(OneiricError):
+    """A wheel that cannot be used (not a zip, unsafe member paths, too large unpacked)."""
+
+
+class PublishError(OneiricError):
+    """A publisher mistake (``oneiricctl manifest ...``), with the fix in its message."""
+
+    code = "bad_request"

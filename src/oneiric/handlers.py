@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -66,6 +67,9 @@ from oneiric.runtime.core import Runtime
 from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.reporter import HealthReporter
 
+if TYPE_CHECKING:
+    from oneiric.remote.sync import RemoteSync
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +104,8 @@ class ControlHandler:
         #: None until the domains have started (the server answers before that: ``run`` and
         #: ``emit`` say "still starting" meanwhile)
         self.domains = domains
+        #: the remote manifest sync (SPEC §9); None without [remote] (``sync`` is unavailable)
+        self.remote: RemoteSync | None = None
 
     async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Result:
         rt = self.rt
@@ -166,10 +172,12 @@ class ControlHandler:
                 rows = await self._domains().runs(key, limit)
                 return msgspec.convert({"runs": rows}, RunsReply)
             case SyncRequest():
-                raise Unavailable(
-                    "remote manifests are not implemented in this version of oneiricd "
-                    "([remote] is validated but not used)"
-                )
+                if self.remote is None:
+                    raise Unavailable(
+                        "no [remote] section in the config: this host is not steered by a "
+                        "remote manifest (see docs/fleet.md)"
+                    )
+                return await self.remote.sync_now()
         raise OneiricError(f"unhandled op {type(request).__name__}")  # pragma: no cover
 
     def _domains(self) -> DomainManager:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -24,11 +25,15 @@ from oneiric.config import Config, DaemonConfig, load_config
 from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
 from oneiric.plugins import PluginScan, discover, log_scan
+from oneiric.runtime.candidates import candidate_of
 from oneiric.runtime.core import Runtime, Timeouts
 from oneiric.runtime.health import PluginHealth
 from oneiric.runtime.registry import Candidate, requires_errors
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
 from oneiric.systemd import Notifier
+
+if TYPE_CHECKING:
+    from oneiric.remote.sync import RemoteSync
 
 __all__ = [
     "LIVE_SETTINGS",
@@ -55,27 +60,7 @@ LIVE_SETTINGS = frozenset(
 
 
 def candidates_of(config: Config) -> list[Candidate]:
-    return [
-        Candidate(
-            domain=c.domain,
-            key=c.key,
-            provider=c.provider,
-            factory=c.factory,
-            priority=c.priority,
-            stack_level=c.stack_level,
-            settings=dict(c.settings),
-            source=c.source,
-            every=c.every,
-            topics=tuple(c.topics),
-            concurrency=c.concurrency,
-            queue_size=c.queue_size,
-            capabilities=c.capabilities,
-            filters=dict(c.filters),
-            fanout=c.fanout,
-            retry=c.retry,
-        )
-        for c in config.components
-    ]
+    return [candidate_of(c) for c in config.components]
 
 
 def summarize(result: ReloadResult) -> str:
@@ -154,6 +139,8 @@ class Reloader:
         self.listeners: list[Callable[[Config], object]] = []
         self._lock = anyio.Lock()
         self._closed = False
+        #: the remote manifest sync, when [remote] was configured at boot (set by the daemon)
+        self.remote: RemoteSync | None = None
 
     @property
     def config(self) -> Config:
@@ -224,6 +211,23 @@ class Reloader:
                     health.set_state(previous_state if previous_state != "reloading" else "running")
                     self.notifier.ready(health.status_line())
 
+    def _remote_not_live(self, new: Config) -> list[str]:
+        """[remote] on reload: refresh, refresh_max, allow_factories and max_bytes apply live;
+        adding or removing the section, or a new url/root/targets, takes a restart (the trust
+        anchor and the persisted state belong to one source)."""
+        sync = self.remote
+        if sync is None or new.remote is None:
+            return [] if sync is None and new.remote is None else ["remote"]
+        old = sync.config
+        changed = [
+            f"remote.{f}"
+            for f in ("url", "root", "targets")
+            if getattr(new.remote, f) != getattr(old, f)
+        ]
+        if not changed:
+            sync.reconfigure(new.remote)
+        return changed
+
     async def apply(
         self, new: Config, *, force: bool, plugins: PluginScan | None = None
     ) -> ReloadResult:
@@ -239,6 +243,7 @@ class Reloader:
             for f in new.daemon.__struct_fields__
             if f not in LIVE_SETTINGS and getattr(new.daemon, f) != getattr(boot, f)
         ]
+        not_live += self._remote_not_live(new)
         if not_live:
             log.warning("changed settings need a restart to take effect: %s", ", ".join(not_live))
         for warning in new.warnings:

@@ -111,11 +111,25 @@ def reload(ctl: Ctl) -> None:
         sys.exit(EXIT_FAILED)
 
 
-@click.command(epilog="Example:\n\n  oneiricctl sync --json")
+@click.command(
+    epilog="""\b
+Examples:
+  oneiricctl sync
+  oneiricctl --json sync | jq .reason
+
+\b
+Checks the [remote] TUF repository now and waits for the result: the version
+applied and what changed, "unchanged", or why the update was rejected
+(unsigned, rollback, expired, tampered, oversized, malformed,
+disallowed_factory, ...) or the source unreachable -- then nothing changed.
+Exits 1 when the check failed or a swap it asked for failed."""
+)
 @json_option
 @pass_ctl
 def sync(ctl: Ctl) -> None:
-    """Sync remote manifests now (not implemented in this version: it says so, exit 1)."""
+    """Check the remote manifest now and print the result."""
     with errors(ctl, "sync"):
         result = call(ctl, "sync", read_timeout=ctl.read_timeout(WAITING_TIMEOUT))
     output(ctl, result, render.render_sync(result))
+    if not result.get("ok") or result.get("failed"):
+        sys.exit(EXIT_FAILED)

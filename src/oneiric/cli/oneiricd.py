@@ -96,6 +96,10 @@ def cli(
         for warning in cfg.warnings:
             click.echo(f"oneiricd: warning: {warning}", err=True)
         problems = check_factories(cfg)
+        if cfg.remote is not None:
+            from oneiric.remote.check import check_remote
+
+            problems += check_remote(cfg.remote)
         for p in problems:
             click.echo(f"oneiricd: {p}", err=True)
         if problems:

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 class _Merge:
     """Accumulates the files of one config in merge order."""
 
+    #: ``artifact`` names a wheel target of a TUF repository: remote manifests only (SPEC §9)
+    allow_artifacts = False
+
     def __init__(self, main: str, providers: Iterable[tuple[str, str, str]] = ()) -> None:
         #: (domain, key, provider) offered from outside the files (entry-point plugins)
         self.providers = tuple(providers)
@@ -174,6 +177,13 @@ class _Merge:
         for index, entry in enumerate(raw):
             where = f"component[{index}]"
             comp = _component(entry, file=file, where=where)
+            if comp.artifact is not None and not self.allow_artifacts:
+                raise ConfigError(
+                    "'artifact' is only valid in remote manifests (a wheel published as a "
+                    "target of the same TUF repository); install the package locally instead",
+                    file=file,
+                    path=f"{where}.artifact",
+                )
             ident = (comp.domain, comp.key, comp.provider)
             if ident in seen:
                 raise ConfigError(
@@ -189,11 +199,19 @@ class _Merge:
     def result(self) -> Config:
         remote = None
         if self.remote_file is not None:
-            if "url" not in self.remote:
-                raise ConfigError(
-                    "missing required key 'url'", file=self.remote_file, path="remote"
-                )
+            for required in ("url", "root"):
+                if required not in self.remote:
+                    raise ConfigError(
+                        f"missing required key {required!r}", file=self.remote_file, path="remote"
+                    )
             remote = RemoteConfig(**self.remote)
+            if remote.refresh_max < remote.refresh:
+                raise ConfigError(
+                    f"refresh_max ({remote.refresh_max:g}s) must not be shorter than refresh "
+                    f"({remote.refresh:g}s)",
+                    file=self.remote_file,
+                    path="remote.refresh_max",
+                )
         warnings = self._check_selections(expect_remote=remote is not None)
         self._check_requires()
         tasks = {c.key for c in self.components if c.domain == "task"}

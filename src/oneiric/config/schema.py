@@ -66,17 +66,20 @@ class ComponentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     filters: dict[str, Any] = {}
     fanout: str = "broadcast"
     retry: Retry | None = None
+    artifact: str | None = None  # remote manifests only: a wheel target of the same repository
     source: str = ""
 
 
 class RemoteConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``[remote]``: the signed manifest source (SPEC §9)."""
 
-    url: str
-    refresh: float = 300.0
-    trusted_keys: str | None = None
-    threshold: int = 1
-    allow_factories: tuple[str, ...] = ()
+    url: str  # http(s)://... (metadata at URL/metadata/, targets at URL/targets/) or a local dir
+    root: str  # the trust anchor: initial root metadata installed on the host
+    targets: tuple[str, ...] = ("fleet.toml",)  # manifest targets, merged in order (later wins)
+    refresh: float = 300.0  # ±10 % jitter
+    refresh_max: float = 900.0  # exponential backoff on failure stops here
+    allow_factories: tuple[str, ...] = ("oneiric.builtin.",)  # prefixes a manifest may name
+    max_bytes: int = 4 * 1024 * 1024  # per target (manifest or artifact)
 
 
 class Config(msgspec.Struct, kw_only=True, frozen=True):

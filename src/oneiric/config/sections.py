@@ -143,17 +143,66 @@ def _daemon_value(name: str, value: Any, *, file: str, base: str) -> Any:
     return result
 
 
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2}
+_SIZE_UNITS["gb"] = 1000**3
+_URL = re.compile(r"(https?)://[^/\s?#]+(/[^\s?#]*)?")
+
+
+def _size(value: Any, *, file: str, path: str) -> int:
+    """``"4MiB"``, ``"512KiB"``, ``"1000000"`` or a TOML integer: a positive byte count."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    else:
+        size = -1
+    if size <= 0:
+        raise ConfigError(
+            f'expected a positive size like "4MiB", "512KiB" or a byte count, got {value!r}',
+            file=file,
+            path=path,
+        )
+    return size
+
+
 def _remote_value(name: str, value: Any, *, file: str, base: str) -> Any:
     where = f"remote.{name}"
-    if name == "refresh":
+    if name in ("refresh", "refresh_max"):
         return _duration(value, file=file, path=where, positive=True)
+    if name == "max_bytes":
+        return _size(value, file=file, path=where)
     result = _convert(value, _REMOTE_FIELDS[name], file=file, path=where)
-    if name == "threshold" and result < 1:
-        raise ConfigError(f"expected an integer >= 1, got {result}", file=file, path=where)
-    if name == "trusted_keys":
+    if name == "root":
         return _local_path(base, result, file=file, path=where)
-    if name == "url" and "://" not in result and not result.startswith("file:"):
+    if name == "url":
+        if result.startswith("file://"):
+            result = result[len("file://") :]
+        elif "://" in result:
+            if not _URL.fullmatch(result):
+                raise ConfigError(
+                    "expected an http:// or https:// URL with a host (or a local directory), "
+                    f"got {result!r}",
+                    file=file,
+                    path=where,
+                )
+            return result if result.endswith("/") else result + "/"
         return _local_path(base, result, file=file, path=where)
+    if name == "targets":
+        if not result:
+            raise ConfigError("expected at least one manifest target", file=file, path=where)
+        for target in result:
+            parts = target.split("/")
+            if not target or target.startswith("/") or ".." in parts or "" in parts:
+                raise ConfigError(
+                    f'expected target paths like "fleet.toml" or "groups/web.toml", got {target!r}',
+                    file=file,
+                    path=where,
+                )
+    if name == "allow_factories" and any(not p for p in result):
+        raise ConfigError(
+            'expected non-empty module prefixes like "myco.components."', file=file, path=where
+        )
     return result
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "RunsReply",
     "StatusReply",
     "SwapReply",
+    "SyncReply",
     "TaskRunReply",
     "WatchEnded",
     "WatchSnapshot",
@@ -220,6 +221,24 @@ class RunsReply(msgspec.Struct, kw_only=True):
     runs: list[WorkflowRunInfo]
 
 
+class SyncReply(msgspec.Struct, kw_only=True):
+    """What one remote check did (SPEC §9): ``ok`` is false when nothing could be applied
+    (``outcome`` rejected or unreachable, ``reason`` and ``error`` say why)."""
+
+    ok: bool
+    outcome: Literal["applied", "unchanged", "rejected", "unreachable"]
+    status: str  # the remote status after the check: ok|stale|error
+    version: int | None  # the applied targets metadata version
+    reason: str | None = None
+    error: str | None = None
+    changed: list[str] = []
+    outcomes: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    restart_needed: bool = False
+    restart_reasons: list[str] = []
+    next_check_at: float | None = None
+
+
 #: What an op answers: the ``result`` of a success reply, for every op.
 Result = (
     PingReply
@@ -239,4 +258,5 @@ Result = (
     | DeadLettersReply
     | ReplayReply
     | RunsReply
+    | SyncReply
 )

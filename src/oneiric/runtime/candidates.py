@@ -13,13 +13,17 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from oneiric.config.schema import Retry
+from oneiric.config.schema import ComponentConfig, Retry
 
-Via = Literal["override", "selection", "ranking", "none"]
+Via = Literal["override", "selection", "remote", "ranking", "none"]
 Ident = tuple[str, str, str, str]  # (domain, key, provider, source): the replacement identity
 
 #: The rules that pick a candidate by name, as messages call them.
-RULES: Final = {"override": "operator override", "selection": "config selection"}
+RULES: Final = {
+    "override": "operator override",
+    "selection": "config selection",
+    "remote": "remote manifest selection",
+}
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +46,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     filters: dict[str, Any] = {}  # event: field equality on the event data
     fanout: str = "broadcast"  # event: "broadcast" | "exclusive"
     retry: Retry | None = None  # event: tries and backoff of a delivery
+    # remote manifests: the unpacked wheel directory the factory is imported from (SPEC §9)
+    artifact: str | None = None
 
 
 class Ranked(msgspec.Struct, frozen=True):
@@ -126,3 +132,27 @@ def requirement(domain: str, key: str, required: Iterable[str]) -> str:
     """How messages name a key's requirement: ``[requires.adapter] cache = ['persist']``."""
     caps = ", ".join(map(repr, required))
     return f"[requires.{domain}] {key} = [{caps}]"
+
+
+def candidate_of(c: ComponentConfig, artifact: str | None = None) -> Candidate:
+    """The candidate a validated ``[[component]]`` entry (config or remote manifest) registers;
+    ``artifact`` is the unpacked wheel directory of a remote component that names one."""
+    return Candidate(
+        domain=c.domain,
+        key=c.key,
+        provider=c.provider,
+        factory=c.factory,
+        priority=c.priority,
+        stack_level=c.stack_level,
+        settings=dict(c.settings),
+        source=c.source,
+        every=c.every,
+        topics=tuple(c.topics),
+        concurrency=c.concurrency,
+        queue_size=c.queue_size,
+        capabilities=c.capabilities,
+        filters=dict(c.filters),
+        fanout=c.fanout,
+        retry=c.retry,
+        artifact=artifact,
+    )

@@ -378,12 +378,15 @@ class Runtime(ChangeCounter):
         candidates: Iterable[Candidate],
         selections: Mapping[str, Mapping[str, str]] | None = None,
         requires: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
+        *,
+        remote_selections: Mapping[str, Mapping[str, str]] | None = None,
     ) -> set[ComponentKey]:
-        """Replace every candidate from ``sources`` (and the selections and requirements, when
-        given) in one step;
-        return the keys whose desired provider may have changed. Call :meth:`reconcile` (or
-        :meth:`request_reconcile`) on them."""
-        changed = self._wanted.apply(sources, candidates, selections, requires)
+        """Replace every candidate from ``sources`` (and the config or remote selections and
+        the requirements, when given) in one step; return the keys whose desired provider may
+        have changed. Call :meth:`reconcile` (or :meth:`request_reconcile`) on them."""
+        changed = self._wanted.apply(
+            sources, candidates, selections, requires, remote_selections=remote_selections
+        )
         for ck in changed:
             self._ensure(ck)
         self.bump()
@@ -436,6 +439,7 @@ class Runtime(ChangeCounter):
             selection=self._wanted.selection(domain, key),
             required=self.required(domain, key),
             capability=capability,
+            remote=self._wanted.remote_selection(domain, key),
         )
 
     # -- shutdown --------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""What each key should serve: candidates, config selections and operator overrides (SPEC §3).
+"""What each key should serve: candidates, config and remote selections and operator overrides
+(SPEC §3).
 
 :class:`DesiredState` answers "who wins this key now?" by rule order — the operator's override
-(durable intent), then the config's selection, then the ranking — and applies a config reload
+(durable intent), then the config's selection, then the applied remote manifest's selection,
+then the ranking — and applies a config reload
 or a manifest as one step that names the keys whose answer may have changed. It never touches
 instances: the reconciler asks it, then makes the key serve the answer.
 """
@@ -27,10 +29,16 @@ class DesiredState:
         self.selections: dict[str, dict[str, str]] = {}  # domain -> key -> provider
         #: [requires.<domain>] key = [...] (SPEC §10): capabilities every provider must have
         self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
+        #: the applied remote manifest's selections: below the config's (SPEC §3 rule 3)
+        self.remote_selections: dict[str, dict[str, str]] = {}
 
     def selection(self, domain: str, key: str) -> str | None:
         """The provider the config selects for the key, if any."""
         return self.selections.get(domain, {}).get(key)
+
+    def remote_selection(self, domain: str, key: str) -> str | None:
+        """The provider the applied remote manifest selects for the key, if any."""
+        return self.remote_selections.get(domain, {}).get(key)
 
     def required(self, domain: str, key: str) -> tuple[str, ...]:
         """The capabilities the key's ``[requires]`` asks of every provider (may be none)."""
@@ -46,6 +54,7 @@ class DesiredState:
             override=self.intent.override(domain, key),
             selection=self.selection(domain, key),
             required=self.required(domain, key),
+            remote=self.remote_selection(domain, key),
         )
 
     def desired(self, ck: ComponentKey) -> Candidate | None:
@@ -59,18 +68,17 @@ class DesiredState:
         candidates: Iterable[Candidate],
         selections: Mapping[str, Mapping[str, str]] | None = None,
         requires: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
+        *,
+        remote_selections: Mapping[str, Mapping[str, str]] | None = None,
     ) -> set[ComponentKey]:
-        """Replace every candidate from ``sources`` (and the selections and requirements, when
-        given) in one step; return the keys whose desired provider may have changed."""
+        """Replace every candidate from ``sources`` (and the config or remote selections and
+        the requirements, when given) in one step; return the keys whose desired provider may
+        have changed."""
         changed = self.registry.replace_sources(sources, candidates)
         if selections is not None:
-            new_sel = {d: dict(m) for d, m in selections.items()}
-            for d in set(new_sel) | set(self.selections):
-                old_m, new_m = self.selections.get(d, {}), new_sel.get(d, {})
-                for k in set(old_m) | set(new_m):
-                    if old_m.get(k) != new_m.get(k):
-                        changed.add(ComponentKey(d, k))
-            self.selections = new_sel
+            self.selections = _replace(self.selections, selections, changed)
+        if remote_selections is not None:
+            self.remote_selections = _replace(self.remote_selections, remote_selections, changed)
         if requires is not None:
             new_req = {d: dict(m) for d, m in requires.items()}
             for d in set(new_req) | set(self.requires):
@@ -80,3 +88,18 @@ class DesiredState:
                         changed.add(ComponentKey(d, k))
             self.requires = new_req
         return changed
+
+
+def _replace(
+    old: Mapping[str, Mapping[str, str]],
+    new: Mapping[str, Mapping[str, str]],
+    changed: set[ComponentKey],
+) -> dict[str, dict[str, str]]:
+    """The new selections; adds every key whose selection differs to ``changed``."""
+    new_sel = {d: dict(m) for d, m in new.items()}
+    for d in set(new_sel) | set(old):
+        old_m, new_m = old.get(d, {}), new_sel.get(d, {})
+        for k in set(old_m) | set(new_m):
+            if old_m.get(k) != new_m.get(k):
+                changed.add(ComponentKey(d, k))
+    return new_sel

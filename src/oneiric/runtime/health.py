@@ -87,12 +87,24 @@ class ConfigHealth(msgspec.Struct, kw_only=True):
 
 
 class RemoteHealth(msgspec.Struct, kw_only=True):
-    status: str = "disabled"
+    """The ``remote`` object (SPEC §9); timestamps are epoch seconds."""
+
+    status: str = "disabled"  # disabled|ok|stale|error
     url: str | None = None
-    serial: int | None = None
-    last_sync: float | None = None
-    last_error: str | None = None
-    expires: float | None = None
+    targets: list[str] = []
+    version: int | None = None  # the applied targets metadata version
+    applied_at: float | None = None
+    last_check_at: float | None = None
+    last_error: str | None = None  # null after a success
+    next_check_at: float | None = None
+    artifacts: int = 0
+    restart_needed: bool = False
+    # beyond the contract
+    reason: str | None = None  # class of the last failure: unreachable, unsigned, rollback, ...
+    failures: int = 0  # consecutive failed checks (the backoff exponent)
+    restart_reasons: list[str] = []
+    expires: float | None = None  # earliest expiry of the trusted TUF metadata
+    components: int = 0  # remote candidates applied
 
 
 class PluginHealth(msgspec.Struct, kw_only=True):

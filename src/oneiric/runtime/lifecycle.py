@@ -87,6 +87,10 @@ async def activate(
     """Build a ready instance for ``candidate`` or raise ActivationError (nothing leaks)."""
     provider = candidate.provider
     try:
+        if candidate.artifact is not None:  # a verified wheel of a remote manifest (SPEC §9)
+            from oneiric.remote.artifacts import activate
+
+            activate([candidate.artifact])
         factory = resolve_factory(candidate.factory)
     except Exception as exc:
         raise ActivationError(

@@ -186,9 +186,11 @@ class Registry:
         override: str | None = None,
         selection: str | None = None,
         required: tuple[str, ...] = (),
+        remote: str | None = None,
     ) -> Resolution:
+        """Rules 1-4 of SPEC §3: override, config selection, remote selection, ranking."""
         ck = ComponentKey(domain, key)
-        return _resolve(ck, self.ranked(domain, key), override, selection, required)
+        return _resolve(ck, self.ranked(domain, key), override, selection, required, remote)
 
     def refusal(
         self, domain: str, key: str, provider: str, required: tuple[str, ...]
@@ -216,6 +218,7 @@ class Registry:
         *,
         override: str | None = None,
         selection: str | None = None,
+        remote: str | None = None,
         active: str | None = None,
         parked: str | None = None,
         last_error: str | None = None,
@@ -229,7 +232,7 @@ class Registry:
         return explanation(
             ck,
             ranked,
-            _resolve(ck, ranked, override, selection, required),
+            _resolve(ck, ranked, override, selection, required, remote),
             override=override,
             selection=selection,
             active=active,
@@ -261,6 +264,7 @@ def _resolve(
     override: str | None,
     selection: str | None,
     required: tuple[str, ...] = (),
+    remote: str | None = None,
 ) -> Resolution:
     """Rules 1-4 of SPEC §3 over the candidates that declare every ``required`` capability
     (§10): an override or a selection naming an incapable provider falls back, with a
@@ -273,12 +277,13 @@ def _resolve(
     for how, wanted, why in (
         ("override", override, "operator override"),
         ("selection", selection, "selected in config"),
+        ("remote", remote, "selected by the remote manifest"),
     ):
         if wanted is None:
             continue
         winner = best_named(eligible, wanted)
         if winner is not None:
-            via, reason = ("override" if how == "override" else "selection"), why
+            via, reason = how, why  # type: ignore[assignment]
             break
         named = best_named(ranked, wanted)
         if named is None:
@@ -294,6 +299,8 @@ def _resolve(
         reason = f"no candidate has every capability of {rule}"
     if via == "selection":
         fallback = f"the config selection {selection!r}"
+    elif via == "remote":
+        fallback = f"the remote manifest selection {remote!r}"
     elif winner is not None:
         fallback = f"the ranking ({winner.candidate.provider!r})"
     elif ranked:

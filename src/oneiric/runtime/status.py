@@ -75,6 +75,7 @@ def explain(
     selection: str | None,
     required: tuple[str, ...] = (),
     capability: tuple[str, ...] | None = None,
+    remote: str | None = None,
 ) -> Explanation:
     """The ranking of the key's candidates with reasons, and why the active one differs."""
     slot = st.slot
@@ -84,6 +85,7 @@ def explain(
         slot.key,
         override=override,
         selection=selection,
+        remote=remote,
         active=cur.provider if cur is not None else None,
         parked=st.parked.provider if st.parked is not None else None,
         last_error=st.last_error,

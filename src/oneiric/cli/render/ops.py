@@ -3,11 +3,13 @@ emit, reload, ping, sync. Pure functions; see :mod:`oneiric.cli.render`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from oneiric.cli.render.text import (
     Doc,
+    ago,
     cell,
     duration,
     mapping_lines,
@@ -265,5 +267,30 @@ def render_ping(result: Doc) -> str:
     )
 
 
-def render_sync(result: Any) -> str:
-    return "\n".join(["remote sync:", *mapping_lines(result, "  ")])
+def render_sync(result: Doc, now: float | None = None) -> str:
+    """``oneiricctl sync``: what the check did, what changed, and when the next one runs."""
+    now = time.time() if now is None else now
+    outcome = result.get("outcome")
+    version = result.get("version")
+    if outcome == "applied":
+        changed = list(result.get("changed") or ())
+        head = f"applied version {version}: {len(changed)} key(s) changed"
+        head += f" ({names(changed)})" if changed else ""
+    elif outcome == "unchanged":
+        head = f"unchanged: version {version} is current"
+    else:
+        head = f"{str(outcome).upper()}: {result.get('error')}"
+        if version is not None:
+            head += f" (still running version {version})"
+    lines = [f"remote sync: {head}"]
+    outcomes: dict[str, str] = dict(result.get("outcomes") or {})
+    parked = sorted(k for k, v in outcomes.items() if v == "parked")
+    if parked:
+        lines.append(f"parked until resumed: {names(parked)}")
+    for key, why in sorted(dict(result.get("failed") or {}).items()):
+        lines.append(f"FAILED {key}: {why} (the previous provider keeps serving)")
+    for why in result.get("restart_reasons") or ():
+        lines.append(f"restart needed: {why}")
+    if result.get("next_check_at") is not None:
+        lines.append(f"next check {ago(result['next_check_at'], now)}")
+    return "\n".join(lines)

@@ -78,13 +78,17 @@ def status_header(doc: Doc, now: float, *, live: bool = True) -> list[str]:
     remote = doc.get("remote") or {}
     if remote.get("status") or remote.get("url"):
         detail = [remote.get("status") or "?"]
-        if remote.get("serial") is not None:
-            detail.append(f"serial {remote['serial']}")
-        if remote.get("last_sync") is not None:
-            detail.append(f"synced {ago(remote['last_sync'], now)}")
+        if remote.get("version") is not None:
+            detail.append(f"version {remote['version']}")
+        if remote.get("last_check_at") is not None:
+            detail.append(f"checked {ago(remote['last_check_at'], now)}")
+        if remote.get("next_check_at") is not None and remote.get("status") != "disabled":
+            detail.append(f"next {ago(remote['next_check_at'], now)}")
         lines.append("remote: " + ", ".join(str(d) for d in detail))
         if remote.get("last_error"):
             lines.append(f"remote error: {remote['last_error']}")
+        for why in remote.get("restart_reasons") or ():
+            lines.append(f"restart needed: {why}")
     return lines
 
 

@@ -1,0 +1,94 @@
+"""From a verified manifest to the runtime: candidates, artifacts, and the one-step apply.
+
+``plan`` turns a validated :class:`Manifest` into the exact candidate set of the remote sources
+(one source per target, ``remote:<target>``), each artifact component pointing at its unpacked
+wheel. An artifact that changed under a module Python already imported cannot take effect
+safely: that component keeps its previous candidate (the key keeps serving the code it runs)
+and the plan says a restart is needed. ``apply_to_runtime`` replaces the remote candidate set
+and the remote selections in one registry step and reconciles only the keys that changed;
+parking, rollback and failure bookkeeping are the runtime's, exactly as for a config reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from oneiric.remote.artifacts import imported_elsewhere
+from oneiric.remote.manifest import Manifest, source_of
+from oneiric.runtime.candidates import Candidate, Ident, candidate_of, identity
+
+if TYPE_CHECKING:
+    from oneiric.runtime.core import Runtime
+
+
+class ApplyReport(msgspec.Struct, kw_only=True):
+    """What one apply did to the runtime."""
+
+    changed: list[str] = []  # domain/key whose candidates or remote selection changed
+    outcomes: dict[str, str] = {}  # domain/key -> swapped|activated|parked|unchanged|failed|...
+    failed: dict[str, str] = {}  # domain/key -> why its swap failed (the previous one serves)
+
+
+@dataclass
+class Plan:
+    sources: set[str]
+    candidates: list[Candidate]
+    selections: dict[str, dict[str, str]]
+    restart_reasons: list[str] = field(default_factory=list)
+
+
+def plan(
+    manifest: Manifest,
+    artifacts: Mapping[str, str],
+    artifacts_dir: Path,
+    *,
+    targets: list[str],
+    previous: Mapping[Ident, Candidate],
+) -> Plan:
+    """The candidate set to register for ``manifest`` (see the module docstring)."""
+    out: list[Candidate] = []
+    restart: list[str] = []
+    for comp in manifest.components:
+        where = None
+        if comp.artifact is not None:
+            where = str(artifacts_dir / artifacts[comp.artifact])
+        cand = candidate_of(comp, where)
+        old = previous.get(identity(cand))
+        if where is not None and (old is None or old.artifact != where):
+            module = imported_elsewhere(comp.factory, where)
+            if module is not None:
+                restart.append(
+                    f"{comp.domain}/{comp.key} provider {comp.provider}: artifact "
+                    f"{comp.artifact} changed but module {module!r} is already imported; "
+                    "restart oneiricd to load it"
+                )
+                if old is not None:
+                    cand = old  # keep serving what runs; never import stale code
+        out.append(cand)
+    sources = {source_of(t) for t in targets}
+    return Plan(sources, out, manifest.selections, restart)
+
+
+async def apply_to_runtime(
+    rt: Runtime,
+    sources: set[str],
+    candidates: list[Candidate],
+    selections: dict[str, dict[str, str]],
+) -> ApplyReport:
+    """Replace the remote candidates and selections in one step; swap only what changed."""
+    keys = rt.apply_candidates(sources, candidates, remote_selections=selections)
+    outcomes = await rt.reconcile_many(keys)
+    return ApplyReport(
+        changed=sorted(str(ck) for ck in keys),
+        outcomes={str(ck): v for ck, v in outcomes.items()},
+        failed={
+            str(ck): rt.states[ck].last_error or "activation failed"
+            for ck, v in outcomes.items()
+            if v == "failed"
+        },
+    )
