@@ -7,6 +7,11 @@ answer, and making it serve that is the :class:`~oneiric.runtime.reconciler.Reco
 Every state change bumps :attr:`Runtime.version` and wakes :meth:`Runtime.wait_changed`, which
 the health writer and ``watch`` streams follow. The layers below are drawn in
 docs/ARCHITECTURE.md ("The runtime is layered").
+
+One cohesive seam, even past ~400 lines: it is the facade, every method an entry point of a
+few lines over the layers below (reconciler, desired state, status, idle waits, intent).
+Splitting it further would put ``Runtime`` methods in other modules again, the circle that
+issue 10 removed; new behaviour belongs in those layers, not here.
 """
 
 from __future__ import annotations
