@@ -29,6 +29,7 @@ def reset() -> None:
     LIVE.clear()
     ERRORS.clear()
     FAIL_START.clear()
+    HANDOFFS.clear()
 
 
 class Thing:
@@ -150,3 +151,29 @@ class Flaky(Thing):
         await super().start()
         if self.name in FAIL_START:
             raise RuntimeError(f"{self.name}: backend down")
+
+
+HANDOFFS: list[tuple[str, str, int]] = []  # (new, old, old's stop count when after_swap ran)
+
+
+class Hooked(Thing):
+    """Swap hooks. Setting ``veto``: "raise" / "false" make before_swap() refuse, "block"
+    makes it wait on gate '<name>.before_swap' (never set: the timeout decides); ``after``:
+    "raise" makes after_swap() fail. after_swap records (new, old, old.stopped) in HANDOFFS."""
+
+    def __init__(self, name: str = "hooked", veto: str = "", after: str = "") -> None:
+        super().__init__(name=name)
+        self.veto, self.after = veto, after
+
+    async def before_swap(self, new: Any) -> bool:
+        CALLS[f"{self.name}.before_swap"] += 1
+        if self.veto == "raise":
+            raise RuntimeError(f"{self.name} is mid-transaction")
+        if self.veto == "block":
+            await gate(f"{self.name}.before_swap").wait()
+        return self.veto != "false"
+
+    def after_swap(self, old: Any) -> None:
+        HANDOFFS.append((self.name, old.name, old.stopped))
+        if self.after == "raise":
+            raise RuntimeError("could not copy the warm cache")

@@ -263,6 +263,7 @@ class Daemon:
             # Started even with [daemon] watch = false: it stays dormant then and arms when a
             # reload turns watching on, so `watch` really can change live.
             self.watcher = ConfigWatcher(reloader, paths)
+            health.watcher = self.watcher.health
             await tg.start(self.watcher.run)
             health.set_state("running")
             line = health.status_line()

@@ -40,6 +40,7 @@ from oneiric.config import Config, ResolvedPaths, load_config
 from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
 from oneiric.reload import Reloader
+from oneiric.runtime.health import WatcherHealth
 from oneiric.watchplan import WatchPlan, make_plan, paths_of, saves_in_progress
 
 __all__ = ["ConfigWatcher", "WatchPlan", "make_plan"]
@@ -115,12 +116,34 @@ class ConfigWatcher(ChangeCounter):
         self._replan = anyio.Event()
         self._plan_key: tuple[tuple[str, ...], bool] | None = None
         self._arm_failed = False
+        self._last_error: str | None = None
 
     # -- observability ---------------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
         """A change was marked and the worker has not picked it up yet."""
         return self._dirty.is_set()
+
+    def health(self) -> WatcherHealth:
+        """The watcher's state for status and the health file."""
+        if self._arm_failed:
+            state = "failed"
+        elif self.watching:
+            state = "watching"
+        elif self._plan_key is not None and not self._plan_key[1]:
+            state = "off"
+        else:
+            state = "starting"
+        return WatcherHealth(
+            state=state,
+            backend=BACKEND,
+            directories=list(self.watching),
+            reloads=self.reloads,
+            failures=self.failures,
+            skipped=self.skipped,
+            arms=self.arms,
+            last_error=self._last_error,
+        )
 
     @property
     def settled(self) -> bool:
@@ -198,6 +221,7 @@ class ConfigWatcher(ChangeCounter):
                 continue  # a directory vanished between planning and arming: plan again
             if error is not None:
                 self._arm_failed = True
+                self._last_error = f"{type(error).__name__}: {error}"
                 log.error(
                     "cannot watch the config files (%s); changes apply on 'oneiricctl reload' "
                     "or SIGHUP until a reload re-arms the watch",

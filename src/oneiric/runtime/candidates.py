@@ -95,6 +95,7 @@ class Explanation(msgspec.Struct, frozen=True):
     requires: tuple[str, ...] = ()
     capability: tuple[str, ...] | None = None  # explain --capability: what was asked
     matching: tuple[str, ...] | None = None  # providers with every capability asked for
+    last_error: str | None = None  # the key's last failure (a failed or vetoed swap, ...)
 
 
 def identity(candidate: Candidate) -> Ident:

@@ -94,6 +94,7 @@ def explanation(
         requires=required,
         capability=capability,
         matching=None if capability is None else tuple(e.provider for e in entries if e.matches),
+        last_error=last_error,
     )
 
 

@@ -22,15 +22,18 @@ __all__ = [
     "ComponentHealth",
     "ConfigHealth",
     "DaemonState",
+    "DomainSummary",
     "HealthSnapshot",
     "Lifecycle",
     "PluginHealth",
     "RemoteHealth",
     "Staleness",
+    "WatcherHealth",
     "decode_snapshot",
     "encode_snapshot",
     "judge",
     "read_health",
+    "summarize_domains",
     "write_health",
 ]
 
@@ -57,6 +60,10 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
     swaps: int = 0
     failed_swaps: int = 0
     last_swap_ms: float | None = None
+    # swap durations (ms) over the key's recent successful swaps (up to 256), None before one
+    swap_ms_p50: float | None = None
+    swap_ms_p95: float | None = None
+    swap_ms_p99: float | None = None
     # extras
     paused_by: str | None = None  # "key" | "domain" | "global": where the intent lives
     intent_uid: int | None = None
@@ -114,6 +121,53 @@ class PluginHealth(msgspec.Struct, kw_only=True):
     errors: list[str] = []  # broken plugins, skipped: one line each saying why
 
 
+class DomainSummary(msgspec.Struct, kw_only=True):
+    """Counts over one domain's components (the listed ones), for dashboards and STATUS=."""
+
+    components: int = 0
+    ready: int = 0
+    degraded: int = 0
+    failed: int = 0
+    inactive: int = 0  # inactive, activating or stopping
+    paused: int = 0  # admin paused
+    draining: int = 0  # admin draining or drained
+    in_flight: int = 0
+
+
+class WatcherHealth(msgspec.Struct, kw_only=True):
+    """The config watcher: ``state`` is ``watching``, ``off`` (``[daemon] watch = false``),
+    ``failed`` (could not arm: changes apply on reload/SIGHUP only) or ``starting``."""
+
+    state: str = "starting"
+    backend: str | None = None  # "inotify" or "watchfiles"
+    directories: list[str] = []  # watched now
+    reloads: int = 0  # reloads started by a file change
+    failures: int = 0  # of which the new config did not validate
+    skipped: int = 0  # changes held back because a file was empty (a save in progress)
+    arms: int = 0  # times the watch was (re-)armed
+    last_error: str | None = None  # why arming last failed
+
+
+def summarize_domains(components: list[ComponentHealth]) -> dict[str, DomainSummary]:
+    """Per-domain counts of a component list, in the order domains first appear."""
+    out: dict[str, DomainSummary] = {}
+    for c in components:
+        d = out.get(c.domain)
+        if d is None:
+            d = out[c.domain] = DomainSummary()
+        d.components += 1
+        d.in_flight += c.in_flight
+        if c.lifecycle in ("ready", "degraded", "failed"):
+            setattr(d, c.lifecycle, getattr(d, c.lifecycle) + 1)
+        else:
+            d.inactive += 1
+        if c.admin == "paused":
+            d.paused += 1
+        elif c.admin in ("draining", "drained"):
+            d.draining += 1
+    return out
+
+
 class HealthSnapshot(msgspec.Struct, kw_only=True):
     """The whole file. Timestamps are epoch seconds."""
 
@@ -128,6 +182,8 @@ class HealthSnapshot(msgspec.Struct, kw_only=True):
     remote: RemoteHealth
     components: list[ComponentHealth] = []
     plugins: PluginHealth = msgspec.field(default_factory=PluginHealth)
+    domains: dict[str, DomainSummary] = {}  # per-domain counts of ``components``
+    watcher: WatcherHealth | None = None  # None where no watcher runs (tests, early start-up)
 
 
 class _SchemaOnly(msgspec.Struct):

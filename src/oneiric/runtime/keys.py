@@ -7,6 +7,7 @@ layers: imports in :mod:`oneiric.runtime` point down only.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -52,6 +53,10 @@ class Timeouts:
     health_interval: float = 5.0
 
 
+#: How many recent swap durations a key keeps for its percentiles.
+SWAP_SAMPLES = 256
+
+
 @dataclass(slots=True)
 class KeyState:
     """Everything the runtime tracks about one key besides its slot."""
@@ -69,6 +74,8 @@ class KeyState:
     pending: bool = False
     health_scope: anyio.CancelScope | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status
+    swap_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SWAP_SAMPLES))
 
     @property
     def ck(self) -> ComponentKey:

@@ -34,7 +34,14 @@ from oneiric.runtime.keys import (
     Timeouts,
 )
 from oneiric.runtime.leases import Binding
-from oneiric.runtime.lifecycle import activate, check_health, retire, stop_instance
+from oneiric.runtime.lifecycle import (
+    activate,
+    call_maybe_async,
+    check_health,
+    describe,
+    retire,
+    stop_instance,
+)
 
 __all__ = ["Reconciler"]
 
@@ -164,12 +171,25 @@ class Reconciler:
             log.error("%s", exc)
             self._bump()
             return "failed"
-        elapsed = (time.monotonic() - started) * 1000
         if self.stopping:  # shutdown began while this instance was starting: never bind it
             await stop_instance(new.instance, self.timeouts.stop, st.slot.name)
             if cur is None:
                 st.lifecycle = "inactive"
             return "skipped"
+        if cur is not None:
+            veto = await self._hook(cur, "before_swap", new, st.slot.name)
+            if veto is not None:  # the outgoing instance refused: roll back, it keeps serving
+                await stop_instance(new.instance, self.timeouts.stop, st.slot.name)
+                st.failed_swaps += 1
+                st.failed_target = want
+                st.last_error = (
+                    f"swap to {want.provider!r} vetoed by {cur.provider!r}: {veto}; "
+                    f"{cur.provider!r} keeps serving"
+                )
+                log.error("%s: %s", st.slot.name, st.last_error)
+                self._bump()
+                return "failed"
+        elapsed = (time.monotonic() - started) * 1000
         st.failed_target = None
         st.last_error = None
         old = st.slot.bind(new)
@@ -177,6 +197,7 @@ class Reconciler:
         if old is not None:
             st.swaps += 1
             st.last_swap_ms = round(elapsed, 3)
+            st.swap_ms.append(st.last_swap_ms)
         log.info(
             "%s: %s provider %r in %.1f ms",
             st.slot.name,
@@ -187,9 +208,33 @@ class Reconciler:
         self._start_health_loop(st, new)
         await self._notify_bound(st, new, old)
         if old is not None:
+            # the old instance is still alive (retiring): the new one may take state from it
+            failed = await self._hook(new, "after_swap", old, st.slot.name)
+            if failed is not None:
+                st.last_error = f"after_swap() of {want.provider!r}: {failed} (the swap stands)"
+                log.warning("%s: %s", st.slot.name, st.last_error)
             self._retire_soon(st, old)
         self._bump()
         return "swapped" if old is not None else "activated"
+
+    async def _hook(self, on: Binding, name: str, other: Binding, where: str) -> str | None:
+        """Call ``on.instance.<name>(other.instance)`` when it exists, bounded by the
+        activation timeout (SPEC §10 swap hooks). None when it is absent or succeeded; else
+        why it failed (raised, returned False, or ran out of time)."""
+        hook = getattr(on.instance, name, None)
+        if hook is None:
+            return None
+        try:
+            with anyio.fail_after(self.timeouts.activation):
+                result = await call_maybe_async(hook, other.instance)
+        except TimeoutError:
+            return f"{name}() did not finish within {self.timeouts.activation:g}s"
+        except Exception as exc:
+            log.debug("%s: %s() raised", where, name, exc_info=exc)
+            return f"{name}() raised {describe(exc)}"
+        if result is False:
+            return f"{name}() returned false"
+        return None
 
     async def _notify_bound(self, st: KeyState, new: Binding | None, old: Binding | None) -> None:
         for obs in self._observers:

@@ -34,6 +34,8 @@ from oneiric.runtime.health import (
     HealthSnapshot,
     PluginHealth,
     RemoteHealth,
+    WatcherHealth,
+    summarize_domains,
     write_health,
 )
 
@@ -104,6 +106,8 @@ class HealthReporter:
         self.started_at = started_at
         self.state: DaemonState = "starting"
         self.remote = RemoteHealth()
+        #: the config watcher's state, once it runs (the daemon hands it over)
+        self.watcher: Callable[[], WatcherHealth] | None = None
         self._on_status = on_status  # STATUS= for the service manager, while running
         self._written = anyio.Event()
         self._ok = False  # a health file was written at least once
@@ -116,6 +120,7 @@ class HealthReporter:
     # -- what is reported ------------------------------------------------------------------------
     def snapshot(self, domain: str | None = None, key: str | None = None) -> HealthSnapshot:
         config = self.loaded.config
+        components = self.rt.components(domain, key)
         return HealthSnapshot(
             version=VERSION,
             pid=os.getpid(),
@@ -130,8 +135,10 @@ class HealthReporter:
                 files=list(config.files),
             ),
             remote=self.remote,
-            components=self.rt.components(domain, key),
+            components=components,
             plugins=self.loaded.plugins,
+            domains=summarize_domains(components),
+            watcher=self.watcher() if self.watcher is not None else None,
         )
 
     def status_line(self, comps: list[ComponentHealth] | None = None) -> str:

@@ -6,6 +6,9 @@ desired candidate, the registry): nothing here reaches back into the runtime.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 from oneiric.runtime.candidates import Candidate, Explanation
 from oneiric.runtime.health import Admin, ComponentHealth
 from oneiric.runtime.intent_doc import Effective
@@ -27,6 +30,7 @@ def component_health(st: KeyState, *, eff: Effective, desired: Candidate | None)
     """The status row of one key (SPEC §5 fields, plus the domain counters in ``extras``)."""
     slot = st.slot
     cur = slot.current
+    p50, p95, p99 = swap_percentiles(st.swap_ms)
     parked: str | None = None
     if st.parked is not None:
         parked = st.parked.provider
@@ -45,6 +49,9 @@ def component_health(st: KeyState, *, eff: Effective, desired: Candidate | None)
         swaps=st.swaps,
         failed_swaps=st.failed_swaps,
         last_swap_ms=st.last_swap_ms,
+        swap_ms_p50=p50,
+        swap_ms_p95=p95,
+        swap_ms_p99=p99,
         paused_by=eff.scope or None,
         intent_uid=eff.intent.uid if eff.intent is not None else None,
         intent_at=eff.intent.at if eff.intent is not None else None,
@@ -53,6 +60,21 @@ def component_health(st: KeyState, *, eff: Effective, desired: Candidate | None)
         else None,
         **st.extras,
     )
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of a sorted list by the nearest-rank method (a value that
+    really occurred, no interpolation)."""
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def swap_percentiles(samples: Iterable[float]) -> tuple[float | None, ...]:
+    """p50, p95 and p99 of a key's recent swap durations (Nones before the first swap)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return (None, None, None)
+    return tuple(percentile(ordered, q) for q in (0.50, 0.95, 0.99))
 
 
 def visible(st: KeyState, registry: Registry) -> bool:

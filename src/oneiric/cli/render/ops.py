@@ -167,6 +167,9 @@ def render_explain(result: Doc) -> str:
         lines.append(
             f"mismatch: the active instance ({cell(active)}) is not the winner ({cell(winner)})"
         )
+    last_error = result.get("last_error")
+    if last_error and last_error not in str(mismatch or ""):
+        lines.append(f"last error: {last_error}")
     for warning in result.get("warnings") or ():
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -75,6 +75,15 @@ def status_header(doc: Doc, now: float, *, live: bool = True) -> list[str]:
         lines.append(f"config: {config['path']} (loaded {ago(config.get('loaded_at'), now)})")
     if config.get("last_error"):
         lines.append(f"config error: {config['last_error']} (the running config is kept)")
+    watcher = doc.get("watcher") or {}
+    if watcher.get("state") in ("failed", "off"):  # the unusual only
+        why = f": {watcher['last_error']}" if watcher.get("last_error") else ""
+        lines.append(
+            f"config watch: {watcher['state']}{why} (changes apply on 'oneiricctl reload')"
+        )
+    plugins = doc.get("plugins") or {}
+    for broken in plugins.get("errors") or ():
+        lines.append(f"plugin skipped: {broken}")
     remote = doc.get("remote") or {}
     if remote.get("status") or remote.get("url"):
         detail = [remote.get("status") or "?"]
@@ -124,6 +133,8 @@ def _component_details(component: Doc) -> list[str]:
     held, dropped = component.get("held_events") or 0, component.get("dropped_events") or 0
     if held or dropped:
         details.append(f"events held: {held}, dropped: {dropped}")
+    if component.get("dead_letters"):
+        details.append(f"dead letters: {component['dead_letters']} (oneiricctl events --dead)")
     # the unusual only: a healthy key shows no detail lines
     restarts, run_state = component.get("restarts") or 0, component.get("run_state")
     if restarts or run_state in ("backoff", "exited"):
