@@ -228,7 +228,8 @@ class BlockingSyncHandler:
 
 
 class FlakyHandler:
-    """Fails the first ``fails`` tries of every event, then records it; while its name is in
+    """Fails the first ``fails`` tries of every event (or ``data["fails"]``), then records it;
+    while its name is in
     BROKEN every try fails. TRIES counts tries per (name, event id)."""
 
     BROKEN: set[str] = set()
@@ -242,7 +243,10 @@ class FlakyHandler:
         FlakyHandler.TRIES[(self.name, event.id)] += 1
         if self.name in FlakyHandler.BROKEN:
             raise RuntimeError(f"{self.name} is broken")
-        if FlakyHandler.TRIES[(self.name, event.id)] <= self.fails:
+        fails = self.fails
+        if isinstance(event.data, dict) and "fails" in event.data:
+            fails = event.data["fails"]  # this event's own count
+        if FlakyHandler.TRIES[(self.name, event.id)] <= fails:
             raise RuntimeError(f"{self.name} try {FlakyHandler.TRIES[(self.name, event.id)]}")
         RECEIVED.append((self.name, event.topic, event.data, event.id))
 
