@@ -325,13 +325,13 @@ def requires_errors(
     problem: a selection naming a provider that lacks a required capability, or a key whose
     candidates all lack one (nothing could serve it). Checked before a config, plugin scan or
     remote manifest is applied, so it is rejected up front instead of ignored later."""
-    by_key: dict[tuple[str, str], list[Candidate]] = {}
+    by_key: dict[ComponentKey, list[Candidate]] = {}
     for c in candidates:
-        by_key.setdefault((c.domain, c.key), []).append(c)
+        by_key.setdefault(ComponentKey(c.domain, c.key), []).append(c)
     errors: list[str] = []
     for domain, keys in sorted(requires.items()):
         for key, required in sorted(keys.items()):
-            cands = by_key.get((domain, key), [])
+            cands = by_key.get(ComponentKey(domain, key), [])
             if not cands or not required:
                 continue
             rule = requirement(domain, key, required)
