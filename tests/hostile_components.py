@@ -131,3 +131,17 @@ class LoopBlocker:
                     os.set_blocking(fd, False)
         finally:
             os.close(fd)
+
+
+class HangsWhileFlagged:
+    """start() hangs (after writing to ``mark``, e.g. a FIFO the test reads) while the file
+    ``flag`` exists, and fails at once otherwise: a swap the test can crash the daemon in."""
+
+    def __init__(self, flag: str, mark: str = "") -> None:
+        self.flag, self.mark = flag, mark
+
+    async def start(self) -> None:
+        if os.path.exists(self.flag):
+            _mark(self.mark)
+            await anyio.sleep_forever()
+        raise RuntimeError("backend down")

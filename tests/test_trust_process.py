@@ -4,7 +4,9 @@ stale pidfile and failures after the fork (9), component threads that never end 
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import stat
 import subprocess
 from pathlib import Path
@@ -125,3 +127,64 @@ def test_sticky_shared_directories_are_fine(workdir: Path) -> None:
         assert p.stop() == 0
     finally:
         finish(p)
+
+
+# -- defect 8: a crash during a failing swap --------------------------------------------------
+
+
+def wait_fifo(fd: int, timeout: float = 60) -> bytes:
+    """Block until the FIFO ``fd`` has data (a component wrote to it); fail after ``timeout``."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    assert ready, "the component never reported"
+    return os.read(fd, 64)
+
+
+def test_a_crash_during_a_failing_swap_restarts_on_the_previous_provider(workdir: Path) -> None:
+    flag, fifo = workdir / "hang", workdir / "mark.fifo"
+    os.mkfifo(fifo)
+    (workdir / "oneiricd.toml").write_text(
+        HEAD.format(stop="5s")
+        + CACHE
+        + f"""
+[[component]]
+domain = "adapter"
+key = "cache"
+provider = "b"
+factory = "hostile_components:HangsWhileFlagged"
+settings = {{ flag = "{flag}", mark = "{fifo}" }}
+
+[selections.adapter]
+cache = "a"
+"""
+    )
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    p = spawn(workdir)
+    swap: subprocess.Popen[str] | None = None
+    try:
+        p.expect("READY=1")
+        flag.touch()
+        swap = subprocess.Popen(
+            [ONEIRICCTL, "--socket", p.socket, "--timeout", "120", "swap", "adapter", "cache", "b"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_fifo(reader)  # b is starting: the swap is in flight
+        p.proc.kill()  # crash mid-swap
+        p.proc.wait(timeout=30)
+        assert swap.wait(timeout=60) != 0  # the operator was never told it worked
+    finally:
+        finish(p)
+        if swap is not None and swap.poll() is None:
+            swap.kill()
+    flag.unlink()  # from now on b fails at once: a restart on b would leave nothing serving
+    again = spawn(workdir)
+    try:
+        again.expect("READY=1")
+        out = ctl(again.socket, "--json", "status", "adapter", "cache")
+        [comp] = json.loads(out.stdout)["components"]
+        assert (comp["provider"], comp["lifecycle"]) == ("a", "ready"), comp
+        assert again.stop() == 0
+    finally:
+        finish(again)
+        os.close(reader)

@@ -29,7 +29,7 @@ import anyio.abc
 from anyio.lowlevel import RunVar, RunvarToken
 
 from oneiric._changes import ChangeCounter
-from oneiric.errors import MissingCapability, NotFound
+from oneiric.errors import MissingCapability, NotDurable, NotFound
 from oneiric.runtime import idle, status
 from oneiric.runtime.candidates import Candidate, Explanation, Resolution
 from oneiric.runtime.desired import DesiredState
@@ -102,6 +102,7 @@ class Runtime(ChangeCounter):
         self.registry = registry if registry is not None else Registry()
         self.intent = intent
         self._wanted = DesiredState(self.registry, intent)
+        self._override_locks: dict[tuple[str, str], anyio.Lock] = {}
         self.states: dict[ComponentKey, KeyState] = {}
         # The same dict, looked up with a plain (domain, key) tuple on the lease path: a
         # ComponentKey equals and hashes like one, and building one costs ~0.2 µs per lease.
@@ -349,14 +350,47 @@ class Runtime(ChangeCounter):
             refused = self.registry.refusal(domain, key, provider, self.required(domain, key))
             if refused is not None:
                 raise MissingCapability(f"swap refused: {refused}")
-        previous = self.intent.override(domain, key)
-        await self.intent.set_override(domain, key, provider, uid=uid, pid=pid, note=note)
-        outcome = await self.reconcile(domain, key, force=True)
-        if outcome == "failed" and previous != provider:
-            # the serving instance stays, so must the durable override that selected it:
-            # a restart must not come up on the provider that just failed
-            await self.intent.set_override(domain, key, previous, uid=uid, pid=pid, note=note)
-            self.bump()
+        # Shielded like the swap itself: once started, the swap and the record of it complete
+        # together even if the requester goes away (bounded by the activation, stop and disk
+        # timeouts), so the serving provider and the durable override never disagree.
+        with anyio.CancelScope(shield=True):
+            outcome = await self._try_override(domain, key, provider, uid=uid, pid=pid, note=note)
+        return outcome  # noqa: RET504 - outside the scope, or mypy sees a missing return
+
+    async def _try_override(
+        self,
+        domain: str,
+        key: str,
+        provider: str | None,
+        *,
+        uid: int | None,
+        pid: int | None,
+        note: str,
+    ) -> Outcome:
+        """Activate first, persist after: the override becomes durable intent only once its
+        provider serves (or the change is parked), so a crash during a failing swap restarts on
+        the provider that was serving. One operator swap per key at a time."""
+        ck = (domain, key)
+        lock = self._override_locks.get(ck)
+        if lock is None:
+            lock = self._override_locks[ck] = anyio.Lock()
+        async with lock:
+            self._wanted.trial[ck] = provider
+            try:
+                outcome = await self.reconcile(domain, key, force=True)
+            finally:
+                # no await between dropping the trial and set_override applying it in memory
+                del self._wanted.trial[ck]
+            if outcome == "failed":
+                self.bump()  # status shows the durable override again
+                return outcome
+            try:
+                await self.intent.set_override(domain, key, provider, uid=uid, pid=pid, note=note)
+            except NotDurable:
+                # serving the new provider, but the override could not be recorded: go back
+                # to what the durable intent selects, so memory, disk and the key agree
+                await self.reconcile(domain, key, force=True)
+                raise
         return outcome
 
     def desired(self, domain: str, key: str) -> Candidate | None:

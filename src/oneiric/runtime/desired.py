@@ -31,6 +31,16 @@ class DesiredState:
         self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
         #: the applied remote manifest's selections: below the config's (SPEC §3 rule 3)
         self.remote_selections: dict[str, dict[str, str]] = {}
+        #: An operator swap being tried (provider, or None to clear): it decides the key while
+        #: its activation runs and becomes durable intent only once it serves, so a crash
+        #: mid-swap restarts on the provider that was serving (Runtime.set_override).
+        self.trial: dict[tuple[str, str], str | None] = {}
+
+    def override(self, domain: str, key: str) -> str | None:
+        """The operator override in force: a swap being tried, else the durable one."""
+        if (domain, key) in self.trial:
+            return self.trial[(domain, key)]
+        return self.intent.override(domain, key)
 
     def selection(self, domain: str, key: str) -> str | None:
         """The provider the config selects for the key, if any."""
@@ -51,7 +61,7 @@ class DesiredState:
         return self.registry.resolve(
             domain,
             key,
-            override=self.intent.override(domain, key),
+            override=self.override(domain, key),
             selection=self.selection(domain, key),
             required=self.required(domain, key),
             remote=self.remote_selection(domain, key),
