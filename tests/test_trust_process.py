@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from test_daemon_process import ONEIRICCTL, Proc, spawn
+from test_daemon_process import ONEIRICCTL, ONEIRICD, Proc, env_for, spawn
 
 HEAD = """
 [daemon]
@@ -187,4 +188,101 @@ cache = "a"
         assert again.stop() == 0
     finally:
         finish(again)
+        os.close(reader)
+
+
+# -- defect 9: --daemonize ---------------------------------------------------------------------
+
+
+def gone(pid: int, timeout: float = 60) -> None:
+    """Wait until process ``pid`` has exited (pidfd: readable at exit)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        assert ready, f"pid {pid} did not exit"
+    finally:
+        os.close(pidfd)
+
+
+def test_daemonize_takes_over_a_stale_pidfile_and_reports_start_up_failures(
+    workdir: Path,
+) -> None:
+    (workdir / "oneiricd.toml").write_text(HEAD.format(stop="5s") + CACHE)
+    env = env_for(workdir, "")
+    pidfile, log = workdir / "oneiricd.pid", workdir / "oneiricd.log"
+    cmd = [ONEIRICD, "--daemonize", "--pidfile", str(pidfile), "--logfile", str(log)]
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
+
+    sock = str(workdir / "oneiricd.sock")
+    first = start()
+    assert first.returncode == 0, (first.stderr, log.read_text())
+    pid = int(pidfile.read_text())
+    assert json.loads(ctl(sock, "--json", "ping").stdout)["pid"] == pid  # READY when it returned
+    os.kill(pid, signal.SIGKILL)
+    gone(pid)
+    assert pidfile.exists()  # stale: its lock died with the process
+
+    second = start()
+    assert second.returncode == 0, (second.stderr, log.read_text())
+    pid2 = int(pidfile.read_text())
+    assert pid2 != pid and json.loads(ctl(sock, "--json", "ping").stdout)["pid"] == pid2
+    assert "stale pidfile" in second.stderr
+    locked = start()  # a live daemon holds it (the socket answers too): 75 reaches the caller
+    assert locked.returncode == 75, locked.stderr
+    os.kill(pid2, signal.SIGTERM)
+    gone(pid2)
+    assert not pidfile.exists()
+
+    (workdir / "state" / "intent.json").write_bytes(b"{not json")  # corrupt: 78, after the fork
+    broken = start()
+    assert broken.returncode == 78, (broken.returncode, broken.stderr, log.read_text())
+    assert "corrupt" in log.read_text()
+
+
+# -- defect 11: threads that never end --------------------------------------------------------
+
+
+def test_sigterm_finishes_past_component_threads_and_exits_non_zero(workdir: Path) -> None:
+    fifo = workdir / "run.fifo"
+    os.mkfifo(fifo)
+    (workdir / "oneiricd.toml").write_text(
+        HEAD.format(stop="1s")
+        + f"""
+[[component]]
+domain = "service"
+key = "stubborn"
+provider = "x"
+factory = "hostile_components:StubbornService"
+settings = {{ mark = "{fifo}" }}
+
+[[component]]
+domain = "adapter"
+key = "leaker"
+provider = "x"
+factory = "hostile_components:ThreadLeaker"
+"""
+    )
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    p = spawn(workdir)
+    try:
+        p.expect("READY=1")
+        wait_fifo(reader)  # the plain run() is blocking its worker thread
+        p.proc.send_signal(signal.SIGTERM)
+        try:
+            code = p.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM never finished: a component thread holds the daemon")
+        err = p.stderr_text()
+        assert code == 1, err
+        assert "service/stubborn: StubbornService.run()" in err, err
+        assert "leaked-by-component" in err, err
+        assert json.loads((workdir / "health.json").read_text())["state"] == "stopped"
+        assert not os.path.exists(p.socket)
+    finally:
+        finish(p)
         os.close(reader)

@@ -36,6 +36,7 @@ from oneiric._files import UnsafePath, check_private_dir, make_private_dirs
 from oneiric.config import Config, ResolvedPaths, default_paths
 from oneiric.control.listen import open_control_socket
 from oneiric.control.server import serve
+from oneiric.domains._base import abandon_component_threads
 from oneiric.domains.manager import DomainManager, start_domains
 from oneiric.errors import AlreadyRunning, ConfigError, OneiricError, StartupError
 from oneiric.handlers import ControlHandler
@@ -101,6 +102,8 @@ class Daemon:
         self.plugins = PluginScan()  # entry-point plugins found at start-up (see load)
         self.runtime: Runtime | None = None
         self.reloader: Reloader | None = None
+        #: component calls abandoned at stop (still running in threads): exit non-zero
+        self.abandoned: list[str] = []
         self.health: HealthReporter | None = None
         self.domains: DomainManager | None = None
         self.watcher: ConfigWatcher | None = None
@@ -346,6 +349,18 @@ class Daemon:
         left = await rt.shutdown(budget)
         if left:
             log.warning("drain budget of %gs passed; still in flight: %s", budget, left)
+        # Component code in worker threads that outlived stop_timeout cannot be interrupted:
+        # stop waiting for it, so our own shutdown finishes (and oneiricd exits non-zero).
+        abandoned = abandon_component_threads()
+        if abandoned:
+            log.error(
+                "stop_timeout (%gs) passed: abandoning %d component call(s) still running in "
+                "worker threads: %s",
+                budget,
+                len(abandoned),
+                ", ".join(abandoned),
+            )
+            self.abandoned.extend(abandoned)
         health.set_state("stopping")
 
     def _close_socket(self) -> None:

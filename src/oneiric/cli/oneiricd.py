@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 import anyio
 import click
 
-from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_OK, VERSION
+from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, VERSION
+from oneiric.cli._detach import detach, lock_pidfile
 from oneiric.config import check_factories
 from oneiric.control.listen import probe_live
 from oneiric.daemon import Daemon, Options
@@ -122,13 +126,37 @@ def cli(
     if daemonize:
         assert pidfile is not None
         _refuse_if_running(daemon)
-        _detach(pidfile, logfile)
+        lock_fd = lock_pidfile(pidfile)
+        out = open(logfile, "a", buffering=1) if logfile else sys.stderr  # noqa: SIM115
+        detached = detach(pidfile, lock_fd, out)
+        try:
+            status = _run(daemon, on_ready=detached.ready)
+            detached.failed(status)  # no-op once READY was reported
+        finally:
+            detached.remove_pidfile()
+        sys.exit(status)
     sys.exit(_run(daemon))
 
 
-def _run(daemon: Daemon) -> int:
+def _run(daemon: Daemon, on_ready: Callable[[], None] | None = None) -> int:
+    """Run the daemon; its exit status. Non-zero when component calls had to be abandoned at
+    stop; threads that still run then (a component's own, or abandoned calls) cannot be
+    joined, so the process ends with ``os._exit`` after naming them."""
+    status = _run_loop(daemon, on_ready)
+    if daemon.abandoned and status == EXIT_OK:
+        status = EXIT_FAILED
+    return _exit_past_threads(status, daemon.abandoned)
+
+
+def _run_loop(daemon: Daemon, on_ready: Callable[[], None] | None) -> int:
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            if on_ready is not None:
+                on_ready()
+
     try:
-        anyio.run(daemon.run)
+        anyio.run(main)
     except StartupError as exc:
         logging.getLogger("oneiricd").error("%s", exc)
         return exc.exit_status
@@ -143,8 +171,38 @@ def _run(daemon: Daemon) -> int:
         logging.getLogger("oneiricd").error("%s", first)
         return first.exit_status
     except KeyboardInterrupt:  # pragma: no cover - the signal receiver handles SIGINT
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+#: After the loop ended, how long threads get to finish (idle worker threads exit at once).
+THREAD_GRACE = 2.0
+
+
+def _exit_past_threads(status: int, abandoned: list[str]) -> int:
+    """Return ``status``, or — when non-daemon threads still run, which the interpreter would
+    wait for forever — log them and ``os._exit`` (never a hang after a clean shutdown)."""
+    deadline = time.monotonic() + THREAD_GRACE
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon or not thread.is_alive():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if not stuck:
+        return status
+    log = logging.getLogger("oneiricd")
+    log.error(
+        "exiting with %d thread(s) still running, which cannot be stopped: %s%s",
+        len(stuck),
+        ", ".join(sorted(stuck)),
+        f" (abandoned component calls: {', '.join(abandoned)})" if abandoned else "",
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status or EXIT_FAILED)
 
 
 def _refuse_if_running(daemon: Daemon) -> None:

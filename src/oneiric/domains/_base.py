@@ -70,24 +70,71 @@ def component_threads() -> anyio.CapacityLimiter:
         return limiter
 
 
-async def call_component(fn: Callable[..., Any], *args: Any) -> Any:
+class Abandoned(RuntimeError):
+    """A component call running in a worker thread was abandoned when the daemon stopped: it
+    had not returned within ``stop_timeout``. The thread goes on; nobody waits for it."""
+
+
+#: Component calls running in worker threads right now (their shield scopes, and what they
+#: are), so that shutdown can abandon the ones that never return.
+_in_threads: anyio.lowlevel.RunVar[dict[anyio.CancelScope, str]] = anyio.lowlevel.RunVar(
+    "oneiric_component_calls_in_threads"
+)
+
+
+def _calls_in_threads() -> dict[anyio.CancelScope, str]:
+    try:
+        return _in_threads.get()
+    except LookupError:
+        calls: dict[anyio.CancelScope, str] = {}
+        _in_threads.set(calls)
+        return calls
+
+
+def abandon_component_threads() -> list[str]:
+    """Stop waiting for every component call still running in a worker thread (daemon
+    shutdown, after ``stop_timeout``); return what they were, e.g. ``service/x: X.run()``.
+    Their callers see :class:`Abandoned`; the threads themselves cannot be stopped."""
+    calls = _calls_in_threads()
+    names = sorted(calls.values())
+    for scope in list(calls):
+        scope.cancel()
+    return names
+
+
+async def call_component(fn: Callable[..., Any], *args: Any, name: str = "") -> Any:
     """Call a component's ``run``/``handle``: coroutine functions run on the event loop; plain
     functions run in a worker thread, because a run is work and may block.
 
     A thread cannot be interrupted, so cancellation waits for it to return: the caller's lease
     stays held until the work really ended (a drain that says "drained" means it, and a
     resumed service never runs twice on one instance). A plain service ``run()`` therefore
-    needs a ``stop_run()`` to be stoppable by pause, drain or a swap."""
+    needs a ``stop_run()`` to be stoppable by pause, drain or a swap. Only the daemon's stop
+    gives up on it (:func:`abandon_component_threads`), so a thread can never hold SIGTERM up.
+    ``name`` (the key) says whose call it was when it is abandoned."""
+    what = f"{getattr(fn, '__qualname__', fn)!s}()"
     try:
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
-        result = await anyio.to_thread.run_sync(
-            functools.partial(fn, *args), abandon_on_cancel=False, limiter=component_threads()
-        )
+        # shielded: an ordinary cancellation waits for the thread; only abandon() ends the wait
+        scope = anyio.CancelScope(shield=True)
+        calls = _calls_in_threads()
+        calls[scope] = f"{name}: {what}" if name else what
+        try:
+            with scope:
+                result = await anyio.to_thread.run_sync(
+                    functools.partial(fn, *args),
+                    abandon_on_cancel=True,
+                    limiter=component_threads(),
+                )
+        finally:
+            calls.pop(scope, None)
+        if scope.cancelled_caught:
+            raise Abandoned(f"{what} did not return before the daemon stopped; abandoned")
         if inspect.isawaitable(result):
             result = await result
     except (SystemExit, KeyboardInterrupt) as exc:  # a component's failure, not a daemon stop
-        raise ComponentExit.from_exit(exc, f"{getattr(fn, '__qualname__', fn)!s}()") from exc
+        raise ComponentExit.from_exit(exc, what) from exc
     return result
 
 

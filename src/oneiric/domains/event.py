@@ -366,7 +366,7 @@ class EventDispatcher:
             handle = getattr(instance, "handle", None)
             if handle is None:
                 raise TypeError(f"provider of {st.slot.name} has no handle(event) method")
-            await call_component(handle, event)
+            await call_component(handle, event, name=st.slot.name)
         except Exception as exc:
             text = f"handle() of event #{event.id} {event.topic} raised {describe(exc)}"
             log.error("%s: %s", st.slot.name, text, exc_info=exc)

@@ -158,7 +158,7 @@ class _Runner:
             report()
             try:
                 with run_scope:
-                    await call_component(instance.run)
+                    await call_component(instance.run, name=self.st.slot.name)
             except Exception as exc:
                 crashed = exc
             finally:

@@ -201,7 +201,7 @@ class RunManager:
         failed = False
         token = durable.set_current() if durable is not None else None
         try:
-            result = await call_component(instance.run, payload)
+            result = await call_component(instance.run, payload, name=name)
             handle.result = jsonable(result)
             if isinstance(result, dict) and result.get("ok") is False and "nodes" in result:
                 failed = True  # a workflow reporting failed nodes
