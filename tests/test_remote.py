@@ -533,3 +533,18 @@ def test_check_validates_the_remote_section(fleet: Fleet) -> None:
     assert local.returncode == 78 and "without a metadata/ directory" in local.stderr
     bad_url = check(remote_config("http://", fleet.root))
     assert bad_url.returncode == 78 and "remote.url" in bad_url.stderr
+
+
+async def test_selection_lacking_a_required_capability_is_rejected(fleet: Fleet) -> None:
+    a = {**thing("cache", "a"), "capabilities": ["persist"]}
+    fleet.publish(manifest(a, thing("cache", "b"), select={"cache": "a"}))
+    requires = '[requires.adapter]\ncache = ["persist"]\n'
+    async with running_daemon(fleet.config(requires), directory=make_dir()) as h:
+        await h.call("sync")
+        assert serving(h) == "a"
+        fleet.publish(manifest(a, thing("cache", "b"), select={"cache": "b"}))
+        result = await h.call("sync")
+        assert not result["ok"] and result["reason"] == "capability", result
+        assert "lacks 'persist'" in result["error"]
+        assert serving(h) == "a"
+        assert h.daemon.remote is not None and h.daemon.remote.health.failures == 1

@@ -10,7 +10,9 @@ entry point: the command group with its global options, and :func:`main`. The pi
   ``explain``, ``list``;
 - :mod:`oneiric.cli.ctl_intent`: operator intent: ``pause``, ``resume``, ``drain``, ``swap``;
 - :mod:`oneiric.cli.ctl_actions`: one-shot actions: ``run``, ``emit``, ``reload``, ``sync``;
-- :mod:`oneiric.cli.ctl_events`: event and run records: ``events``, ``replay``, ``runs``.
+- :mod:`oneiric.cli.ctl_events`: event and run records: ``events``, ``replay``, ``runs``;
+- :mod:`oneiric.cli.ctl_manifest`: the publisher side of remote manifests, ``manifest ...``
+  (the only commands that load python-tuf, inside the command).
 
 It must start fast and work when the daemon is broken, so at import all of them load only
 click, the blocking control client and stdlib modules that click loads anyway (plus json and
@@ -30,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import click
 
 from oneiric._const import VERSION
-from oneiric.cli import ctl_actions, ctl_events, ctl_intent, ctl_read
+from oneiric.cli import ctl_actions, ctl_events, ctl_intent, ctl_manifest, ctl_read
 from oneiric.cli._ctl import (
     Ctl,
     default_health_file,
@@ -133,6 +135,7 @@ for _command in (
     ctl_events.events,
     ctl_events.replay,
     ctl_events.runs,
+    ctl_manifest.manifest,
 ):
     cli.add_command(_command)
 

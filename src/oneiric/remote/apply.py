@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from oneiric.errors import RemoteRejected
 from oneiric.remote.artifacts import imported_elsewhere
 from oneiric.remote.manifest import Manifest, source_of
-from oneiric.runtime.candidates import Candidate, Ident, candidate_of, identity
+from oneiric.runtime.candidates import (
+    Candidate,
+    Ident,
+    candidate_of,
+    identity,
+    lacking,
+    requirement,
+)
 
 if TYPE_CHECKING:
     from oneiric.runtime.core import Runtime
@@ -74,13 +82,42 @@ def plan(
     return Plan(sources, out, manifest.selections, restart)
 
 
+def capability_refusal(
+    rt: Runtime, candidates: list[Candidate], selections: dict[str, dict[str, str]]
+) -> str | None:
+    """Why a remote selection may not stand under ``[requires]``, or None."""
+    for domain, table in sorted(selections.items()):
+        for key, provider in sorted(table.items()):
+            required = rt.required(domain, key)
+            if not required:
+                continue
+            named = [
+                c for c in candidates if (c.domain, c.key, c.provider) == (domain, key, provider)
+            ]
+            local = rt.registry.get(domain, key, provider)
+            if local is not None and not local.candidate.source.startswith("remote:"):
+                named.append(local.candidate)
+            if named and all(lacking(c, required) for c in named):
+                missing = ", ".join(map(repr, lacking(named[0], required)))
+                return (
+                    f"selections.{domain}.{key}: provider {provider!r} lacks {missing} "
+                    f"required by {requirement(domain, key, required)}"
+                )
+    return None
+
+
 async def apply_to_runtime(
     rt: Runtime,
     sources: set[str],
     candidates: list[Candidate],
     selections: dict[str, dict[str, str]],
 ) -> ApplyReport:
-    """Replace the remote candidates and selections in one step; swap only what changed."""
+    """Replace the remote candidates and selections in one step; swap only what changed.
+    A selection naming a provider that lacks a capability the key's ``[requires]`` demands
+    rejects the whole manifest first (SPEC §10): RemoteRejected, nothing applied."""
+    refusal = capability_refusal(rt, candidates, selections)
+    if refusal is not None:
+        raise RemoteRejected("capability", refusal)
     keys = rt.apply_candidates(sources, candidates, remote_selections=selections)
     outcomes = await rt.reconcile_many(keys)
     return ApplyReport(

@@ -168,8 +168,11 @@ class RemoteSync:
         except RemoteUnreachable as exc:
             return self._failed("unreachable", "unreachable", f"unreachable: {exc}", trigger)
         with anyio.CancelScope(shield=True):  # an apply is never half done
-            result = await self._accept(fetched, trigger)
-        return result  # noqa: RET504 - outside the scope, or mypy sees a missing return
+            try:
+                result = await self._accept(fetched, trigger)
+            except RemoteRejected as exc:  # refused by the runtime before anything changed
+                result = self._failed("rejected", exc.reason, str(exc), trigger)
+        return result
 
     def _fetch(self) -> Any:
         if self._source is None:
@@ -179,12 +182,16 @@ class RemoteSync:
         self._source.config = self.config
         return self._source.check()
 
-    async def _accept(self, fetched: Any, trigger: str) -> SyncReply:
+    def _succeeded(self, fetched: Any) -> None:
         h = self.health
         h.failures, h.reason, h.last_error = 0, None, None
         h.status = "ok"
         h.expires = fetched.expires
+
+    async def _accept(self, fetched: Any, trigger: str) -> SyncReply:
+        h = self.health
         if self.applied is not None and self.applied.digest == fetched.digest:
+            self._succeeded(fetched)
             if self.applied.version != fetched.version:  # re-signed, same content
                 self.applied.version = fetched.version
                 h.version = fetched.version
@@ -192,6 +199,7 @@ class RemoteSync:
             self._changed()
             return self._result(True, "unchanged")
         report, restart = await self._install(fetched.manifest, fetched.artifacts)
+        self._succeeded(fetched)
         applied = Applied(
             url=self.config.url,
             targets=list(self.config.targets),
