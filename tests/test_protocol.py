@@ -13,23 +13,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oneiric.control import protocol, replies
+from oneiric.control.framing import MAX_LINE, LineFramer, TooLong
 from oneiric.control.protocol import (
     ERROR_CODES,
     KNOWN_OPS,
     MAX_DEPTH,
-    MAX_LINE,
     MUTATING_OPS,
     DrainRequest,
     EmitRequest,
     ExplainRequest,
-    LineFramer,
     ListRequest,
     PauseRequest,
     PingRequest,
     RunRequest,
     StatusRequest,
     SwapRequest,
-    TooLong,
     decode_request,
     encode_error,
     encode_event,

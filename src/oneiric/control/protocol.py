@@ -1,12 +1,13 @@
-"""The control protocol (SPEC §8), sans-IO: framing, request Structs, reply envelopes.
+"""The control protocol (SPEC §8), sans-IO: request Structs and reply envelopes.
 
 Nothing here touches a socket, so the server, tests and any future transport share one
-definition of the wire format and it is unit-tested without I/O. Requests are a msgspec
-tagged union (``op`` is the tag) decoded by one module-level Decoder; the Structs ignore
-unknown fields so a newer client can talk to an older daemon. Replies are an envelope (success,
-error with one of :data:`ERROR_CODES`, or a streamed event) around an op's result, whose
-Structs are in :mod:`oneiric.control.replies`; a connection's rules are in
-:mod:`oneiric.control.session`.
+definition of the wire format and it is unit-tested without I/O. Lines come from
+:mod:`oneiric.control.framing` (its names are re-exported here: the wire format is one
+vocabulary). Requests are a msgspec tagged union (``op`` is the tag) decoded by one
+module-level Decoder; the Structs ignore unknown fields so a newer client can talk to an older
+daemon. Replies are an envelope (success, error with one of :data:`ERROR_CODES`, or a streamed
+event) around an op's result, whose Structs are in :mod:`oneiric.control.replies`; a
+connection's rules are in :mod:`oneiric.control.session`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 
 from oneiric._const import MAX_NAME, NAME_PATTERN, Domain
+from oneiric.control.framing import MAX_LINE, Frame, LineFramer, TooLong
 from oneiric.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -58,7 +60,6 @@ __all__ = [
     "nested_too_deeply",
 ]
 
-MAX_LINE: Final = 64 * 1024
 #: Deepest nesting of arrays/objects a request may have. The protocol sets it rather than the
 #: interpreter's recursion limit, which differs between Python versions (3.11 refuses ~5,000
 #: levels, 3.13 decodes 5,000 and refuses 20,000), so every daemon answers the same.
@@ -77,75 +78,6 @@ _NAME_HUMAN: Final = "a key or provider is letters, digits, '_', '.' or '-'"
 Topic = Annotated[str, msgspec.Meta(max_length=MAX_TOPIC)]
 #: An operator's note: free text, bounded.
 Note = Annotated[str, msgspec.Meta(max_length=MAX_NOTE)]
-
-# ---------------------------------------------------------------------------------------------
-# Framing
-
-
-class TooLong(msgspec.Struct, frozen=True):
-    """Marks a line longer than ``limit`` bytes; its content was discarded."""
-
-    limit: int
-
-
-Frame = bytes | TooLong
-
-
-class LineFramer:
-    """Split a byte stream into newline-terminated lines with bounded memory.
-
-    A line longer than ``max_line`` (not counting ``\\r\\n``) yields one :class:`TooLong` and
-    the rest of it is dropped up to its newline, so a hostile or broken peer cannot make the
-    daemon buffer without limit; framing resumes cleanly on the next line. Blank lines are
-    skipped so ``socat`` users may press Enter freely.
-    """
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be positive")
-        self._max = max_line
-        self._buf = bytearray()
-        self._discarding = False
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete line held so far."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[Frame]:
-        frames: list[Frame] = []
-        start, end = 0, len(data)
-        while start < end:
-            nl = data.find(b"\n", start)
-            if self._discarding:
-                if nl < 0:
-                    break
-                self._discarding = False
-                start = nl + 1
-                continue
-            if nl < 0:
-                self._buf += data[start:]
-                # +1 leaves room for a "\r" whose "\n" has not arrived yet.
-                if len(self._buf) > self._max + 1:
-                    self._buf.clear()
-                    self._discarding = True
-                    frames.append(TooLong(self._max))
-                break
-            if self._buf:
-                self._buf += data[start:nl]
-                line = bytes(self._buf)
-                self._buf.clear()
-            else:
-                line = data[start:nl]
-            start = nl + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self._max:
-                frames.append(TooLong(self._max))
-            elif line.strip():
-                frames.append(line)
-        return frames
-
 
 # ---------------------------------------------------------------------------------------------
 # Requests

@@ -34,14 +34,12 @@ from typing import Final, Protocol
 
 import msgspec
 
+from oneiric.control.framing import MAX_LINE, LineFramer, TooLong
 from oneiric.control.peers import Peer
 from oneiric.control.protocol import (
-    MAX_LINE,
     MUTATING_OPS,
     EmitRequest,
-    LineFramer,
     Request,
-    TooLong,
     decode_request,
     encode_error,
     encode_event,
