@@ -26,3 +26,21 @@ class Greeter:
             await cache.set(f"greeted:{name}", count)
         await oneiric.emit("greeting.sent", {"name": name, "count": count})
         return f"{self.greeting}, {name}! (greeting #{count})"
+
+
+class Payments:
+    """Event handler for the demo's dead letters: it books ``order.paid`` events and refuses
+    those with a negative ``amount`` (raises), so with ``retry`` they are tried again and then
+    land in the dead-letter list (``oneiricctl events --dead``)."""
+
+    def __init__(self) -> None:
+        self.booked = 0
+
+    async def handle(self, event: oneiric.Event) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        amount = data.get("amount", 0)
+        if not isinstance(amount, int | float) or amount < 0:
+            raise ValueError(f"cannot book amount {amount!r}")
+        async with oneiric.use("adapter", "cache") as cache:
+            self.booked += 1
+            await cache.set("payments:booked", self.booked)

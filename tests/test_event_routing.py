@@ -183,6 +183,13 @@ async def test_replay_to_a_paused_key_is_held_until_resume() -> None:
         assert reply["replayed"] == {str(dead["id"]): "held"}
         await h.call("resume", domain="event", key="flaky")
         await h.wait_for(lambda: got("flaky") == [7])
+        dc.FlakyHandler.BROKEN.add("flaky")
+        await h.call("emit", topic="order.a", data=8, wait=True)
+        [dead] = (await h.call("dead_letters"))["dead"]
+        dc.FlakyHandler.BROKEN.clear()
+        reply = await h.call("replay", all=True)  # not waiting: an admitting key queues it
+        assert reply["replayed"] == {str(dead["id"]): "queued"}
+        await h.wait_for(lambda: got("flaky") == [7, 8])
 
 
 def _ctl(h: Harness, *args: str) -> Any:

@@ -189,7 +189,7 @@ class DeadLettersReply(msgspec.Struct, kw_only=True):
 
 
 class ReplayReply(msgspec.Struct, kw_only=True):
-    """``replay``: dead-letter id (as a string) -> ``delivered``/``held`` (with ``wait``:
+    """``replay``: dead-letter id (as a string) -> ``queued``/``held`` (with ``wait``:
     ``delivered``/``dead``); ``failed``: id -> why it stayed in the list."""
 
     replayed: dict[str, str]

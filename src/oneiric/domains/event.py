@@ -269,7 +269,8 @@ class EventDispatcher:
                 keep.append(entry)
                 out["failed"][str(entry.id)] = f"event/{entry.key}: queue full"
                 continue
-            out["replayed"][str(entry.id)] = verdict
+            # without waiting, "queued" (an admitting key will try it now) or "held"
+            out["replayed"][str(entry.id)] = "queued" if verdict == "delivered" else verdict
             if wait and verdict == "delivered":
                 waits.append((entry.id, delivery))
             log.info(

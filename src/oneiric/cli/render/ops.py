@@ -210,10 +210,13 @@ def render_run(result: Any, kind: str, key: str) -> str:
     nodes = result.get("nodes")
     if isinstance(nodes, Mapping):
         verdict = "failed" if workflow_failed(result) else "ok"
+        if result.get("run_id"):
+            verdict += f" (run {result['run_id']})"
         rows = [
             (
                 str(node_id),
-                cell(node.get("status")),
+                # a node that ended ok before the run was resumed kept its result: not rerun
+                cell(node.get("status")) + (" (kept)" if node.get("resumed") else ""),
                 millis(node.get("duration_ms")),
                 cell(node.get("error")) if node.get("error") else cell(node.get("result")),
             )
