@@ -548,3 +548,15 @@ async def test_selection_lacking_a_required_capability_is_rejected(fleet: Fleet)
         assert "lacks 'persist'" in result["error"]
         assert serving(h) == "a"
         assert h.daemon.remote is not None and h.daemon.remote.health.failures == 1
+
+
+async def test_manifest_leaving_a_required_key_without_a_capable_provider_is_rejected(
+    fleet: Fleet,
+) -> None:
+    fleet.publish(manifest(thing("cache", "b"), thing("other", "o")))  # b lacks "persist"
+    requires = '[requires.adapter]\ncache = ["persist"]\n'
+    async with running_daemon(fleet.config(requires), directory=make_dir()) as h:
+        result = await h.call("sync")
+        assert not result["ok"] and result["reason"] == "capability", result
+        assert "adapter/cache: no candidate satisfies" in result["error"]
+        assert remote_candidates(h) == []  # nothing of it, not even adapter/other

@@ -29,6 +29,7 @@ from oneiric.runtime.candidates import (
     lacking,
     requirement,
 )
+from oneiric.runtime.registry import requires_errors
 
 if TYPE_CHECKING:
     from oneiric.runtime.core import Runtime
@@ -106,6 +107,19 @@ def capability_refusal(
     return None
 
 
+def unservable(rt: Runtime, sources: set[str], candidates: list[Candidate]) -> str | None:
+    """A key the host requires capabilities of, whose candidates after the apply would all
+    lack one (nothing could serve it), or None."""
+    after = [
+        r.candidate
+        for ck in rt.registry.keys(None)
+        for r in rt.registry.ranked(ck.domain, ck.key)
+        if r.candidate.source not in sources
+    ]
+    errors = requires_errors([*after, *candidates], {}, rt.requires_table())
+    return "; ".join(errors) or None
+
+
 async def apply_to_runtime(
     rt: Runtime,
     sources: set[str],
@@ -115,7 +129,7 @@ async def apply_to_runtime(
     """Replace the remote candidates and selections in one step; swap only what changed.
     A selection naming a provider that lacks a capability the key's ``[requires]`` demands
     rejects the whole manifest first (SPEC §10): RemoteRejected, nothing applied."""
-    refusal = capability_refusal(rt, candidates, selections)
+    refusal = capability_refusal(rt, candidates, selections) or unservable(rt, sources, candidates)
     if refusal is not None:
         raise RemoteRejected("capability", refusal)
     keys = rt.apply_candidates(sources, candidates, remote_selections=selections)

@@ -221,6 +221,10 @@ class Runtime(ChangeCounter):
         """The capabilities ``[requires.<domain>] key`` asks of every provider of the key."""
         return self._wanted.required(domain, key)
 
+    def requires_table(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Every ``[requires]`` rule in force: domain -> key -> capabilities."""
+        return self._wanted.requires
+
     # -- admission -------------------------------------------------------------------------------
     def _apply_admission(self, st: KeyState) -> None:
         slot = st.slot
