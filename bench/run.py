@@ -5,7 +5,8 @@
 
 Suites: client (oneiricctl vs supervisorctl vs the bare interpreter), core (leases, durable
 intent), control (requests/s and latency over the socket), ops (drain completion, pause effect,
-idle CPU), watch (config save → serving), scale (10 / 1,000 / 10,000 components and growth).
+idle CPU), watch (config save → serving), scale (10 / 1,000 / 10,000 components and growth),
+remote (a 10,000-component TUF manifest verified, diffed and applied; re-applied unchanged).
 Every row with a goal says whether it was met; ``growth`` is the 10k figure over the 1k one.
 
 Figures are medians (and p99 where latency matters) measured in the same run, so ratios between
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-SUITES = ["client", "core", "control", "ops", "watch", "scale"]
+SUITES = ["client", "core", "control", "ops", "watch", "scale", "remote"]
 
 
 def main() -> int:
