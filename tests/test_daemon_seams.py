@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 import components as comp
@@ -35,7 +36,7 @@ from oneiric.errors import ConfigError, NotFound, StartupError, Unavailable
 from oneiric.handlers import ControlHandler
 from oneiric.reload import Reloader, timeouts_of
 from oneiric.runtime.core import Runtime
-from oneiric.runtime.health import HealthSnapshot, read_health
+from oneiric.runtime.health import HealthSnapshot, decode_snapshot, read_health
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
 from oneiric.systemd import Notifier
@@ -146,8 +147,10 @@ async def test_the_handler_answers_from_its_collaborators() -> None:
         ping = await ask(p, PingRequest(id=2))
         assert isinstance(ping, PingReply) and ping.state == "running"
 
-        snap = await ask(p, HealthRequest(id=3))
-        assert isinstance(snap, HealthSnapshot)
+        reply = await ask(p, HealthRequest(id=3))
+        assert isinstance(reply, HealthSnapshot)
+        # its rows are the runtime's cached JSON: read it as a client does
+        snap = decode_snapshot(msgspec.json.encode(reply))
         assert [(c.key, c.provider) for c in snap.components] == [("cache", "a")]
         with pytest.raises(NotFound):
             await ask(p, StatusRequest(id=4, domain="adapter", key="nope"))

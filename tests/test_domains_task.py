@@ -233,7 +233,7 @@ async def test_stopping_daemon_refuses_new_runs() -> None:
         await run(h, payload={"gate": "g"}, wait=False)
         await dc.passed("g.started")
         h.rt.stopping = True
-        h.rt._apply_all_admissions()
+        h.rt._apply_admissions()
         with pytest.raises(RemoteError) as err:
             await run(h)
         assert "oneiricd is stopping" in err.value.message

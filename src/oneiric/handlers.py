@@ -118,12 +118,12 @@ class ControlHandler:
                     state=self.health.state,
                 )
             case StatusRequest(domain=domain, key=key):
-                snap = self.health.snapshot(domain, key)
+                snap = self.health.snapshot(domain, key, encoded=True)
                 if domain is not None and key is not None and not snap.components:
                     rt.state(domain, key)  # raises not_found naming the key
                 return snap
             case HealthRequest():
-                return self.health.snapshot()
+                return self.health.snapshot(encoded=True)
             case ExplainRequest(domain=domain, key=key, capability=capability):
                 asked = None if capability is None else tuple(capability)
                 explanation: ExplainReply = rt.explain(domain, key, asked)
@@ -285,7 +285,7 @@ class ControlHandler:
         seen = -1
         while True:
             seen = rt.version
-            await emit(WatchSnapshot(snapshot=self.health.snapshot()))
+            await emit(WatchSnapshot(snapshot=self.health.snapshot(encoded=True)))
             if self.health.state == "stopped":
                 return WatchEnded(ended="daemon stopping")
             await rt.wait_changed(seen)

@@ -1,9 +1,10 @@
 """Helpers shared by the domain managers: status extras, calling component code, results.
 
 Status counters live in ``KeyState.extras`` (merged into the key's ``ComponentHealth``), so
-every key written here must be a ``ComponentHealth`` field. Each change bumps the runtime's
-version (``rt.bump()``), which is what ``status --watch``, the health file and every waiter in
-this package follow — nothing here polls.
+every key written here must be a ``ComponentHealth`` field. Each change goes through
+``rt.key_changed(st)``: it wakes the waiters of that key only (every waiter in this package
+waits on its own key), and the followers of the whole runtime (``status --watch``, the health
+file) — nothing here polls, and a change to one key wakes nothing that waits on another.
 """
 
 from __future__ import annotations
@@ -35,21 +36,22 @@ def set_extras(rt: Runtime, st: KeyState, **values: Any) -> None:
             st.extras[name] = value
             changed = True
     if changed:
-        rt.bump()
+        rt.key_changed(st)
 
 
 def increment(rt: Runtime, st: KeyState, name: str, by: int = 1) -> None:
     """Add ``by`` to the status counter ``name`` of the key (and bump the runtime's version)."""
     st.extras[name] = int(st.extras.get(name, 0)) + by
-    rt.bump()
+    rt.key_changed(st)
 
 
-async def wait_until(rt: Runtime, predicate: Callable[[], bool]) -> None:
-    """Wait on runtime change events until ``predicate()`` holds. Every admission change,
-    bind, retire and status update touches the runtime, so this never misses a change."""
-    seen = rt.version
+async def wait_until(st: KeyState, predicate: Callable[[], bool]) -> None:
+    """Wait on the key's change events until ``predicate()`` (a condition on this key) holds.
+    Every admission change, bind, retire and status update of the key touches it, so this
+    never misses a change — and a change to another key never wakes it."""
+    seen = st.version
     while not predicate():
-        seen = await rt.wait_changed(seen)
+        seen = await st.wait_changed(seen)
 
 
 #: Worker threads for components' plain run()/handle(). Separate from anyio's default pool,

@@ -82,7 +82,7 @@ class _Runner:
 
     def retire(self) -> None:
         self.retired = True
-        self.rt.bump()  # wakes this runner's waits
+        self.rt.key_changed(self.st)  # wakes this runner's waits
 
     def _status(self, **values: Any) -> None:
         if self.st.slot.current is self.binding:  # the old runner must not clobber the new one's
@@ -106,14 +106,14 @@ class _Runner:
                 if not self.may_start():
                     self._status(run_state="stopped", backoff_s=None)
                     report()
-                    await wait_until(self.rt, lambda: self.retired or self.may_start())
+                    await wait_until(self.st, lambda: self.retired or self.may_start())
                     continue
                 outcome = await self._attempt(report)
                 if outcome == "crashed":
                     await self._backoff()
                 elif outcome == "exited":
                     # done on its own: wait for the operator (pause/resume) or a swap
-                    await wait_until(self.rt, lambda: not self.keep_running())
+                    await wait_until(self.st, lambda: not self.keep_running())
         except Exception:  # never let a supervisor bug take the daemon's task group down
             log.exception("%s: service supervisor failed", name)
         finally:
@@ -147,7 +147,7 @@ class _Runner:
 
         async def watch() -> None:
             nonlocal stop_requested
-            await wait_until(self.rt, lambda: not self.keep_running())
+            await wait_until(self.st, lambda: not self.keep_running())
             stop_requested = True
             self._status(run_state="stopping")
             await self._ask_to_stop(instance, finished)
@@ -216,7 +216,7 @@ class _Runner:
     async def _backoff(self) -> None:
         """Wait out the backoff; pause/swap interrupt it (resume then restarts at once)."""
         with anyio.move_on_after(self.delay):
-            await wait_until(self.rt, lambda: not self.keep_running())
+            await wait_until(self.st, lambda: not self.keep_running())
 
 
 class ServiceSupervisor:

@@ -235,7 +235,7 @@ class RunManager:
                 if failed:
                     st.extras["failed_runs"] = int(st.extras.get("failed_runs", 0)) + 1
             handle.done.set()
-            self.rt.bump()
+            self.rt.key_changed(st)
         log.info(
             "%s: run %s %s in %.1f ms",
             name,
@@ -291,7 +291,7 @@ class RunManager:
         key = st.slot.key
         every: float | None = None
         deadline = 0.0
-        seen = self.rt.version
+        seen = st.version
         try:
             while True:
                 cur = st.slot.current
@@ -301,10 +301,10 @@ class RunManager:
                     deadline = anyio.current_time() + (every or 0.0)
                     set_extras(self.rt, st, next_run_at=time.time() + every if every else None)
                 if not every:
-                    seen = await self.rt.wait_changed(seen)
+                    seen = await st.wait_changed(seen)
                     continue
                 with anyio.move_on_after(deadline - anyio.current_time()):
-                    seen = await self.rt.wait_changed(seen)
+                    seen = await st.wait_changed(seen)
                     continue
                 await self.tick(key)
                 now = anyio.current_time()

@@ -4,9 +4,12 @@
 decides admission from operator intent (pause, drain, resume, overrides), hands out leases and
 reports status; what each key should serve is :class:`~oneiric.runtime.desired.DesiredState`'s
 answer, and making it serve that is the :class:`~oneiric.runtime.reconciler.Reconciler`'s job.
-Every state change bumps :attr:`Runtime.version` and wakes :meth:`Runtime.wait_changed`, which
-the health writer and ``watch`` streams follow. The layers below are drawn in
-docs/ARCHITECTURE.md ("The runtime is layered").
+A change to one key goes through :meth:`Runtime.key_changed`: it wakes the waiters of that key
+only (:meth:`KeyState.wait_changed`: service runners, schedulers, drains), drops that key's
+cached status row, and bumps :attr:`Runtime.version`, which only the followers of the whole
+runtime wait on (the health writer and ``watch`` streams). Status rows are built and encoded
+once per change of their key, so a status of 10,000 keys costs O(changed) work plus a copy.
+The layers below are drawn in docs/ARCHITECTURE.md ("The runtime is layered").
 
 One cohesive seam, even past ~400 lines: it is the facade, every method an entry point of a
 few lines over the layers below (reconciler, desired state, status, idle waits, intent).
@@ -26,6 +29,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+import msgspec
 from anyio.lowlevel import RunVar, RunvarToken
 
 from oneiric._changes import ChangeCounter
@@ -60,6 +64,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_ENCODE = msgspec.json.Encoder().encode
 
 _current: RunVar[Runtime] = RunVar("oneiric_runtime")
 # RunVar.get asks anyio which event loop is running (~1.4 µs: more than a lease). The runtime's
@@ -108,8 +114,11 @@ class Runtime(ChangeCounter):
         # ComponentKey equals and hashes like one, and building one costs ~0.2 µs per lease.
         self._by_pair = cast("dict[tuple[str, str], KeyState]", self.states)
         self.observers: list[RuntimeObserver] = []
+        self._order: list[ComponentKey] | None = None  # sorted keys of `states`, while valid
+        self._known: list[ComponentKey] | None = None  # sorted states ∪ registry keys
         self._reconciler = Reconciler(
             changes=self,
+            key_changed=self.key_changed,
             intent=intent,
             desired=self._wanted,
             observers=self.observers,
@@ -193,11 +202,20 @@ class Runtime(ChangeCounter):
         st = self.states.get(ck)
         if st is None:
             st = self.states[ck] = KeyState(Slot(ck.domain, ck.key))
+            self._order = self._known = None
             self._apply_admission(st)
         return st
 
     def known_keys(self) -> list[ComponentKey]:
-        return sorted(set(self.states) | set(self.registry.keys()))
+        if self._known is None:
+            self._known = sorted(set(self.states) | set(self.registry.keys()))
+        return self._known
+
+    def key_changed(self, st: KeyState) -> None:
+        """Something observable about the key changed: wake its waiters (only them), drop its
+        cached status row, and tell the followers of the whole runtime."""
+        st.touch()
+        self.bump()
 
     def use(
         self,
@@ -236,12 +254,19 @@ class Runtime(ChangeCounter):
             reason = "" if admitting else eff.state
         if admitting != slot.admitting or reason != slot.reason:
             slot.set_admission(admitting, reason)
+            st.touch()
             for obs in self.observers:
                 obs.admission(st, admitting)
 
-    def _apply_all_admissions(self) -> None:
-        for st in list(self.states.values()):
-            self._apply_admission(st)
+    def _apply_admissions(self, keys: Iterable[ComponentKey] | None = None) -> None:
+        """Re-derive admission of ``keys`` (all when None) from intent; their status rows show
+        the intent too (its note, author, scope), so each is touched either way."""
+        states = self.states
+        targets = list(states.values()) if keys is None else [states.get(ck) for ck in keys]
+        for st in targets:
+            if st is not None:
+                self._apply_admission(st)
+                st.touch()
         self.bump()
 
     def admin_state(self, st: KeyState) -> Admin:
@@ -252,7 +277,12 @@ class Runtime(ChangeCounter):
     def _scope_keys(self, domain: str | None, key: str | None) -> list[ComponentKey]:
         """The known keys an intent on (domain, key) covers; a bad scope is ``BadRequest``, a
         named key that does not exist is ``NotFound``."""
-        keys = self.intent.keys_affected(domain, key, self.known_keys())
+        if domain is not None and key is not None:  # one key: O(1), not a scan of every key
+            ck = ComponentKey(domain, key)
+            known = [ck] if ck in self.states or self.registry.ranked(domain, key) else []
+        else:
+            known = self.known_keys()
+        keys = self.intent.keys_affected(domain, key, known)
         if key is not None and not keys:
             raise NotFound(f"no component {scope_label(domain, key)}: see 'oneiricctl list'")
         return keys
@@ -293,7 +323,7 @@ class Runtime(ChangeCounter):
         try:
             await record(domain, key, **who)
         finally:  # also after a failed (rolled back) write: admission follows the intent
-            self._apply_all_admissions()
+            self._apply_admissions(keys)
         return keys
 
     def _watch_drained(self, keys: Iterable[ComponentKey]) -> None:
@@ -301,7 +331,7 @@ class Runtime(ChangeCounter):
         for ck in keys:
             st = self.states.get(ck)
             if st is not None and st.slot.in_flight:
-                self.task_group.start_soon(idle.bump_when_idle, st.slot, self)
+                self.task_group.start_soon(idle.touch_when_idle, st, self.key_changed)
 
     async def resume(
         self, domain: str | None, key: str | None, *, uid: int | None, pid: int | None
@@ -316,7 +346,7 @@ class Runtime(ChangeCounter):
                 st = self.states.get(ck)
                 if st is not None and (st.parked is not None or st.parked_removal):
                     self._reconciler.request(st)
-            self._apply_all_admissions()
+            self._apply_admissions(keys)
         return keys
 
     def in_flight(self, keys: Iterable[ComponentKey]) -> dict[str, int]:
@@ -330,7 +360,7 @@ class Runtime(ChangeCounter):
         progress: Callable[[dict[str, int]], Any] | None = None,
     ) -> None:
         """Wait until no key of ``keys`` has a lease in flight (see :func:`idle.wait_idle`)."""
-        await idle.wait_idle(self.states, self, keys, progress=progress)
+        await idle.wait_idle(self.states, keys, progress=progress)
 
     # -- selection and swaps ---------------------------------------------------------------------
     async def set_override(
@@ -386,7 +416,7 @@ class Runtime(ChangeCounter):
                 # no await between dropping the trial and set_override applying it in memory
                 del self._wanted.trial[ck]
             if outcome == "failed":
-                self.bump()  # status shows the durable override again
+                self.key_changed(self.state(domain, key))  # status: the durable override again
                 return outcome
             try:
                 await self.intent.set_override(domain, key, provider, uid=uid, pid=pid, note=note)
@@ -430,8 +460,9 @@ class Runtime(ChangeCounter):
         changed = self._wanted.apply(
             sources, candidates, selections, requires, remote_selections=remote_selections
         )
+        self._known = None  # the registry's keys may have changed
         for ck in changed:
-            self._ensure(ck)
+            self._ensure(ck).touch()  # its winner may differ: a new status row
         self.bump()
         return changed
 
@@ -451,23 +482,57 @@ class Runtime(ChangeCounter):
 
     # -- status ----------------------------------------------------------------------------------
     def component_health(self, st: KeyState) -> ComponentHealth:
+        """The key's status row: built once per change of the key (and of its lease count,
+        which moves without a touch: leases stay ~1 µs), then served from its cache."""
+        cached = st.status
+        in_flight = st.slot.in_flight
+        if cached is not None and cached[0] == st.version and cached[1] == in_flight:
+            return cached[2]
         slot = st.slot
-        return status.component_health(
+        row = status.component_health(
             st,
             eff=self.intent.effective(slot.domain, slot.key),
             desired=self.desired(slot.domain, slot.key),
         )
+        st.status = (st.version, in_flight, row, None)
+        return row
+
+    def component_json(self, st: KeyState) -> msgspec.Raw:
+        """The key's status row as JSON, encoded once per change of the row."""
+        row = self.component_health(st)
+        cached = st.status
+        assert cached is not None and cached[2] is row
+        raw = cached[3]
+        if raw is None:
+            raw = msgspec.Raw(_ENCODE(row))
+            st.status = (cached[0], cached[1], row, raw)
+        return raw
+
+    def _selected(self, domain: str | None, key: str | None) -> list[KeyState]:
+        if domain is not None and key is not None:
+            st = self._by_pair.get((domain, key))
+            found = [st] if st is not None else []
+        else:
+            if self._order is None:
+                self._order = sorted(self.states)
+            states = self.states
+            found = [
+                states[ck]
+                for ck in self._order
+                if (domain is None or ck.domain == domain) and (key is None or ck.key == key)
+            ]
+        return [st for st in found if status.visible(st, self.registry)]
 
     def components(
         self, domain: str | None = None, key: str | None = None
     ) -> list[ComponentHealth]:
-        return [
-            self.component_health(st)
-            for ck, st in sorted(self.states.items())
-            if (domain is None or ck.domain == domain)
-            and (key is None or ck.key == key)
-            and status.visible(st, self.registry)
-        ]
+        return [self.component_health(st) for st in self._selected(domain, key)]
+
+    def components_json(
+        self, domain: str | None = None, key: str | None = None
+    ) -> list[msgspec.Raw]:
+        """:meth:`components`, each row already encoded (a reply or file is then a copy)."""
+        return [self.component_json(st) for st in self._selected(domain, key)]
 
     def explain(
         self, domain: str, key: str, capability: tuple[str, ...] | None = None
@@ -492,7 +557,7 @@ class Runtime(ChangeCounter):
         if self.stopping:
             return {}
         self.stopping = True
-        self._apply_all_admissions()
+        self._apply_admissions()
         keys = list(self.states)
         with anyio.move_on_after(timeout, shield=True):
             await self.wait_idle(keys)

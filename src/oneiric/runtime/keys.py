@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import anyio
+import msgspec
 
 from oneiric.runtime.candidates import Candidate
-from oneiric.runtime.health import Lifecycle
-from oneiric.runtime.leases import Binding, Slot
+from oneiric.runtime.health import ComponentHealth, Lifecycle
+from oneiric.runtime.leases import Binding, Slot, Waker
 
 __all__ = [
     "ComponentKey",
@@ -76,10 +77,48 @@ class KeyState:
     extras: dict[str, Any] = field(default_factory=dict)
     #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status
     swap_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SWAP_SAMPLES))
+    #: moves on every observable change of this key (see :meth:`touch`)
+    version: int = 0
+    #: the key's status row as last built: (version, in flight, row, its JSON), or None
+    status: tuple[int, int, ComponentHealth, msgspec.Raw | None] | None = None
+    _changed: anyio.Event | None = None  # made only when someone waits
+    _listeners: set[Waker] | None = None  # multi-key waiters (a drain's wait)
 
     @property
     def ck(self) -> ComponentKey:
         return ComponentKey(self.slot.domain, self.slot.key)
+
+    def touch(self) -> None:
+        """Something observable about this key changed: drop its cached status row and wake
+        the waiters of this key — only them (call it through ``Runtime.key_changed``, which
+        also tells the followers of the whole runtime)."""
+        self.version += 1
+        self.status = None
+        ev = self._changed
+        if ev is not None:
+            self._changed = None
+            ev.set()
+        if self._listeners:
+            for waiter in self._listeners:
+                waiter.set()
+
+    async def wait_changed(self, seen: int) -> int:
+        """Return this key's version once it differs from ``seen``."""
+        while self.version == seen:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        return self.version
+
+    def listen(self, waiter: Waker) -> None:
+        """Also set ``waiter`` on this key's next changes (until :meth:`unlisten`)."""
+        if self._listeners is None:
+            self._listeners = set()
+        self._listeners.add(waiter)
+
+    def unlisten(self, waiter: Waker) -> None:
+        if self._listeners is not None:
+            self._listeners.discard(waiter)
 
 
 class RuntimeObserver:

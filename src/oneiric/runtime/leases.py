@@ -14,26 +14,47 @@ from __future__ import annotations
 
 import math
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from oneiric.errors import MissingCapability, Paused, Timeout, Unavailable
 
 
+class Waker(Protocol):
+    """What a multi-key waiter registers: anything with ``set()`` (an ``anyio.Event``)."""
+
+    def set(self) -> None: ...
+
+
 class _InFlight:
     """A count of leases and an "idle" event set the moment it reaches zero."""
 
-    __slots__ = ("_idle", "in_flight")
+    __slots__ = ("_idle", "_idle_listeners", "in_flight")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self._idle: anyio.Event | None = None  # made only when someone waits
+        self._idle_listeners: set[Waker] | None = None  # multi-key waiters
 
     def _done_one(self) -> None:
         self.in_flight -= 1
-        if self.in_flight == 0 and self._idle is not None:
-            self._idle.set()
+        if self.in_flight == 0:
+            if self._idle is not None:
+                self._idle.set()
+            if self._idle_listeners:
+                for waiter in self._idle_listeners:
+                    waiter.set()
+
+    def listen_idle(self, waiter: Waker) -> None:
+        """Also set ``waiter`` each time the count reaches zero (until :meth:`unlisten_idle`)."""
+        if self._idle_listeners is None:
+            self._idle_listeners = set()
+        self._idle_listeners.add(waiter)
+
+    def unlisten_idle(self, waiter: Waker) -> None:
+        if self._idle_listeners is not None:
+            self._idle_listeners.discard(waiter)
 
     async def wait_idle(self) -> None:
         """Return once no lease is held."""

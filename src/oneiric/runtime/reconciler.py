@@ -57,6 +57,7 @@ class Reconciler:
         self,
         *,
         changes: ChangeCounter,
+        key_changed: Callable[[KeyState], None],
         intent: IntentStore,
         desired: DesiredState,
         observers: list[RuntimeObserver],
@@ -66,6 +67,7 @@ class Reconciler:
         self.timeouts = timeouts
         self.stopping = False
         self._bump = changes.bump
+        self._touch = key_changed  # this key's waiters, and the runtime's followers
         self._intent = intent
         self._desired = desired
         self._observers = observers
@@ -94,6 +96,7 @@ class Reconciler:
         async with st.lock:
             if queued:
                 st.pending = False
+                self._touch(st)  # a resumed service waits for the queued change to be done
             if self.stopping:
                 return "skipped"
             ck = st.ck
@@ -104,7 +107,7 @@ class Reconciler:
                 st.parked, st.parked_removal, st.failed_target = None, False, None
                 if changed:
                     st.last_error = None
-                    self._bump()
+                    self._touch(st)
                 return "unchanged"
             held = self._intent.effective(ck.domain, ck.key).state
             if cur is not None and held != "active":
@@ -117,7 +120,7 @@ class Reconciler:
                     repr(want.provider) if want else "no provider",
                     held,
                 )
-                self._bump()
+                self._touch(st)
                 return "parked"
             try:
                 if want is None:
@@ -127,7 +130,7 @@ class Reconciler:
                     st.lifecycle = "inactive"
                     await self._notify_bound(st, None, cur)
                     self._retire_soon(st, cur)
-                    self._bump()
+                    self._touch(st)
                     return "removed"
                 if not force and want == st.failed_target:
                     return "skipped"
@@ -137,7 +140,7 @@ class Reconciler:
                 # resumed service must not restart the instance it replaces
                 if st.parked is not None or st.parked_removal:
                     st.parked, st.parked_removal = None, False
-                    self._bump()
+                    self._touch(st)
 
     # -- swap ------------------------------------------------------------------------------------
     async def _swap(self, st: KeyState, want: Candidate) -> Outcome:
@@ -151,7 +154,7 @@ class Reconciler:
         cur = st.slot.current
         if cur is None:
             st.lifecycle = "activating"
-            self._bump()
+            self._touch(st)
         self._generation += 1
         started = time.monotonic()
         try:
@@ -169,7 +172,7 @@ class Reconciler:
             if cur is None:
                 st.lifecycle = "failed"
             log.error("%s", exc)
-            self._bump()
+            self._touch(st)
             return "failed"
         if self.stopping:  # shutdown began while this instance was starting: never bind it
             await stop_instance(new.instance, self.timeouts.stop, st.slot.name)
@@ -214,7 +217,7 @@ class Reconciler:
                 st.last_error = f"after_swap() of {want.provider!r}: {failed} (the swap stands)"
                 log.warning("%s: %s", st.slot.name, st.last_error)
             self._retire_soon(st, old)
-        self._bump()
+        self._touch(st)
         return "swapped" if old is not None else "activated"
 
     async def _hook(self, on: Binding, name: str, other: Binding, where: str) -> str | None:
@@ -255,7 +258,7 @@ class Reconciler:
             name=st.slot.name,
         )
         st.slot.forget(old)
-        self._bump()
+        self._touch(st)
 
     # -- periodic health -------------------------------------------------------------------------
     def _start_health_loop(self, st: KeyState, binding: Binding) -> None:
@@ -283,7 +286,7 @@ class Reconciler:
                         log.info("%s: healthy again", st.slot.name)
                     st.lifecycle = lifecycle
                     st.last_error = err if not ok else None
-                    self._bump()
+                    self._touch(st)
 
     # -- shutdown --------------------------------------------------------------------------------
     async def stop_all(self, states: Mapping[ComponentKey, KeyState]) -> None:
@@ -310,4 +313,5 @@ class Reconciler:
                 st.slot.bind(None)
                 st.slot.retiring.clear()
                 st.lifecycle = "inactive"
+                st.touch()
         self._bump()

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import anyio
 import anyio.abc
@@ -118,9 +119,19 @@ class HealthReporter:
         self.rt.bump()  # the writer follows the runtime's changes
 
     # -- what is reported ------------------------------------------------------------------------
-    def snapshot(self, domain: str | None = None, key: str | None = None) -> HealthSnapshot:
+    def snapshot(
+        self, domain: str | None = None, key: str | None = None, *, encoded: bool = False
+    ) -> HealthSnapshot:
+        """The status document. ``encoded``: its component rows are the runtime's cached JSON
+        (``msgspec.Raw``, encoded once per change of each key), for a reply or the file — then
+        encoding the document copies them instead of encoding every row again."""
         config = self.loaded.config
-        components = self.rt.components(domain, key)
+        components = self.rt.components(domain, key)  # cached rows: cheap
+        rows = (
+            cast("list[ComponentHealth]", self.rt.components_json(domain, key))
+            if encoded
+            else components
+        )
         return HealthSnapshot(
             version=VERSION,
             pid=os.getpid(),
@@ -135,7 +146,7 @@ class HealthReporter:
                 files=list(config.files),
             ),
             remote=self.remote,
-            components=components,
+            components=rows,
             plugins=self.loaded.plugins,
             domains=summarize_domains(components),
             watcher=self.watcher() if self.watcher is not None else None,
@@ -166,7 +177,7 @@ class HealthReporter:
         last_status = ""
         failing: str | None = None
         while True:
-            snap = self.snapshot()
+            snap = self.snapshot(encoded=True)
             seen = rt.version
             try:
                 await anyio.to_thread.run_sync(_write_health_file, path, snap)
@@ -187,7 +198,7 @@ class HealthReporter:
                     failing = None
             self._written.set()
             self._written = anyio.Event()
-            line = self.status_line(snap.components)  # not a second status build per write
+            line = self.status_line()  # rows come from the runtime's per-key cache
             if line != last_status and self.state == "running":
                 self._on_status(line)
                 last_status = line
