@@ -190,7 +190,7 @@ class Reconciler:
                     f"{cur.provider!r} keeps serving"
                 )
                 log.error("%s: %s", st.slot.name, st.last_error)
-                self._bump()
+                self._touch(st)
                 return "failed"
         elapsed = (time.monotonic() - started) * 1000
         st.failed_target = None
