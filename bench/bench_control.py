@@ -92,8 +92,37 @@ async def _load(path: str, conns: int, requests: list[bytes], per_conn: int) -> 
     }
 
 
+def _session_row(rounds: int = 7, n: int = 20_000) -> dict[str, Any]:
+    """The protocol's own cost per request, without sockets or the handler: the sans-IO session
+    frames and decodes a pipelined ``pause`` line, authorises it, decides inline vs task and
+    the audit record, then encodes a reply and finishes it."""
+    from oneiric.control.peers import Peer
+    from oneiric.control.replies import PauseReply
+    from oneiric.control.session import NEED_DATA, Dispatch, Session
+
+    session = Session(Peer(pid=1, uid=0, gid=0, role="admin"), admin_group="oneiric")
+    chunk = b'{"id":7,"op":"pause","domain":"adapter","key":"cache","note":"bench"}\n' * 100
+    reply = PauseReply(affected=["adapter/cache"], state="paused", still_held={})
+    per_request: list[float] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n // 100):
+            session.receive_data(chunk)
+            while (d := session.next_decision()) is not NEED_DATA:
+                assert isinstance(d, Dispatch)
+                session.result(d, reply)
+                session.finish(d)
+        per_request.append((time.perf_counter() - t0) / n * 1e6)
+    per_request.sort()
+    return {
+        "name": "session: decode, decide, encode one request (sans-IO)",
+        "unit": "µs",
+        "p50": per_request[len(per_request) // 2],
+    }
+
+
 def run() -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [_session_row()]
     d = Path(tempfile.mkdtemp(prefix="onb", dir="/tmp"))
     proc = _start(d)
     sock = str(d / "oneiricd.sock")
