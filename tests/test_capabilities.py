@@ -178,3 +178,41 @@ async def test_reload_naming_an_incapable_selection_keeps_the_running_config() -
             await h.call("reload")
         assert "lacks capability 'persist'" in info.value.message
         assert h.rt.components("adapter", "cache")[0].provider == "memory"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            '[[component]]\ndomain = "event"\nkey = "e"\nprovider = "p"\n'
+            'factory = "components:Thing"\nretry = { attempts = 0 }\n',
+            "at component[0].retry.attempts: expected an integer >= 1 (1 = no retry), got 0",
+        ),
+        (
+            CAPS.replace("watch = false", "watch = false\ndead_letters = 0"),
+            "at daemon.dead_letters: expected an integer >= 1, got 0",
+        ),
+        (
+            CAPS
+            + '[requires.adapter]\ncache = ["persist"]\n[selections.adapter]\ncache = "memory"\n',
+            "at selections.adapter.cache: selects provider 'memory', which lacks capability",
+        ),
+    ],
+)
+def test_oneiricd_check_names_the_field(tmp_path: Path, text: str, where: str) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "oneiricd.toml"
+    config.write_text(text)
+    oneiricd = str(Path(sys.executable).parent / "oneiricd")
+    done = subprocess.run(
+        [oneiricd, "--config", str(config), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PYTHONPATH": str(Path(__file__).parent), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 78, done.stderr
+    assert f"{config}, {where}" in done.stderr

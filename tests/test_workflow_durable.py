@@ -238,3 +238,35 @@ def test_resume_after_sigkill_does_not_rerun_completed_nodes() -> None:
             second.proc.wait()
         second.notify.close()
         listener.close()
+
+
+@pytest.mark.anyio
+async def test_a_stop_during_a_run_leaves_it_interrupted_and_resumable() -> None:
+    config = HEAD.replace('stop_timeout = "5s"', 'stop_timeout = "300ms"') + (
+        task("prep")
+        + task("wait")
+        + workflow(
+            "wf",
+            """[
+  { id = "prep", task = "prep" },
+  { id = "wait", task = "wait", after = ["prep"], payload = { gate = "g" } },
+]""",
+        )
+    )
+    directory = make_dir()
+    async with running_daemon(config, directory=directory) as h:
+        accepted = await h.call("run", domain="workflow", key="wf", wait=False)
+        await dc.passed("g.started")  # prep ended (checkpointed); wait is blocked
+        run_id = accepted["run_id"]
+    # the daemon stopped under the run: its record says so, and what already ended
+    record = json.loads((directory / "state" / "workflows" / f"{run_id}.json").read_bytes())
+    assert record["status"] == "interrupted"
+    assert record["nodes"]["prep"]["status"] == "ok"
+    assert dc.COUNTS["prep.run"] == 1
+    dc.gate("g").set()
+    async with running_daemon(config, directory=directory) as h:
+        [listed] = (await h.call("runs", key="wf"))["runs"]
+        assert listed["status"] == "interrupted"
+        report = await h.call("run", domain="workflow", key="wf", resume=run_id)
+        assert report["ok"] is True and report["nodes"]["prep"]["resumed"] is True
+        assert dc.COUNTS["prep.run"] == 1 and dc.COUNTS["wait.run"] == 2

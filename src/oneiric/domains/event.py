@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
@@ -36,25 +34,16 @@ import anyio.abc
 
 from oneiric.domains._base import call_component, increment, set_extras
 from oneiric.domains.dead_letters import DeadLetter, DeadLetters
-from oneiric.errors import BadRequest, NotFound, OneiricError
+from oneiric.domains.routing import Event, check_topic, filters_match, route
+from oneiric.errors import NotFound, OneiricError
 from oneiric.runtime.core import KeyState, Runtime
 from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.leases import Binding
 from oneiric.runtime.lifecycle import describe
 
+__all__ = ["Event", "EventDispatcher", "check_topic", "filters_match"]
+
 log = logging.getLogger(__name__)
-
-_TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """What ``handle(event)`` receives."""
-
-    topic: str
-    data: Any = None
-    id: int = 0  # daemon-wide sequence number, increasing in emission order
-    emitted_at: float = 0.0  # epoch seconds
 
 
 @dataclass(slots=True)
@@ -74,29 +63,6 @@ class _KeyQueue:
     running: int = 0
     wake: anyio.Event = field(default_factory=anyio.Event)
     started: bool = False
-
-
-def check_topic(topic: str) -> str:
-    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
-        raise BadRequest(
-            f"invalid topic {topic!r}: use letters, digits and '_', separated by '.', ':', '/' "
-            "or '-' (like user.created); glob characters belong in a handler's topics"
-        )
-    return topic
-
-
-def filters_match(filters: dict[str, Any], data: Any) -> bool:
-    """Every ``field = value`` of ``filters`` holds in ``data`` (a dotted field walks nested
-    tables). Equality is strict about booleans: ``true`` never equals ``1``."""
-    for name, want in filters.items():
-        value = data
-        for part in name.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return False
-            value = value[part]
-        if isinstance(value, bool) != isinstance(want, bool) or value != want:
-            return False
-    return True
 
 
 class EventDispatcher:
@@ -149,26 +115,8 @@ class EventDispatcher:
 
     # -- publishing ------------------------------------------------------------------------------
     def route(self, topic: str, data: Any) -> list[KeyState]:
-        """The keys that receive an event, in delivery order (see the module docs)."""
-        found: list[tuple[int, str, KeyState]] = []
-        for ck, st in self.rt.states.items():
-            binding = st.slot.current
-            if ck.domain != "event" or binding is None:
-                continue
-            cand = binding.candidate
-            if not any(fnmatchcase(topic, p) for p in cand.topics):
-                continue
-            if cand.filters and not filters_match(cand.filters, data):
-                continue
-            found.append((-cand.priority, ck.key, st))
-        found.sort(key=lambda item: item[:2])
-        out: list[KeyState] = []
-        for _, _, st in found:
-            out.append(st)
-            current = st.slot.current
-            if current is not None and current.candidate.fanout == "exclusive":
-                break
-        return out
+        """The keys that receive an event, in delivery order (:func:`.routing.route`)."""
+        return route(self.rt.states.items(), topic, data)
 
     def emit(self, topic: str, data: Any = None) -> dict[str, list[str]]:
         """Queue the event for every key it routes to; say which keys will get it now
