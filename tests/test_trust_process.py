@@ -10,6 +10,7 @@ import select
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,39 @@ factory = "hostile_components:ThreadLeaker"
     finally:
         finish(p)
         os.close(reader)
+
+
+# -- defect 4: a client that stops reading cannot hold up SIGTERM -----------------------------
+
+
+def test_a_client_that_stops_reading_cannot_hold_up_sigterm(workdir: Path) -> None:
+    # idle_timeout of an hour: before the fix each queued reply waited that long
+    (workdir / "oneiricd.toml").write_text(
+        HEAD.format(stop="2s").replace("watch = false", 'watch = false\nidle_timeout = "1h"')
+        + CACHE
+    )
+    p = spawn(workdir)
+    p.expect("READY=1")
+    peers = Path(__file__).with_name("hostile_peers.py")
+    flood = subprocess.Popen(
+        [sys.executable, str(peers), "--uid", "0", p.socket, "noread", "20000", "status"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert flood.stdout is not None
+        sent = json.loads(flood.stdout.readline())["sent"]
+        assert sent > 0
+        p.proc.send_signal(signal.SIGTERM)
+        try:
+            code = p.proc.wait(timeout=45)  # stop_timeout 2s: generous for a loaded machine
+        except subprocess.TimeoutExpired:
+            pytest.fail("a client that stopped reading held SIGTERM up")
+        assert code == 0, p.stderr_text()
+        assert json.loads((workdir / "health.json").read_text())["state"] == "stopped"
+        assert not os.path.exists(p.socket)
+    finally:
+        finish(p)
+        flood.kill()
+        flood.wait()

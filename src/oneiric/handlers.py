@@ -88,6 +88,11 @@ def _still_held(rt: Runtime, keys: list[ComponentKey], states: set[str]) -> dict
     return held
 
 
+#: Watch streams one uid may hold open: each costs a copy of every snapshot per change.
+MAX_WATCHES_PER_READER = 16
+MAX_WATCHES_PER_ADMIN = 256
+
+
 class ControlHandler:
     """Callable the control server invokes per request."""
 
@@ -106,6 +111,8 @@ class ControlHandler:
         self.domains = domains
         #: the remote manifest sync (SPEC §9); None without [remote] (``sync`` is unavailable)
         self.remote: RemoteSync | None = None
+        self._watches: dict[int, int] = {}  # uid -> watch streams open
+        self._watch_cache: tuple[tuple[int, str], msgspec.Raw] | None = None
 
     async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Result:
         rt = self.rt
@@ -153,7 +160,7 @@ class ControlHandler:
             case ReloadRequest():
                 return await self.reloader.reload(trigger=f"oneiricctl (uid {peer.uid})")
             case WatchRequest():
-                return await self._watch(emit)
+                return await self._watch(emit, peer)
             case RunRequest():
                 return await self._run(request)
             case EmitRequest(topic=topic, data=data, wait=wait):
@@ -280,12 +287,34 @@ class ControlHandler:
             left,
         )
 
-    async def _watch(self, emit: Emit) -> WatchEnded:
-        rt = self.rt
-        seen = -1
-        while True:
-            seen = rt.version
-            await emit(WatchSnapshot(snapshot=self.health.snapshot(encoded=True)))
-            if self.health.state == "stopped":
-                return WatchEnded(ended="daemon stopping")
-            await rt.wait_changed(seen)
+    async def _watch(self, emit: Emit, peer: Peer) -> WatchEnded:
+        limit = MAX_WATCHES_PER_ADMIN if peer.role == "admin" else MAX_WATCHES_PER_READER
+        if self._watches.get(peer.uid, 0) >= limit:
+            raise Unavailable(
+                f"too many watch streams from uid {peer.uid} (at most {limit}); end one first"
+            )
+        self._watches[peer.uid] = self._watches.get(peer.uid, 0) + 1
+        try:
+            rt = self.rt
+            seen = -1
+            while True:
+                seen = rt.version
+                await emit(self._watch_event(seen))
+                if self.health.state == "stopped":
+                    return WatchEnded(ended="daemon stopping")
+                await rt.wait_changed(seen)
+        finally:
+            self._watches[peer.uid] -= 1
+            if not self._watches[peer.uid]:
+                del self._watches[peer.uid]
+
+    def _watch_event(self, version: int) -> msgspec.Raw:
+        """The snapshot event for runtime ``version``, encoded once however many streams
+        follow it (each stream copies the bytes into its own line)."""
+        key = (version, self.health.state)
+        cached = self._watch_cache
+        if cached is None or cached[0] != key:
+            snap = self.health.snapshot(encoded=True)  # rows: the runtime's cached JSON
+            raw = msgspec.Raw(msgspec.json.encode(WatchSnapshot(snapshot=snap)))
+            cached = self._watch_cache = (key, raw)
+        return cached[1]

@@ -1,10 +1,11 @@
 """A small blocking client for the control socket, used by ``oneiricctl``.
 
-It imports only ``os``, ``json`` and ``_socket`` from the standard library — no msgspec, no
-anyio, no server code, no :mod:`typing` of its own at run time — so the CLI starts in little more
-than the interpreter's own start-up time (importing msgspec alone costs more than a third of
-oneiricctl's budget). One request is in flight at a time; the connection is opened lazily on
-the first request and reused after that.
+It imports only ``os``, ``json``, ``time`` and ``_socket`` from the standard library — no
+msgspec, no anyio, no server code, no :mod:`typing` of its own at run time — so the CLI starts
+in little more than the interpreter's own start-up time (importing msgspec alone costs more
+than a third of oneiricctl's budget). One request is in flight at a time; the connection is
+opened lazily on the first request and reused after that. A connect that finds the daemon's
+listen backlog full (EAGAIN) is retried until the timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import _socket
 import json
 import os
+import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -129,13 +131,26 @@ class ControlClient:
         """Connect now (otherwise the first request does); raises the errors above."""
         if self._sock is not None:
             return
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            raise self._connect_error(exc) from exc
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+            except BlockingIOError as exc:
+                # EAGAIN: the listen backlog is full for a moment (a connect flood); the
+                # daemon accepts everything queued each turn, so try again until the timeout
+                sock.close()
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise self._connect_error(exc) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            except OSError as exc:
+                sock.close()
+                raise self._connect_error(exc) from exc
+            break
         self._sock = sock
         self._buf.clear()
 

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
 PROBE_TIMEOUT: Final = 2.0
-LISTEN_BACKLOG: Final = 128
+#: Deep enough that a burst of connects (or a connect/close loop) does not turn an operator's
+#: connect into EAGAIN before the accept loop's next turn (the kernel caps it at somaxconn).
+LISTEN_BACKLOG: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)

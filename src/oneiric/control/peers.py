@@ -23,6 +23,7 @@ import anyio.to_thread
 import msgspec
 
 __all__ = [
+    "ADMIN_RESERVE",
     "MAX_CONNECTIONS",
     "MAX_PER_UID",
     "ConnectionLimits",
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 #: able to use up the daemon's file descriptors (beyond the cap: one `unavailable` line, close).
 MAX_CONNECTIONS: Final = 256
 MAX_PER_UID: Final = 32
+#: Of MAX_CONNECTIONS, this many are only for root and the daemon's own uid: however many
+#: unprivileged uids fill their caps, an operator always gets in.
+ADMIN_RESERVE: Final = 32
+#: Refusals are logged once per uid per this many seconds, then counted in a summary line.
+REFUSAL_LOG_INTERVAL: Final = 10.0
 ROLE_CACHE_TTL: Final = 60.0
 _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux ≥ 4.13
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -140,15 +146,21 @@ class Roles:
 class ConnectionLimits:
     """How many connections each uid holds, and whether one more is served.
 
-    Root and the daemon's own uid are exempt from the per-uid cap (an operator can always get
-    in); nobody is from the total. The accept loop calls :meth:`admit` for each new connection
-    and :meth:`release` when it ends.
+    Root and the daemon's own uid are exempt from the per-uid cap and have
+    :data:`ADMIN_RESERVE` connections that nobody else may take (an operator can always get
+    in); everyone is bound by the total. The accept loop calls :meth:`admit` for each new
+    connection and :meth:`release` when it ends; :meth:`log_refusal` keeps a flood of
+    refusals from flooding the log.
     """
 
-    def __init__(self, roles: Roles) -> None:
+    def __init__(self, roles: Roles, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._roles = roles
         self._per_uid: dict[int, int] = {}
         self._total = 0
+        self._unprivileged = 0
+        self._clock = clock
+        #: uid -> (when its last refusal was logged, refusals since then not logged)
+        self._refusals: dict[int, tuple[float, int]] = {}
 
     @property
     def total(self) -> int:
@@ -158,8 +170,15 @@ class ConnectionLimits:
         """Why a new connection from ``uid`` is refused, or None."""
         if self._total >= MAX_CONNECTIONS:
             return f"too many control connections ({MAX_CONNECTIONS}); try again shortly"
-        if not self._roles.privileged(uid) and self._per_uid.get(uid, 0) >= MAX_PER_UID:
+        if self._roles.privileged(uid):
+            return None
+        if self._per_uid.get(uid, 0) >= MAX_PER_UID:
             return f"too many control connections from uid {uid} (at most {MAX_PER_UID})"
+        if self._unprivileged >= MAX_CONNECTIONS - ADMIN_RESERVE:
+            return (
+                f"too many control connections ({MAX_CONNECTIONS - ADMIN_RESERVE} for users "
+                "other than root and the daemon's own); try again shortly"
+            )
         return None
 
     def admit(self, uid: int) -> str | None:
@@ -168,10 +187,34 @@ class ConnectionLimits:
         if refusal is None:
             self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
             self._total += 1
+            if not self._roles.privileged(uid):
+                self._unprivileged += 1
         return refusal
 
     def release(self, uid: int) -> None:
         self._total -= 1
+        if not self._roles.privileged(uid):
+            self._unprivileged -= 1
         self._per_uid[uid] -= 1
         if not self._per_uid[uid]:
             del self._per_uid[uid]
+
+    def log_refusal(self, uid: int, message: str) -> None:
+        """Log a refusal: the first per uid in each :data:`REFUSAL_LOG_INTERVAL`, then one
+        summary of how many more there were (a connect/close loop must not fill the disk)."""
+        now = self._clock()
+        last, hidden = self._refusals.get(uid, (float("-inf"), 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals[uid] = (last, hidden + 1)
+            return
+        if hidden:
+            log.warning(
+                "refused %d more control connection(s) from uid %d in the last %gs",
+                hidden,
+                uid,
+                REFUSAL_LOG_INTERVAL,
+            )
+        log.warning("refusing a control connection from uid %d: %s", uid, message)
+        if len(self._refusals) > 4096:  # bounded, whatever the number of uids
+            self._refusals.clear()
+        self._refusals[uid] = (now, 0)

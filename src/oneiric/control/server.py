@@ -10,9 +10,11 @@ replies whole, and drop peers that are gone, idle or stuck — so that no reques
 malformed, can hurt the daemon or another client.
 
 Where fairness lives: :meth:`_Connection._read_loop` takes one decision at a time from the
-session (a peer's pipelined input becomes work only as fast as the pump asks for it), and
-:meth:`_Connection._receive` yields to other connections after :data:`FAIR_READS` reads;
-:func:`serve`'s loop is the one place connections are accepted or refused.
+session (a peer's pipelined input becomes work only as fast as the pump asks for it) and serves
+a bounded share per loop turn, admins first (:class:`Turns`); :meth:`_Connection._receive`
+yields to other connections after :data:`FAIR_READS` reads; :func:`serve`'s loop is the one
+place connections are accepted (all that are queued, each turn) or refused (logged at a bounded
+rate), and on the way out it breaks every connection so no peer holds the daemon's stop up.
 
 Sockets are driven directly with anyio.wait_readable()/wait_writable() rather than through
 anyio's SocketListener/UNIXSocketStream: on the asyncio backend those register
@@ -46,15 +48,52 @@ from oneiric.control.session import (
     Session,
 )
 
-__all__ = ["MAX_IN_FLIGHT", "serve"]
+__all__ = ["MAX_IN_FLIGHT", "Turns", "serve"]
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT: Final = 64
 ACCEPT_BACKOFF: Final = 0.1
+#: Connections accepted per loop turn at most (then the loop serves everyone else once).
+ACCEPT_BATCH: Final = 256
 RECV_SIZE: Final = 65536
 #: A connection that always has data ready yields to the loop after this many reads.
 FAIR_READS: Final = 16
+#: Requests a connection serves per loop turn before it lets every other task run: its fair
+#: share. Admins get more, and readers also wait (briefly) while an admin is being served.
+READER_TURN: Final = 4
+ADMIN_TURN: Final = 64
+#: ... and no connection keeps the loop longer than this per turn, however cheap or costly
+#: its requests (the watchdog is pinged from the loop).
+TURN_SECONDS: Final = 0.002
+#: The longest a reader's request waits for admins to be served (then it goes anyway).
+ADMIN_FIRST_WAIT: Final = 0.05
+
+
+class Turns:
+    """Admins first: while any admin connection is working through requests, readers hold
+    their next request (up to :data:`ADMIN_FIRST_WAIT`), so an operator is answered ahead of
+    any number of readers."""
+
+    def __init__(self) -> None:
+        self._admins_busy = 0
+        self._admins_idle = anyio.Event()
+        self._admins_idle.set()
+
+    def admin_busy(self) -> None:
+        self._admins_busy += 1
+        if self._admins_busy == 1:
+            self._admins_idle = anyio.Event()
+
+    def admin_done(self) -> None:
+        self._admins_busy -= 1
+        if not self._admins_busy:
+            self._admins_idle.set()
+
+    async def reader_turn(self) -> None:
+        if self._admins_busy:
+            with anyio.move_on_after(ADMIN_FIRST_WAIT):
+                await self._admins_idle.wait()
 
 
 async def serve(
@@ -76,56 +115,71 @@ async def serve(
     sock.setblocking(False)
     roles = Roles(admin_group)
     limits = ConnectionLimits(roles)
+    turns = Turns()
+    conns: set[_Connection] = set()
     last_accept_error = ""
 
     async def run_connection(client: socket.socket, uid: int) -> None:
+        conn: _Connection | None = None
         try:
             peer = await roles.identify(client)
             log.debug("control connection from pid=%d uid=%d role=%s", peer.pid, uid, peer.role)
             session = Session(peer, admin_group=admin_group)
-            conn = _Connection(client, session, handler, idle_timeout, max_in_flight)
+            conn = _Connection(client, session, handler, idle_timeout, max_in_flight, turns)
+            conns.add(conn)
             await conn.run()
         except Exception:
             log.exception("control connection from uid %d failed", uid)
         finally:
+            if conn is not None:
+                conns.discard(conn)
             client.close()
             limits.release(uid)
 
     try:
         async with anyio.create_task_group() as tg:
             task_status.started()
-            while True:
-                await anyio.lowlevel.checkpoint()
-                try:
-                    client, _ = sock.accept()
-                except BlockingIOError:
+            try:
+                while True:
                     await anyio.wait_readable(sock)
-                    continue
-                except OSError as exc:  # e.g. EMFILE: keep serving, back off
-                    if str(exc) != last_accept_error:  # once per distinct problem
-                        log.warning("control socket accept failed: %s", exc)
-                        last_accept_error = str(exc)
-                    await anyio.sleep(ACCEPT_BACKOFF)
-                    continue
-                last_accept_error = ""
-                client.setblocking(False)
-                try:
-                    _pid, uid, _gid = peer_credentials(client)
-                except OSError:
-                    client.close()
-                    continue
-                refusal = limits.admit(uid)
-                if refusal is not None:
-                    _refuse(client, refusal)
-                    continue
-                tg.start_soon(run_connection, client, uid)
+                    # Everything queued, not one connection per loop turn: under a connect
+                    # flood an operator's connection waits one turn, not the whole backlog.
+                    for _ in range(ACCEPT_BATCH):
+                        try:
+                            client, _ = sock.accept()
+                        except BlockingIOError:
+                            break
+                        except OSError as exc:  # e.g. EMFILE: keep serving, back off
+                            if str(exc) != last_accept_error:  # once per distinct problem
+                                log.warning("control socket accept failed: %s", exc)
+                                last_accept_error = str(exc)
+                            await anyio.sleep(ACCEPT_BACKOFF)
+                            break
+                        last_accept_error = ""
+                        client.setblocking(False)
+                        try:
+                            _pid, uid, _gid = peer_credentials(client)
+                        except OSError:
+                            client.close()
+                            continue
+                        refusal = limits.admit(uid)
+                        if refusal is not None:
+                            limits.log_refusal(uid, refusal)
+                            _refuse(client, refusal)
+                            continue
+                        tg.start_soon(run_connection, client, uid)
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                # Stopping: no peer may hold the daemon's exit up (a client that stopped
+                # reading would keep a reply's shielded send waiting for idle_timeout).
+                for conn in list(conns):
+                    conn.abort()
     finally:
         sock.close()
 
 
 def _refuse(client: socket.socket, message: str) -> None:
     """One error line, best effort (the socket buffer takes it or it is lost), then close."""
-    log.warning("refusing a control connection: %s", message)
     with contextlib.suppress(OSError):
         client.send(encode_error(None, "unavailable", message))
     client.close()
@@ -154,6 +208,7 @@ class _Connection:
         handler: Handler,
         idle_timeout: float,
         max_in_flight: int,
+        turns: Turns | None = None,
     ) -> None:
         self._sock = sock
         self._session = session
@@ -164,10 +219,19 @@ class _Connection:
         self._last_activity = anyio.current_time()
         self._scope = anyio.CancelScope()
         self._reads_without_wait = 0
+        self._turns = turns or Turns()
+        self._admin = session.peer.role == "admin"
+        self._drained = anyio.Event()  # set when nothing is in flight (after a half-close)
 
     @property
     def _pid(self) -> int:
         return self._session.peer.pid
+
+    def abort(self) -> None:
+        """The daemon is stopping: break the connection now, so that nothing (a shielded send
+        to a peer that stopped reading) waits on the peer."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     async def run(self) -> None:
         try:
@@ -176,38 +240,78 @@ class _Connection:
                 if await self._read_loop(tg):
                     tg.cancel_scope.cancel()
                 else:
-                    # Half-closed (e.g. `echo … | socat`): let in-flight requests answer,
-                    # but no longer than the idle timeout.
-                    tg.cancel_scope.deadline = anyio.current_time() + self._idle
+                    # Half-closed (e.g. `echo … | socat`): every request in flight gets its
+                    # reply, however long it takes, while the peer is still there to read it.
+                    await self._until_drained_or_gone()
         finally:
             summary = self._session.close()
             if summary is not None:
                 summary.log()
 
+    async def _until_drained_or_gone(self) -> None:
+        """After a half-close: return when nothing is in flight; cancel the work when the
+        peer closed entirely (looked at every ``idle_timeout``, as no event announces it)."""
+        while self._session.in_flight:
+            with anyio.move_on_after(self._idle):
+                await self._drained.wait()
+                return
+            if _peer_hung_up(self._sock):
+                log.debug("half-closed control peer pid %d went away", self._pid)
+                self._scope.cancel()
+                return
+
     async def _read_loop(self, tg: anyio.abc.TaskGroup) -> bool:
-        """Read and act until EOF, idle or error; True means drop in-flight work now."""
+        """Read and act until EOF, idle or error; True means drop in-flight work now.
+
+        Fair share: at most :data:`READER_TURN` (admins :data:`ADMIN_TURN`) requests, and
+        :data:`TURN_SECONDS`, per loop turn; a reader's request also waits while an admin is
+        being served. So a peer pipelining thousands of requests delays others by a turn,
+        never by its backlog, and the loop (and the watchdog) keeps turning."""
         session = self._session
-        while True:
-            decision = session.next_decision()
-            if decision is NEED_DATA:
-                data = await self._receive()
-                if data is None:
-                    return True
-                session.receive_data(data)
-            elif decision is PEER_CLOSED:
-                return _peer_hung_up(self._sock)
-            elif isinstance(decision, Answer):
-                if decision.audit is not None:
-                    decision.audit.log()
-                await self._send(decision.data)
-            elif isinstance(decision, Dispatch):
-                if decision.inline:  # runs in the reader itself: adds no concurrency to bound
-                    await self._run(decision, bounded=False)
+        budget = ADMIN_TURN if self._admin else READER_TURN
+        served = 0
+        turn_started = anyio.current_time()
+        busy = False
+        try:
+            while True:
+                decision = session.next_decision()
+                if decision is NEED_DATA:
+                    if busy:
+                        busy = False
+                        self._turns.admin_done()
+                    data = await self._receive()
+                    if data is None:
+                        return True
+                    session.receive_data(data)
                     continue
-                await self._slots.acquire()
-                if decision.accepted is not None:
-                    decision.accepted.log()
-                tg.start_soon(self._run, decision, True)
+                if decision is PEER_CLOSED:
+                    return _peer_hung_up(self._sock)
+                if self._admin:
+                    if not busy:
+                        busy = True
+                        self._turns.admin_busy()
+                else:
+                    await self._turns.reader_turn()
+                served += 1
+                if served > budget or anyio.current_time() - turn_started > TURN_SECONDS:
+                    await anyio.lowlevel.checkpoint()
+                    served, turn_started = 1, anyio.current_time()
+                    self._reads_without_wait = 0
+                if isinstance(decision, Answer):
+                    if decision.audit is not None:
+                        decision.audit.log()
+                    await self._send(decision.data)
+                elif isinstance(decision, Dispatch):
+                    if decision.inline:  # runs in the reader itself: adds no concurrency
+                        await self._run(decision, bounded=False)
+                        continue
+                    await self._slots.acquire()
+                    if decision.accepted is not None:
+                        decision.accepted.log()
+                    tg.start_soon(self._run, decision, True)
+        finally:
+            if busy:
+                self._turns.admin_done()
 
     async def _receive(self) -> bytes | None:
         """Next chunk; ``b""`` at EOF; None when broken or idle for ``idle_timeout``."""
@@ -262,6 +366,8 @@ class _Connection:
             record = session.finish(d)
             if record is not None:
                 record.log()
+            if not session.in_flight:
+                self._drained.set()
 
     async def _send(self, data: bytes) -> None:
         """Write one line; a dead or stuck peer ends this connection, never the daemon."""
