@@ -54,6 +54,19 @@ def _outcome(reply: dict[str, Any] | None) -> str:
     return str((reply.get("error") or {}).get("code"))
 
 
+def _ask(s: socket.socket, request: bytes) -> str:
+    """Send one request and return the outcome of the first line back. A refused connection
+    may be closed before the request goes out: its error line is still there to read."""
+    try:
+        s.sendall(request)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        return _outcome(_line(s, bytearray()))
+    except ConnectionResetError:
+        return "reset"
+
+
 def _hold_until_stdin_closes(socks: list[socket.socket]) -> None:
     sys.stdin.read()
     for s in socks:
@@ -80,8 +93,7 @@ def main() -> None:
         socks, outcomes = [], []
         for _ in range(int(a.args[0])):
             s = _connect(a.path)
-            s.sendall(_request("ping", 1))
-            outcomes.append(_outcome(_line(s, bytearray())))
+            outcomes.append(_ask(s, _request("ping", 1)))
             socks.append(s)
         print(json.dumps({"outcomes": outcomes}), flush=True)
         _hold_until_stdin_closes(socks)
@@ -132,8 +144,7 @@ def main() -> None:
         socks, outcomes = [], []
         for i in range(int(a.args[0])):
             s = _connect(a.path)
-            s.sendall(_request("watch", i))
-            outcomes.append(_outcome(_line(s, bytearray())))
+            outcomes.append(_ask(s, _request("watch", i)))
             socks.append(s)
         print(json.dumps({"outcomes": outcomes}), flush=True)
         _hold_until_stdin_closes(socks)

@@ -850,6 +850,7 @@ async def test_connections_beyond_the_cap_get_one_error_line(
         assert reply["error"]["code"] == "unavailable" and "too many" in reply["error"]["message"]
         await third.wait_eof()
         await first.aclose()
+        await anyio.wait_all_tasks_blocked()  # the server has seen the close
         fourth = await Raw.open(path)  # a slot freed up
         assert (await fourth.call({"id": 2, "op": "ping"}))["ok"] is True
         for conn in (second, fourth):
