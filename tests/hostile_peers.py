@@ -17,6 +17,7 @@ with what it saw. Modes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -57,10 +58,8 @@ def _outcome(reply: dict[str, Any] | None) -> str:
 def _ask(s: socket.socket, request: bytes) -> str:
     """Send one request and return the outcome of the first line back. A refused connection
     may be closed before the request goes out: its error line is still there to read."""
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         s.sendall(request)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
     try:
         return _outcome(_line(s, bytearray()))
     except ConnectionResetError:
