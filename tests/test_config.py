@@ -20,6 +20,7 @@ from oneiric.config import (
     ResolvedPaths,
     check_factories,
     default_paths,
+    files_digest,
     load_config,
     parse_config_text,
     parse_duration,
@@ -128,7 +129,25 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         remote=None,
         include=DEFAULT_INCLUDE,
         files=(str(path),),
+        digest=files_digest(path, DEFAULT_INCLUDE),  # what it was parsed from
     )
+
+
+def test_the_digest_follows_the_bytes_of_every_file(tmp_path: Path) -> None:
+    """A reload skips the parse only when the main file and every drop-in (the set of them
+    too) are byte for byte what the running config was parsed from."""
+    path = main_file(tmp_path, 'include = ["conf.d/*.toml"]\n')
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "a.toml").write_text("")
+    config = load_config(path)
+    assert files_digest(path, config.include) == config.digest
+    (tmp_path / "conf.d" / "b.toml").write_text("")  # a new drop-in, even an empty one
+    assert files_digest(path, config.include) != config.digest
+    (tmp_path / "conf.d" / "b.toml").unlink()
+    (tmp_path / "conf.d" / "a.toml").write_text("# a comment\n")  # any byte
+    assert files_digest(path, config.include) != config.digest
+    (tmp_path / "conf.d" / "a.toml").write_text("")
+    assert files_digest(path, config.include) == config.digest
 
 
 def test_spec_example_loads(tmp_path: Path) -> None:

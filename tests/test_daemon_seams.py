@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -180,6 +181,36 @@ async def test_a_reload_says_reloading_then_ready_and_restores_the_state() -> No
         assert sent[0].startswith("RELOADING=1")
         assert sent[-1].startswith("READY=1") and "STATUS=running: 1/1 components ready" in sent[-1]
         assert p.health.state == "running"
+
+
+@both
+async def test_a_reload_of_unchanged_files_skips_the_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Byte for byte the running config's files: no parse, no re-ranking; any byte changed,
+    or a failed reload before, and it is parsed again."""
+    import oneiric.reload as reload_mod
+
+    parsed: list[str] = []
+    real = reload_mod.load_with_plugins
+
+    def counting(path: str) -> Any:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(reload_mod, "load_with_plugins", counting)
+    async with parts() as p:
+        (p.dir / "oneiricd.toml").write_text(CONFIG.replace('cache = "a"', 'cache = "b"'))
+        await p.reloader.reload(trigger="test")
+        assert len(parsed) == 1 and p.rt.components()[0].provider == "b"
+        result = await p.reloader.reload(trigger="test")  # nothing written since
+        assert len(parsed) == 1 and result.changed == [] and result.outcomes == {}
+        (p.dir / "oneiricd.toml").write_text(CONFIG + "\nbogus = 1\n")
+        with pytest.raises(ConfigError):
+            await p.reloader.reload(trigger="test")
+        (p.dir / "oneiricd.toml").write_text(CONFIG.replace('cache = "a"', 'cache = "b"'))
+        await p.reloader.reload(trigger="test")  # the same bytes as running, but it failed
+        assert len(parsed) == 3 and p.reloader.error is None
 
 
 @both

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from oneiric.config import Config, DaemonConfig, load_config
+from oneiric.config import Config, DaemonConfig, files_digest, load_config
 from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
 from oneiric.plugins import PluginScan, discover, log_scan
 from oneiric.runtime.candidates import candidate_of
-from oneiric.runtime.core import Runtime, Timeouts
+from oneiric.runtime.core import ComponentKey, Runtime, Timeouts
 from oneiric.runtime.health import PluginHealth
 from oneiric.runtime.registry import Candidate, requires_errors
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
@@ -184,9 +184,13 @@ class Reloader:
                 self.notifier.reloading()
             try:
                 try:
-                    new, plugins = await anyio.to_thread.run_sync(
-                        load_with_plugins, self.config_path
-                    )
+                    same = await anyio.to_thread.run_sync(self._same_files)
+                    if same is not None:  # byte for byte what is running: no parse at all
+                        new, plugins = self.config, same
+                    else:
+                        new, plugins = await anyio.to_thread.run_sync(
+                            load_with_plugins, self.config_path
+                        )
                 except ConfigError as exc:
                     if self.loaded.error != str(exc):
                         self.loaded.error = str(exc)
@@ -210,6 +214,21 @@ class Reloader:
                 if notify and not self._closed:  # never READY=1 after STOPPING=1
                     health.set_state(previous_state if previous_state != "reloading" else "running")
                     self.notifier.ready(health.status_line())
+
+    def _same_files(self) -> PluginScan | None:
+        """The plugin scan, when the config files hash the same as the running config's and
+        the plugins are the same too (blocking); None when anything may have changed, or the
+        last reload failed (then the full load says what is wrong, or clears the error)."""
+        if self.loaded.error is not None or not self.config.digest:
+            return None
+        try:
+            digest = files_digest(self.config_path, self.config.include)
+        except ConfigError:
+            return None  # the full load reports it, with the file and the reason
+        if digest != self.config.digest:
+            return None
+        plugins = discover()
+        return plugins if plugins == self.plugins else None
 
     def _remote_not_live(self, new: Config) -> list[str]:
         """[remote] on reload: refresh, refresh_max, allow_factories and max_bytes apply live;
@@ -251,20 +270,23 @@ class Reloader:
         rt.timeouts = timeouts_of(new)
         if new.daemon.log_level != old.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
-        sources = {c.source for c in old.components} | {c.source for c in new.components}
-        sources |= {old.path, new.path} | self.plugins.sources
-        if plugins is not None:
-            if plugins != self.plugins:
-                log_scan(plugins)
-            self.plugins = plugins
-            sources |= plugins.sources
-            self.loaded.plugins = plugin_health(plugins)
-        keys = rt.apply_candidates(
-            sources,
-            [*candidates_of(new), *self.plugins.candidates],
-            new.selections,
-            new.requires,
-        )
+        if new is old and (plugins is None or plugins == self.plugins):
+            keys: set[ComponentKey] = set()  # the same files and plugins: nothing to re-rank
+        else:
+            sources = {c.source for c in old.components} | {c.source for c in new.components}
+            sources |= {old.path, new.path} | self.plugins.sources
+            if plugins is not None:
+                if plugins != self.plugins:
+                    log_scan(plugins)
+                self.plugins = plugins
+                sources |= plugins.sources
+                self.loaded.plugins = plugin_health(plugins)
+            keys = rt.apply_candidates(
+                sources,
+                [*candidates_of(new), *self.plugins.candidates],
+                new.selections,
+                new.requires,
+            )
         self.loaded.config = new
         self.loaded.loaded_at = time.time()
         self.loaded.error = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from oneiric.config.durations import parse_duration
 from oneiric.config.factories import check_factories, resolve_factory
-from oneiric.config.loader import load_config, parse_config_text
+from oneiric.config.loader import files_digest, load_config, parse_config_text
 from oneiric.config.paths import (
     DEFAULT_CONFIG,
     DEFAULT_RUNTIME_DIR,
@@ -54,6 +54,7 @@ __all__ = [
     "ResolvedPaths",
     "check_factories",
     "default_paths",
+    "files_digest",
     "load_config",
     "parse_config_text",
     "parse_duration",

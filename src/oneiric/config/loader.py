@@ -11,11 +11,14 @@ files and invalid TOML become ``ConfigError`` naming the file, like every other 
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
-import tomllib
 from collections.abc import Iterable
 from typing import Any
+
+import msgspec
+import tomli as tomllib  # the stdlib's parser (same code, same errors), compiled: ~3× faster
 
 from oneiric._const import DOMAINS
 from oneiric.config.fields import _check_keys, _convert, _table, _tname
@@ -279,14 +282,39 @@ def _parse(text: str, *, file: str) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {exc}", file=file) from None
 
 
-def _read(file: str) -> dict[str, Any]:
+def _read_bytes(file: str) -> bytes:
     try:
         with open(file, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise ConfigError("config file does not exist", file=file) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
+
+
+def _digest_add(h: Any, file: str, data: bytes) -> None:
+    h.update(b"%d:%s\0%d:" % (len(file), file.encode(), len(data)))
+    h.update(data)
+
+
+def files_digest(path: str | os.PathLike[str], include: tuple[str, ...]) -> str:
+    """The digest :func:`load_config` would record for the files there now, given the
+    ``include`` globs of the running config (blocking: reads every file). Equal to the running
+    config's ``digest`` exactly when the main file and the set and content of its drop-ins are
+    byte for byte what it was parsed from: the main file's bytes decide its ``include``. Raises
+    ``ConfigError`` when a file cannot be read."""
+    main = os.path.abspath(os.fspath(path))
+    h = hashlib.blake2b(digest_size=16)
+    _digest_add(h, main, _read_bytes(main))
+    for dropin in _dropins(os.path.dirname(main), include, main):
+        _digest_add(h, dropin, _read_bytes(dropin))
+    return h.hexdigest()
+
+
+def _read(file: str, digest: Any = None) -> dict[str, Any]:
+    data = _read_bytes(file)
+    if digest is not None:
+        _digest_add(digest, file, data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -313,10 +341,11 @@ def load_config(
     which a selection may name."""
     main = os.path.abspath(os.fspath(path))
     merge = _Merge(main, providers)
-    merge.add(_read(main), file=main)
+    h = hashlib.blake2b(digest_size=16)
+    merge.add(_read(main, h), file=main)
     for dropin in _dropins(merge.base, merge.include, main):
-        merge.add(_read(dropin), file=dropin)
-    return merge.result()
+        merge.add(_read(dropin, h), file=dropin)
+    return msgspec.structs.replace(merge.result(), digest=h.hexdigest())
 
 
 def parse_config_text(text: str, *, path: str) -> Config:

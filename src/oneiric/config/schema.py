@@ -97,6 +97,9 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     #: what is valid but suspicious (a selection expected from the remote manifest); the
     #: daemon logs them on every load and ``oneiricctl reload`` prints them
     warnings: tuple[str, ...] = ()
+    #: hash of the bytes this config was parsed from (each file's path and content, in merge
+    #: order): a reload whose files hash the same skips the parse (see :func:`files_digest`)
+    digest: str = ""
 
 
 def _describe(comp: ComponentConfig) -> str:
