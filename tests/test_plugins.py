@@ -4,10 +4,13 @@ into a fresh directory on ``sys.path``; importlib.metadata finds it there, unmoc
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +50,7 @@ class BadField:
 def install(site: Path, dist: str, module: str, source: str, entry_points: dict[str, str]) -> None:
     """Write ``dist`` 1.0 into ``site`` the way an installer lays it out."""
     (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist}-1.0.dist-info"
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"  # as installers name it
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
@@ -148,18 +151,53 @@ async def test_daemon_serves_a_plugin_and_skips_a_broken_one(site: Path) -> None
         await h.wait_for(lambda: h.rt.components("adapter", "cache")[0].provider == "memory")
 
 
-def test_oneiricd_check_warns_about_a_broken_plugin_and_passes(site: Path) -> None:
-    install(site, "acme-cache", "acme_cache", GOOD, {"fast": "acme_cache:FastCache"})
-    install(
-        site,
+def build_wheel(dest: Path, dist: str, module: str, source: str, eps: dict[str, str]) -> Path:
+    """A real pure-Python wheel (RECORD with hashes, WHEEL, entry_points.txt)."""
+    stem = dist.replace("-", "_")
+    info = f"{stem}-1.0.dist-info"
+    files = {
+        f"{module}.py": textwrap.dedent(source).encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+        f"{info}/entry_points.txt": (
+            "[oneiric.components]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
+        ).encode(),
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    wheel = dest / f"{stem}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def test_oneiricd_check_with_pip_installed_plugins(site: Path) -> None:
+    """Two wheels built here and installed by pip into a target directory, as an operator
+    would (docs/deployment.md): oneiricd --check counts the good plugin and warns about the
+    broken one, exit 0."""
+    wheels = site.parent / "wheels"
+    wheels.mkdir()
+    target = site.parent / "target"
+    good = build_wheel(wheels, "acme-cache", "acme_cache2", GOOD, {"fast": "acme_cache2:FastCache"})
+    bad = build_wheel(
+        wheels,
         "broken-dist",
-        "broken_mod",
+        "broken_mod2",
         "raise RuntimeError('boom')\n",
-        {"kaput": "broken_mod:Thing"},
+        {"kaput": "broken_mod2:Thing"},
     )
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    subprocess.run([*pip, "--target", str(target), str(good), str(bad)], check=True, timeout=120)
+    assert (target / "acme_cache-1.0.dist-info" / "entry_points.txt").exists()
     config = site.parent / "oneiricd.toml"
     config.write_text(CONFIG)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(Path(__file__).parent)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(Path(__file__).parent)]))
     done = subprocess.run(
         [str(VENV_BIN / "oneiricd"), "--config", str(config), "--check"],
         env=env,
@@ -186,3 +224,19 @@ async def test_config_may_select_and_require_a_plugin_provider(site: Path) -> No
         explain = await h.call("explain", domain="adapter", key="cache")
         memory = next(c for c in explain["candidates"] if c["provider"] == "memory")
         assert memory["eligible"] is False
+
+
+def test_a_rescan_is_reused_until_a_distribution_comes_or_goes(site: Path) -> None:
+    install(site, "acme-cache", "acme_cache", GOOD, {"fast": "acme_cache:FastCache"})
+    first = discover()
+    assert discover() is first  # nothing changed on sys.path: the same scan
+    install(
+        site,
+        "acme-extra",
+        "acme_extra",
+        GOOD.replace('"cache"', '"extra"'),
+        {"x": "acme_extra:FastCache"},
+    )
+    second = discover()
+    assert second is not first
+    assert sorted(second.loaded) == ["acme-cache:fast", "acme-extra:x"], second.errors
