@@ -350,6 +350,25 @@ async def test_half_closed_client_still_gets_its_reply() -> None:
 
 
 @pytest.mark.anyio
+async def test_lines_sent_with_the_end_of_stream_are_all_answered() -> None:
+    """Requests, a line cut short, then EOF in one burst (`printf '…' | socat`): every complete
+    line is decided before the end of stream is acted on; the fragment is dropped."""
+    async with running_server(FakeHandler()) as path:
+        conn = await Raw.open(path)
+        await conn.send(
+            b'{"id":1,"op":"ping"}\n{"id":2,"op":"emit","topic":"t"}\nnot json\n{"id":3,"op":"pi'
+        )
+        await conn.stream.send_eof()
+        replies = [await conn.recv() for _ in range(3)]
+        await conn.wait_eof()
+        by_id = {r["id"]: r for r in replies}
+        assert by_id[1]["ok"] is True and by_id[2]["result"] == {"op": "emit"}
+        assert by_id[None]["error"]["code"] == "bad_request"
+        assert conn.buf == b""  # nothing for the fragment
+        await conn.aclose()
+
+
+@pytest.mark.anyio
 async def test_half_closed_client_work_ends_once_the_peer_is_gone() -> None:
     handler = FakeHandler()
     async with running_server(handler, idle_timeout=0.2) as path:
