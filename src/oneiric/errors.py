@@ -12,8 +12,9 @@ intent store) live here too. The module imports only :mod:`typing`, so the light
 Declared elsewhere, on purpose: private control-flow signals that never leave their module
 (the control server's "peer gone", the client's "unreadable reply"), and the client's own
 errors in :mod:`oneiric.control.client` (not running, access denied, the daemon's error reply):
-they describe the client's side of the socket, have codes the daemon never sends, and that
-module must stay a standalone stdlib-only file.
+they describe the client's side of the socket, have codes the daemon never sends, and every
+``oneiricctl`` run imports that module, which costs nothing beyond the stdlib, while importing
+this one (some thirty classes) costs ~0.6 ms, measured with bytecode.
 """
 
 from __future__ import annotations
