@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import logging
@@ -21,9 +22,10 @@ import anyio.abc
 import pytest
 
 from clocks import FakeClock
+from oneiric import systemd
 from oneiric.control import listen as listen_mod
 from oneiric.control import peers as peers_mod
-from oneiric.control.listen import bind_control_socket
+from oneiric.control.listen import bind_control_socket, open_control_socket
 from oneiric.control.peers import Peer, Roles
 from oneiric.control.protocol import (
     EmitRequest,
@@ -817,6 +819,51 @@ def test_bind_failure_after_bind_removes_the_file(monkeypatch: pytest.MonkeyPatc
         with pytest.raises(OSError, match="simulated"):
             bind_control_socket(path, mode=0o600, group="x")
         assert not os.path.lexists(path)
+
+
+def _free_fd() -> int:
+    """An unused descriptor number well above anything pytest holds."""
+    fd = 700
+    while True:
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            return fd
+        fd += 1
+
+
+def test_open_control_socket_prefers_the_one_systemd_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LISTEN_FDS: the passed socket is used as is (its file is systemd's: not ours to remove),
+    the variables are consumed, and nothing is bound at the configured path."""
+    with scratch() as d:
+        fd = _free_fd()
+        monkeypatch.setattr(systemd, "SD_LISTEN_FDS_START", fd)
+        passed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        passed.bind(os.path.join(d, "activated"))
+        passed.listen()
+        os.dup2(passed.fileno(), fd, inheritable=True)
+        passed.close()
+        environ = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1", "KEEP": "x"}
+        opened = open_control_socket(
+            os.path.join(d, "configured"), mode=0o600, group=None, environ=environ
+        )
+        try:
+            assert (opened.sock.fileno(), opened.owns_file) == (fd, False)
+            assert opened.sock.getsockname() == os.path.join(d, "activated")
+            assert environ == {"KEEP": "x"}
+            assert not os.path.exists(os.path.join(d, "configured"))
+        finally:
+            opened.sock.close()
+        # without LISTEN_FDS: bound at the path, and the file is ours
+        bound = open_control_socket(
+            os.path.join(d, "configured"), mode=0o600, group=None, environ=environ
+        )
+        try:
+            assert bound.owns_file and stat.S_ISSOCK(os.lstat(bound.sock.getsockname()).st_mode)
+        finally:
+            bound.sock.close()
 
 
 @pytest.mark.anyio
