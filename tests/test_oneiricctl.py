@@ -1264,6 +1264,25 @@ def test_ping_and_status_run_without_heavy_imports(fake: FakeDaemon) -> None:
         assert out.startswith("oneiricd ")
 
 
+def test_status_loads_only_the_readers_commands(fake: FakeDaemon) -> None:
+    """Subcommand modules are imported when their command runs, not all at start-up."""
+    fake.on("status", DOC)
+    base = _no_cov()
+    for name in CLEAN_ENV:
+        base.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_MAIN, "--socket", fake.path, "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=base,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = next(line for line in proc.stderr.splitlines() if line.startswith("IMPORTED "))
+    loaded = {m for m in report.split()[1:] if m.startswith("oneiric.cli.ctl_")}
+    assert loaded == {"oneiric.cli.ctl_read"}
+
+
 def test_daemon_down_without_health_file_skips_the_health_reader(rundir: Path) -> None:
     code, _, heavy = heavy_imports("--socket", str(rundir / "oneiricd.sock"), "status")
     assert (code, heavy) == (3, [])
@@ -1325,7 +1344,11 @@ def test_help_width_is_clicks_own_rule(monkeypatch: pytest.MonkeyPatch, columns:
 
 def test_every_command_has_help_with_examples() -> None:
     runner = CliRunner()
-    for name, command in cli.commands.items():
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx)
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None, name
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Example" in result.stdout, name
