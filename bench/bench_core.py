@@ -1,4 +1,5 @@
-"""Runtime hot paths: one use() lease round trip; durable intent mutations (1 and 64 writers)."""
+"""Runtime hot paths: one use() lease round trip (plain, public API, asking for a capability);
+durable intent mutations (1 and 64 writers)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,23 @@ class Cache:
         return None
 
 
-async def _lease(rounds: int = 7, n: int = 100_000) -> tuple[list[float], list[float]]:
-    """µs per lease through ``rt.use`` and through the public ``oneiric.use``, alternating
-    rounds in the same loop."""
+async def _lease(rounds: int = 7, n: int = 100_000) -> tuple[list[float], list[float], list[float]]:
+    """µs per lease through ``rt.use``, through the public ``oneiric.use`` and through
+    ``oneiric.use(..., capabilities={"ttl"})``, alternating rounds in the same loop."""
     tmp = Path(tempfile.mkdtemp(prefix="onb"))
     store = IntentStore(tmp / "intent.json")
     store.load()
     samples: list[float] = []
     public_samples: list[float] = []
+    caps_samples: list[float] = []
     async with Runtime(intent=store, timeouts=Timeouts()) as rt:
         cand = Candidate(
-            domain="adapter", key="cache", provider="m", factory="bench_core:Cache", source="bench"
+            domain="adapter",
+            key="cache",
+            provider="m",
+            factory="bench_core:Cache",
+            source="bench",
+            capabilities=("ttl", "persist"),
         )
         await rt.reconcile_many(rt.apply_candidates({"bench"}, [cand]))
         use = rt.use
@@ -47,7 +54,13 @@ async def _lease(rounds: int = 7, n: int = 100_000) -> tuple[list[float], list[f
                 async with public("adapter", "cache"):
                     pass
             public_samples.append((time.perf_counter() - t0) / n * 1e6)
-    return samples, public_samples
+            ttl = {"ttl"}
+            t0 = time.perf_counter()
+            for _ in range(n):
+                async with public("adapter", "cache", capabilities=ttl):
+                    pass
+            caps_samples.append((time.perf_counter() - t0) / n * 1e6)
+    return samples, public_samples, caps_samples
 
 
 async def _intent(writers: int, total: int) -> float:
@@ -74,7 +87,7 @@ def run() -> list[dict[str, Any]]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    lease, public = anyio.run(_lease)
+    lease, public, caps = anyio.run(_lease)
     one = [anyio.run(_intent, 1, 400) for _ in range(3)]
     many = [anyio.run(_intent, 64, 12_800) for _ in range(3)]
     return [
@@ -92,6 +105,14 @@ def run() -> list[dict[str, Any]]:
             "value": f"{statistics.median(public) / statistics.median(lease):.2f}× rt.use",
             "goal": "≈ rt.use (≤ 1.2×)",
             "met": statistics.median(public) <= 1.2 * statistics.median(lease),
+        },
+        {
+            "name": "oneiric.use(capabilities={'ttl'}) lease round trip",
+            "unit": "µs",
+            "p50": statistics.median(caps),
+            "value": f"{statistics.median(caps) / statistics.median(lease):.2f}× rt.use",
+            "goal": "< 2× rt.use",
+            "met": statistics.median(caps) < 2 * statistics.median(lease),
         },
         {
             "name": "durable intent mutation, 1 writer",

@@ -53,8 +53,9 @@ def use(
     ``wait=False``); ``timeout`` bounds the wait (:class:`oneiric.errors.Timeout`).
     """
     if capabilities:
-        caps = tuple(sorted(capabilities))
-        return _current_runtime()().use(domain, key, wait=wait, timeout=timeout, capabilities=caps)
+        return _current_runtime()().use(
+            domain, key, wait=wait, timeout=timeout, capabilities=capabilities
+        )
     return _current_runtime()().use(domain, key, wait=wait, timeout=timeout)
 
 

@@ -232,7 +232,7 @@ class Runtime(ChangeCounter):
         st = self._by_pair.get((domain, key))
         if st is None:
             raise NotFound(f"no component {ComponentKey(domain, key)}")
-        caps = tuple(capabilities) if capabilities else ()
+        caps = () if not capabilities else tuple(capabilities)
         return st.slot.lease(wait=wait, timeout=timeout, capabilities=caps)
 
     def required(self, domain: str, key: str) -> tuple[str, ...]:
