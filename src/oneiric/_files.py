@@ -10,7 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from oneiric.errors import ReplacedUnconfirmed
+from oneiric.errors import ReplacedUnconfirmed, UnsafePath
 
 
 def atomic_write(
@@ -49,12 +49,6 @@ def atomic_write(
     finally:
         if dir_fd >= 0:
             os.close(dir_fd)
-
-
-class UnsafePath(OSError):
-    """A directory the daemon would keep its socket, health file or operator intent in can be
-    changed by other users: they could replace those files (an impostor socket, a forged
-    intent). ``str()`` names the directory and what to do."""
 
 
 def _unsafe_reason(directory: str, st: os.stat_result) -> str | None:

@@ -32,13 +32,13 @@ import anyio
 import anyio.abc
 
 from oneiric._const import EXIT_ALREADY_RUNNING, EXIT_CONFIG, VERSION
-from oneiric._files import UnsafePath, check_private_dir, make_private_dirs
+from oneiric._files import check_private_dir, make_private_dirs
 from oneiric.config import Config, ResolvedPaths, default_paths
 from oneiric.control.listen import open_control_socket
 from oneiric.control.server import serve
 from oneiric.domains._base import abandon_component_threads
 from oneiric.domains.manager import DomainManager, start_domains
-from oneiric.errors import AlreadyRunning, ConfigError, OneiricError, StartupError
+from oneiric.errors import AlreadyRunning, ConfigError, OneiricError, StartupError, UnsafePath
 from oneiric.handlers import ControlHandler
 from oneiric.plugins import PluginScan, log_scan
 from oneiric.reload import Reloader, load_with_plugins, timeouts_of

@@ -4,17 +4,18 @@ Every error oneiric raises on purpose is a :class:`OneiricError` declared here, 
 protocol ``code`` (one of :data:`ErrorCode`, SPEC §8) and an optional JSON-able ``detail``, so
 the control session translates any of them into an error reply at one boundary (``code``,
 ``str(exc)``, ``detail``) and the CLI maps the code to an exit status. Modules raise these
-classes; none declares its own. The ``OSError`` subclasses of our own
-(:class:`ReplacedUnconfirmed`, :class:`WrittenUnconfirmed`: the file layer's reports to the
-intent store) live here too. The module imports only :mod:`typing`, so the lightest caller
-(``oneiricctl``) may import it.
+classes; none declares its own. The few that are deliberately not protocol errors live here
+too: the file layer's ``OSError`` reports (:class:`UnsafePath`, :class:`ReplacedUnconfirmed`,
+:class:`WrittenUnconfirmed`) and the ``RuntimeError`` a component's own call sees
+(:class:`ComponentExit`, :class:`Abandoned`). The module imports only :mod:`typing`, so the
+lightest caller (``oneiricctl``) may import it.
 
 Declared elsewhere, on purpose: private control-flow signals that never leave their module
 (the control server's "peer gone", the client's "unreadable reply"), and the client's own
 errors in :mod:`oneiric.control.client` (not running, access denied, the daemon's error reply):
 they describe the client's side of the socket, have codes the daemon never sends, and every
 ``oneiricctl`` run imports that module, which costs nothing beyond the stdlib, while importing
-this one (some thirty classes) costs ~0.6 ms, measured with bytecode.
+this one (over thirty classes) costs ~0.6 ms, measured with bytecode.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ErrorCode = Literal[
 ]
 
 __all__ = [
+    "Abandoned",
     "ActivationError",
     "AlreadyRunning",
     "ArtifactError",
@@ -63,6 +65,7 @@ __all__ = [
     "TaskFailed",
     "Timeout",
     "Unavailable",
+    "UnsafePath",
     "WrittenUnconfirmed",
 ]
 
@@ -242,6 +245,12 @@ class MissingCapability(Conflict):
 # --- files -------------------------------------------------------------------------------------
 
 
+class UnsafePath(OSError):
+    """A directory the daemon would keep its socket, health file or operator intent in can be
+    changed by other users: they could replace those files (an impostor socket, a forged
+    intent). ``str()`` names the directory and what to do."""
+
+
 class ReplacedUnconfirmed(OSError):
     """The file was replaced, but the directory fsync that makes the rename durable failed:
     the new content is what readers see now (and most likely after a crash), unconfirmed.
@@ -276,6 +285,14 @@ class ComponentExit(RuntimeError):
     def from_exit(cls, exc: BaseException, what: str) -> ComponentExit:
         how = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
         return cls(f"{what} raised {how}; component code may not stop the daemon")
+
+
+class Abandoned(RuntimeError):
+    """A component call running in a worker thread was abandoned when the daemon stopped: it
+    had not returned within ``stop_timeout``. The thread goes on; nobody waits for it.
+
+    A ``RuntimeError``, not a :class:`OneiricError`: only the component's own caller sees it,
+    while the daemon is stopping."""
 
 
 # -- remote manifests (SPEC §9) -----------------------------------------------------------------

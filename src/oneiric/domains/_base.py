@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from oneiric.errors import ComponentExit
+from oneiric.errors import Abandoned, ComponentExit
 from oneiric.runtime.core import KeyState, Runtime
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,6 @@ def component_threads() -> anyio.CapacityLimiter:
         limiter = anyio.CapacityLimiter(COMPONENT_THREADS)
         _threads.set(limiter)
         return limiter
-
-
-class Abandoned(RuntimeError):
-    """A component call running in a worker thread was abandoned when the daemon stopped: it
-    had not returned within ``stop_timeout``. The thread goes on; nobody waits for it."""
 
 
 #: Component calls running in worker threads right now (their shield scopes, and what they
