@@ -102,12 +102,14 @@ class Slot(_InFlight):
         self.retiring: list[Binding] = []
         self.admitting = True
         self.reason = ""  # why admission is closed ("paused", "draining", "stopping")
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made only when someone waits
 
     # -- state changes (called by the runtime) -------------------------------------------------
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        ev = self._changed
+        if ev is not None:
+            self._changed = None
+            ev.set()
 
     def set_admission(self, admitting: bool, reason: str = "") -> None:
         if admitting == self.admitting and reason == self.reason:
@@ -140,6 +142,9 @@ class Slot(_InFlight):
         self._done_one()
 
     async def wait_changed(self) -> None:
+        """Return at the next admission or binding change."""
+        if self._changed is None:
+            self._changed = anyio.Event()
         await self._changed.wait()
 
 
