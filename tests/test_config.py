@@ -302,8 +302,18 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert error.path == "deamon"
     assert error.detail == (
         "unknown key 'deamon'; allowed keys: "
-        "include, daemon, component, selections, remote, requires"
+        "include, daemon, component, selections, remote, requires, "
+        "metrics"
     )
+
+
+def test_metrics_textfile_is_resolved_and_must_be_a_prom_file(tmp_path: Path) -> None:
+    config = load_config(main_file(tmp_path, '[metrics]\ntextfile = "node/oneiric.prom"\n'))
+    assert config.metrics.textfile == str(tmp_path / "node" / "oneiric.prom")
+    error = load_error(tmp_path, '[metrics]\ntextfile = "/var/lib/node/oneiric.txt"\n')
+    assert error.path == "metrics.textfile" and "*.prom" in error.detail
+    error = load_error(tmp_path, "[metrics]\nport = 9100\n")
+    assert error.path == "metrics.port" and "allowed keys: textfile" in error.detail
 
 
 def test_unknown_daemon_key(tmp_path: Path) -> None:

@@ -218,8 +218,16 @@ async def test_oneiricctl_emit_wait_events_dead_and_replay() -> None:
         assert lines[2].split()[:5] == ["#1", "event/flaky", "order.paid", "#1", "2"]
         out = await anyio.to_thread.run_sync(lambda: _ctl(h, "--json", "events", "--dead"))
         assert json.loads(out.output)["dead"][0]["data"] == {"n": 1}
-        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "events"))
-        assert out.exit_code == 2 and "events --dead" in out.output
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "events"))  # the history (§11)
+        assert out.exit_code == 0 and out.output.splitlines()[0].split() == [
+            "TIME",
+            "KIND",
+            "KEY",
+            "WHAT",
+        ]
+        assert "event/flaky" in out.output
+        out = await anyio.to_thread.run_sync(lambda: _ctl(h, "events", "--dead", "--follow"))
+        assert out.exit_code == 2 and "takes no filter" in out.output
         out = await anyio.to_thread.run_sync(lambda: _ctl(h, "replay"))
         assert out.exit_code == 2 and "IDs or --all" in out.output
         dc.FlakyHandler.BROKEN.clear()

@@ -151,6 +151,8 @@ def test_every_op_is_known_and_mutating_is_a_subset() -> None:
         "dead_letters",
         "replay",
         "runs",
+        "events",
+        "metrics",
     }
     assert MUTATING_OPS == {
         "pause",
@@ -187,7 +189,20 @@ def test_new_op_arguments_are_checked(line: str, message: str) -> None:
 
 @pytest.mark.parametrize(
     "op",
-    ["ping", "status", "list", "pause", "resume", "drain", "reload", "watch", "sync", "health"],
+    [
+        "ping",
+        "status",
+        "list",
+        "pause",
+        "resume",
+        "drain",
+        "reload",
+        "watch",
+        "sync",
+        "health",
+        "events",
+        "metrics",
+    ],
 )
 def test_ops_without_required_args_decode(op: str) -> None:
     req = decode_request(json.dumps({"id": 3, "op": op}).encode())

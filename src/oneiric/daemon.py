@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,10 +37,12 @@ from oneiric._files import check_private_dir, make_private_dirs
 from oneiric.config import Config, ResolvedPaths, default_paths
 from oneiric.control.listen import open_control_socket
 from oneiric.control.server import serve
+from oneiric.control.session import RequestStats
 from oneiric.domains._base import abandon_component_threads
 from oneiric.domains.manager import DomainManager, start_domains
 from oneiric.errors import AlreadyRunning, ConfigError, OneiricError, StartupError, UnsafePath
 from oneiric.handlers import ControlHandler
+from oneiric.metrics import Metrics, textfile_loop
 from oneiric.plugins import PluginScan, log_scan
 from oneiric.reload import Reloader, load_with_plugins, timeouts_of
 from oneiric.runtime.core import Runtime
@@ -240,7 +243,10 @@ class Daemon:
             await tg.start(health.run)
             await tg.start(watchdog_loop, self.notifier)
             await tg.start(self._signal_loop)
-            handler = ControlHandler(rt, reloader, health)
+            requests: RequestStats = Counter()
+            metrics = Metrics(health.snapshot, requests)
+            rt.history.listeners.append(metrics.observe)
+            handler = ControlHandler(rt, reloader, health, metrics=metrics)
             await tg.start(
                 partial(
                     serve,
@@ -248,8 +254,10 @@ class Daemon:
                     handler,
                     admin_group=config.daemon.admin_group,
                     idle_timeout=config.daemon.idle_timeout,
+                    stats=requests,
                 )
             )
+            tg.start_soon(textfile_loop, metrics, reloader)
             self.notifier.status("starting: activating components")
             await reloader.activate()
             if config.remote is not None:

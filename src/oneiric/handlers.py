@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,9 +24,11 @@ from oneiric.control.protocol import (
     DeadLettersRequest,
     DrainRequest,
     EmitRequest,
+    EventsRequest,
     ExplainRequest,
     HealthRequest,
     ListRequest,
+    MetricsRequest,
     PauseRequest,
     PingRequest,
     ReloadRequest,
@@ -43,9 +47,12 @@ from oneiric.control.replies import (
     DrainProgress,
     DrainReply,
     EmitReply,
+    EventsEntry,
+    EventsReply,
     ExplainReply,
     ListedCandidate,
     ListReply,
+    MetricsReply,
     PauseReply,
     PingReply,
     ReplayReply,
@@ -62,6 +69,7 @@ from oneiric.control.replies import (
 from oneiric.control.session import Emit
 from oneiric.domains.manager import DomainManager
 from oneiric.errors import DrainTimeout, OneiricError, SwapFailed, Unavailable
+from oneiric.metrics import CONTENT_TYPE, Metrics
 from oneiric.reload import Reloader
 from oneiric.runtime.core import Runtime
 from oneiric.runtime.keys import ComponentKey
@@ -102,10 +110,14 @@ class ControlHandler:
         reloader: Reloader,
         health: HealthReporter,
         domains: DomainManager | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.rt = rt
         self.reloader = reloader
         self.health = health
+        #: what ``metrics`` renders; a daemon always has one, tests of other ops need not
+        self.metrics = metrics
         #: None until the domains have started (the server answers before that: ``run`` and
         #: ``emit`` say "still starting" meanwhile)
         self.domains = domains
@@ -126,8 +138,10 @@ class ControlHandler:
                 )
             case StatusRequest(domain=domain, key=key):
                 snap = self.health.snapshot(domain, key, encoded=True)
-                if domain is not None and key is not None and not snap.components:
-                    rt.state(domain, key)  # raises not_found naming the key
+                if domain is not None and key is not None:
+                    if not snap.components:
+                        rt.state(domain, key)  # raises not_found naming the key
+                    snap.recent_events = rt.history.of_key(f"{domain}/{key}")
                 return snap
             case HealthRequest():
                 return self.health.snapshot(encoded=True)
@@ -139,6 +153,7 @@ class ControlHandler:
                 return ListReply(candidates=self._list(domain, shadowed))
             case PauseRequest(domain=domain, key=key, note=note):
                 keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
+                self._record_intent("pause", keys, peer, note=note or None)
                 held = _still_held(rt, keys, {"draining"})  # a wider drain is stricter
                 return PauseReply(
                     affected=_names(keys),
@@ -147,6 +162,7 @@ class ControlHandler:
                 )
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
+                self._record_intent("resume", keys, peer)
                 held = _still_held(rt, keys, {"paused", "draining"})  # by a wider intent
                 return ResumeReply(
                     affected=_names(keys),
@@ -178,6 +194,12 @@ class ControlHandler:
             case RunsRequest(key=key, limit=limit):
                 rows = await self._domains().runs(key, limit)
                 return msgspec.convert({"runs": rows}, RunsReply)
+            case EventsRequest():
+                return await self._events(request, emit)
+            case MetricsRequest():
+                if self.metrics is None:
+                    raise Unavailable("this daemon keeps no metrics")
+                return MetricsReply(text=await self.metrics.render(), content_type=CONTENT_TYPE)
             case SyncRequest():
                 if self.remote is None:
                     raise Unavailable(
@@ -246,6 +268,12 @@ class ControlHandler:
             )
         started = time.monotonic()
         outcome = await rt.set_override(domain, key, provider, uid=peer.uid, pid=peer.pid)
+        self._record_intent(
+            "swap --clear" if provider is None else f"swap to {provider!r}",
+            [ComponentKey(domain, key)],
+            peer,
+            outcome=outcome,
+        )
         if outcome == "failed":
             raise SwapFailed(
                 f"swap of {st.slot.name} failed, {previous!r} keeps serving: {st.last_error}"
@@ -262,6 +290,7 @@ class ControlHandler:
     async def _drain(self, req: DrainRequest, peer: Peer, emit: Emit) -> DrainReply:
         rt = self.rt
         keys = await rt.drain(req.domain, req.key, uid=peer.uid, pid=peer.pid, note=req.note or "")
+        self._record_intent("drain", keys, peer, note=req.note or None)
         started = time.monotonic()
         if not req.wait:
             left = rt.in_flight(keys)
@@ -285,6 +314,57 @@ class ControlHandler:
             f"drain timed out after {req.timeout:g}s; still in flight: "
             + ", ".join(f"{k} ({n})" for k, n in sorted(left.items())),
             left,
+        )
+
+    async def _events(self, req: EventsRequest, emit: Emit) -> EventsReply:
+        rt = self.rt
+        history = rt.history
+        key = None
+        if req.domain is not None:
+            if req.key is not None:
+                rt.state(req.domain, req.key)  # raises not_found naming the key
+            key = f"{req.domain}/{req.key}" if req.key is not None else f"{req.domain}/"
+        since = None if req.since_s is None else time.time() - req.since_s
+        entries = history.entries(since=since, key=key)
+        if not req.follow:
+            return EventsReply(events=entries)
+        seen = history.last_seq
+        for entry in entries:
+            await emit(EventsEntry(entry=entry))
+        while self.health.state not in ("stopping", "stopped"):
+            await self._history_or_state_change(seen)
+            for entry in history.entries(after_seq=seen, key=key):
+                await emit(EventsEntry(entry=entry))
+            seen = history.last_seq
+        return EventsReply(events=[], ended="daemon stopping")
+
+    async def _history_or_state_change(self, seen: int) -> None:
+        """Return on a new history entry, or on any runtime change (the daemon stopping is
+        one), whichever comes first."""
+        version = self.rt.version
+        async with anyio.create_task_group() as tg:
+
+            async def first(wait: Callable[[], Awaitable[object]]) -> None:
+                await wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, partial(self.rt.history.wait_after, seen))
+            tg.start_soon(first, partial(self.rt.wait_changed, version))
+
+    def _record_intent(
+        self, op: str, keys: list[ComponentKey], peer: Peer, **detail: str | None
+    ) -> None:
+        what = ", ".join(str(ck) for ck in keys) or "nothing"
+        note = detail.get("note")
+        self.rt.history.record(
+            "intent",
+            f"{op} {what} by uid {peer.uid}" + (f": {note}" if note else ""),
+            key=keys[0] if len(keys) == 1 else None,
+            op=op,
+            uid=peer.uid,
+            pid=peer.pid,
+            keys=[str(ck) for ck in keys] if len(keys) > 1 else None,
+            **detail,
         )
 
     async def _watch(self, emit: Emit, peer: Peer) -> WatchEnded:

@@ -204,6 +204,12 @@ class Reloader:
                             load_with_plugins, self.config_path
                         )
                 except ConfigError as exc:
+                    self.rt.history.record(
+                        "reload",
+                        f"reload ({trigger}) failed: {exc}",
+                        trigger=trigger,
+                        error=str(exc),
+                    )
                     if self.loaded.error != str(exc):
                         self.loaded.error = str(exc)
                         self.rt.bump()
@@ -215,11 +221,19 @@ class Reloader:
                 # swap inside is bounded by the activation and stop timeouts).
                 with anyio.CancelScope(shield=True):
                     result = await self.apply(new, force=force, plugins=plugins)
+                summary = summarize(result)
                 log.log(
                     logging.WARNING if result.failed else logging.INFO,
                     "config reloaded (%s): %s",
                     trigger,
-                    summarize(result),
+                    summary,
+                )
+                self.rt.history.record(
+                    "reload",
+                    f"config reloaded ({trigger}): {summary}",
+                    trigger=trigger,
+                    changed=result.changed or None,
+                    failed=result.failed or None,
                 )
                 return result
             finally:

@@ -1,10 +1,9 @@
 """Event and workflow records: ``events`` (``--dead``: the dead-letter list), ``replay`` and
 ``runs``. Readers may list; replaying is an admin's action.
 
-``events`` is one command for the daemon's records of events: ``--dead`` shows the events
-whose handler failed every try. The event history of SPEC §11 (``--follow``, ``--since``)
-belongs to the same command; until the daemon offers it, ``events`` without ``--dead`` says
-so and exits 2.
+``events`` is one command for the daemon's records: by default the history of SPEC §11
+(swaps, rollbacks, intent changes, reloads, restarts; ``--follow``, ``--since``, one domain or
+key), and with ``--dead`` the events whose handler failed every try.
 """
 
 from __future__ import annotations
@@ -14,36 +13,77 @@ from typing import Any
 
 import click
 
-from oneiric._const import EXIT_FAILED, EXIT_USAGE
+from oneiric._const import EXIT_FAILED
 from oneiric.cli import render
-from oneiric.cli._ctl import WAITING_TIMEOUT, Ctl, call, json_option, output, pass_ctl
+from oneiric.cli._ctl import (
+    DOMAIN,
+    WAITING_TIMEOUT,
+    Ctl,
+    call,
+    duration_arg,
+    json_option,
+    output,
+    pass_ctl,
+    stream,
+)
 from oneiric.cli._ctl_errors import errors
+from oneiric.cli.render.text import to_json
 
 
 @click.command(
     epilog="""\b
 Examples:
-  oneiricctl events --dead            events whose handler failed every try
-  oneiricctl --json events --dead     the same, for scripts
+  oneiricctl events                      everything the daemon still remembers
+  oneiricctl events --since 1h           the last hour
+  oneiricctl events adapter cache        one key's swaps, rollbacks, pauses
+  oneiricctl events --follow             new entries as they happen (Ctrl-C to stop)
+  oneiricctl events --dead               events whose handler failed every try
 
 \b
+History kinds: activate, swap (with its duration), rollback (a failed swap and
+why), remove, intent (pause/resume/drain/swap by whom, with the note), reload,
+remote_sync, restart (a crashed service). The daemon keeps the last 1,000.
 Hand a dead letter back to its handler with `oneiricctl replay ID`."""
 )
-@click.option("--dead", is_flag=True, help="Show the dead-letter list.")
+@click.argument("domain", required=False, type=DOMAIN)
+@click.argument("key", required=False)
+@click.option("--since", metavar="DURATION", callback=duration_arg, help="Only the last 30s/5m/1h.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new entries as they happen.")
+@click.option("--dead", is_flag=True, help="Show the dead-letter list instead of the history.")
 @json_option
 @pass_ctl
-def events(ctl: Ctl, dead: bool) -> None:
-    """Show the daemon's event records (--dead: the dead-letter list)."""
-    if not dead:
-        click.echo(
-            "oneiricctl: the event history is not available in this version; "
-            "use 'oneiricctl events --dead' for the dead-letter list",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
-    with errors(ctl, "events --dead"):
-        result = call(ctl, "dead_letters")
-    output(ctl, result, render.render_dead_letters(result, ctl.clock()))
+def events(
+    ctl: Ctl, domain: str | None, key: str | None, since: float | None, follow: bool, dead: bool
+) -> None:
+    """The daemon's recent history (swaps, rollbacks, intent changes, reloads, restarts), or
+    with --dead the events whose handler failed every try."""
+    if dead:
+        if follow or since is not None or domain is not None:
+            raise click.UsageError("--dead lists every dead letter; it takes no filter")
+        with errors(ctl, "events --dead"):
+            result = call(ctl, "dead_letters")
+        output(ctl, result, render.render_dead_letters(result, ctl.clock()))
+        return
+    args: dict[str, Any] = {"domain": domain, "key": key, "since_s": since}
+    if follow:
+
+        def show(event: Any) -> None:
+            if not isinstance(event, dict) or event.get("type") != "entry":
+                return
+            entry = event.get("entry") or {}
+            click.echo(to_json(entry) if ctl.json else render.render_event_line(entry))
+
+        try:
+            with errors(ctl, "events"):
+                result = stream(ctl, "events", show, follow=True, **args)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(0) from None
+        ended = result.get("ended") if isinstance(result, dict) else None
+        click.echo(f"oneiricctl: events ended: {ended or 'the daemon closed the stream'}", err=True)
+        return
+    with errors(ctl, "events"):
+        result = call(ctl, "events", **args)
+    output(ctl, result, render.render_events(result.get("events") or ()))
 
 
 @click.command(

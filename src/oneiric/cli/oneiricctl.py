@@ -13,6 +13,7 @@ entry point: the command group with its global options, and :func:`main`. The pi
 - :mod:`oneiric.cli.ctl_events`: event and run records: ``events``, ``replay``, ``runs``;
 - :mod:`oneiric.cli.ctl_manifest`: the publisher side of remote manifests, ``manifest ...``
   (the only commands that load python-tuf, inside the command).
+- :mod:`oneiric.cli.ctl_observe`: ``metrics``.
 
 It must start fast and work when the daemon is broken, so at import all of them load only
 click, the blocking control client and stdlib modules that click loads anyway (plus json and
@@ -95,6 +96,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("ctl_events", "replay"),
     "runs": ("ctl_events", "runs"),
     "manifest": ("ctl_manifest", "manifest"),
+    "metrics": ("ctl_observe", "metrics"),
 }
 
 

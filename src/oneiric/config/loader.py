@@ -27,6 +27,7 @@ from oneiric.config.schema import (
     ComponentConfig,
     Config,
     DaemonConfig,
+    MetricsConfig,
     RemoteConfig,
     _describe,
 )
@@ -34,10 +35,12 @@ from oneiric.config.sections import (
     _DAEMON_FIELDS,
     _DROPIN_KEYS,
     _MAIN_KEYS,
+    _METRICS_FIELDS,
     _NAME,
     _REMOTE_FIELDS,
     _component,
     _daemon_value,
+    _metrics_value,
     _remote_value,
     capability_names,
 )
@@ -62,6 +65,7 @@ class _Merge:
         self.daemon: dict[str, Any] = {}
         self.remote: dict[str, Any] = {}
         self.remote_file: str | None = None
+        self.metrics: dict[str, Any] = {}
         self.selections: dict[str, dict[str, str]] = {}
         self.selection_files: dict[tuple[str, str], str] = {}
         self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -90,6 +94,10 @@ class _Merge:
             _check_keys(remote, tuple(_REMOTE_FIELDS), file=file, where="remote")
             for name, value in remote.items():
                 self.remote[name] = _remote_value(name, value, file=file, base=self.base)
+        metrics = _table(doc.get("metrics", {}), file=file, path="metrics")
+        _check_keys(metrics, tuple(_METRICS_FIELDS), file=file, where="metrics")
+        for name, value in metrics.items():
+            self.metrics[name] = _metrics_value(name, value, file=file, base=self.base)
         self._add_selections(doc.get("selections", {}), file=file)
         self._add_requires(doc.get("requires", {}), file=file)
         self._add_components(doc.get("component", []), file=file)
@@ -228,6 +236,7 @@ class _Merge:
             selections=self.selections,
             remote=remote,
             requires=self.requires,
+            metrics=MetricsConfig(**self.metrics),
             include=self.include,
             files=tuple(self.files),
             warnings=tuple(warnings),

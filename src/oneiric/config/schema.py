@@ -82,6 +82,12 @@ class RemoteConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_bytes: int = 4 * 1024 * 1024  # per target (manifest or artifact)
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[metrics]`` (SPEC §11): where to write the node_exporter textfile, if anywhere."""
+
+    textfile: str | None = None
+
+
 class Config(msgspec.Struct, kw_only=True, frozen=True):
     """The merged, validated configuration of one main file and its drop-ins."""
 
@@ -92,6 +98,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     remote: RemoteConfig | None
     # [requires.<domain>] key = ["cap", ...]: capabilities every provider of the key must have
     requires: dict[str, dict[str, tuple[str, ...]]] = {}
+    metrics: MetricsConfig = MetricsConfig()
     include: tuple[str, ...]
     files: tuple[str, ...]
     #: what is valid but suspicious (a selection expected from the remote manifest); the

@@ -14,13 +14,21 @@ import msgspec
 
 from oneiric._const import DOMAINS, MAX_NAME, NAME_PATTERN
 from oneiric.config.fields import _check_keys, _convert, _duration, _local_path, _table, _tname
-from oneiric.config.schema import LOG_LEVELS, ComponentConfig, DaemonConfig, RemoteConfig, Retry
+from oneiric.config.schema import (
+    LOG_LEVELS,
+    ComponentConfig,
+    DaemonConfig,
+    MetricsConfig,
+    RemoteConfig,
+    Retry,
+)
 from oneiric.errors import ConfigError
 
-_MAIN_KEYS = ("include", "daemon", "component", "selections", "remote", "requires")
+_MAIN_KEYS = ("include", "daemon", "component", "selections", "remote", "requires", "metrics")
 _DROPIN_KEYS = _MAIN_KEYS[1:]
 _DAEMON_FIELDS = {f.name: f.type for f in msgspec.structs.fields(DaemonConfig)}
 _REMOTE_FIELDS = {f.name: f.type for f in msgspec.structs.fields(RemoteConfig)}
+_METRICS_FIELDS = {f.name: f.type for f in msgspec.structs.fields(MetricsConfig)}
 _COMPONENT_KEYS = tuple(f.name for f in msgspec.structs.fields(ComponentConfig))[:-1]  # no source
 _DURATIONS = frozenset(
     ("drain_timeout", "stop_timeout", "activation_timeout", "health_interval", "idle_timeout")
@@ -203,6 +211,21 @@ def _remote_value(name: str, value: Any, *, file: str, base: str) -> Any:
         raise ConfigError(
             'expected non-empty module prefixes like "myco.components."', file=file, path=where
         )
+    return result
+
+
+def _metrics_value(name: str, value: Any, *, file: str, base: str) -> Any:
+    where = f"metrics.{name}"
+    result = _convert(value, _METRICS_FIELDS[name], file=file, path=where)
+    if name == "textfile":
+        if not result.endswith(".prom"):
+            raise ConfigError(
+                "node_exporter's textfile collector reads only *.prom files; "
+                f"expected a path ending in .prom, got {value!r}",
+                file=file,
+                path=where,
+            )
+        return _local_path(base, result, file=file, path=where)
     return result
 
 

@@ -34,11 +34,13 @@ __all__ = [
     "ErrorCode",
     "ErrorReply",
     "EventMessage",
+    "EventsRequest",
     "ExplainRequest",
     "Frame",
     "HealthRequest",
     "LineFramer",
     "ListRequest",
+    "MetricsRequest",
     "OkReply",
     "PauseRequest",
     "PingRequest",
@@ -211,6 +213,23 @@ class HealthRequest(_Request, tag="health"):
     pass
 
 
+class EventsRequest(_Request, tag="events"):
+    """The daemon's recent history (SPEC §11): entries of the last ``since_s`` seconds (all
+    kept when None), of one domain or key when given; ``follow`` streams new ones as events."""
+
+    since_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    domain: Domain | None = None
+    key: str | None = None
+    follow: bool = False
+
+    def __post_init__(self) -> None:
+        _check_key(self.domain, self.key)
+
+
+class MetricsRequest(_Request, tag="metrics"):
+    """The Prometheus exposition text of the daemon's metrics (SPEC §11)."""
+
+
 Request = (
     PingRequest
     | StatusRequest
@@ -229,6 +248,8 @@ Request = (
     | DeadLettersRequest
     | ReplayRequest
     | RunsRequest
+    | EventsRequest
+    | MetricsRequest
 )
 
 _REQUEST_TYPES: Final[tuple[type[_Request], ...]] = Request.__args__

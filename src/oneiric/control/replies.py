@@ -22,6 +22,7 @@ import msgspec
 
 from oneiric.domains.dead_letters import DeadLetter
 from oneiric.runtime.health import DaemonState, HealthSnapshot
+from oneiric.runtime.history import HistoryEntry
 from oneiric.runtime.registry import ExplainEntry, Explanation
 
 __all__ = [
@@ -30,10 +31,13 @@ __all__ = [
     "DrainProgress",
     "DrainReply",
     "EmitReply",
+    "EventsEntry",
+    "EventsReply",
     "ExplainEntry",
     "ExplainReply",
     "ListReply",
     "ListedCandidate",
+    "MetricsReply",
     "PauseReply",
     "PingReply",
     "ReloadResult",
@@ -239,6 +243,27 @@ class SyncReply(msgspec.Struct, kw_only=True):
     next_check_at: float | None = None
 
 
+class EventsReply(msgspec.Struct, kw_only=True):
+    """``events``: the history entries asked for, oldest first; with ``follow``, the reply
+    that ends the stream (``ended`` says why)."""
+
+    events: list[HistoryEntry]
+    ended: str | None = None
+
+
+class EventsEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="entry"):
+    """Event of ``events --follow``: one new history entry."""
+
+    entry: HistoryEntry
+
+
+class MetricsReply(msgspec.Struct, kw_only=True):
+    """``metrics``: the Prometheus text exposition format (version 0.0.4)."""
+
+    text: str
+    content_type: str
+
+
 #: What an op answers: the ``result`` of a success reply, for every op.
 Result = (
     PingReply
@@ -259,4 +284,6 @@ Result = (
     | ReplayReply
     | RunsReply
     | SyncReply
+    | EventsReply
+    | MetricsReply
 )

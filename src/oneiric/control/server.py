@@ -31,6 +31,7 @@ import contextlib
 import logging
 import select
 import socket
+from collections import Counter
 from typing import Final
 
 import anyio
@@ -45,6 +46,7 @@ from oneiric.control.session import (
     Answer,
     Dispatch,
     Handler,
+    RequestStats,
     Session,
 )
 
@@ -103,6 +105,7 @@ async def serve(
     admin_group: str | None,
     idle_timeout: float,
     max_in_flight: int = MAX_IN_FLIGHT,
+    stats: RequestStats | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve control connections on an already-bound listening socket until cancelled.
@@ -113,6 +116,7 @@ async def serve(
     requests per connection: beyond it the connection simply stops being read (back-pressure).
     """
     sock.setblocking(False)
+    stats = Counter() if stats is None else stats
     roles = Roles(admin_group)
     limits = ConnectionLimits(roles)
     turns = Turns()
@@ -124,7 +128,7 @@ async def serve(
         try:
             peer = await roles.identify(client)
             log.debug("control connection from pid=%d uid=%d role=%s", peer.pid, uid, peer.role)
-            session = Session(peer, admin_group=admin_group)
+            session = Session(peer, admin_group=admin_group, stats=stats)
             conn = _Connection(client, session, handler, idle_timeout, max_in_flight, turns)
             conns.add(conn)
             await conn.run()

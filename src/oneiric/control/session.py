@@ -28,9 +28,9 @@ import enum
 import json
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 import msgspec
 
@@ -59,6 +59,7 @@ __all__ = [
     "Dispatch",
     "Emit",
     "Handler",
+    "RequestStats",
     "Session",
     "op_of",
 ]
@@ -218,11 +219,24 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+#: Control requests answered, by (op, outcome): ``ok`` or the error code.
+RequestStats: TypeAlias = "Counter[tuple[str, str]]"
+
+
 class Session:
     """The protocol state of one connection; see the module docstring."""
 
-    def __init__(self, peer: Peer, *, admin_group: str | None, max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        admin_group: str | None,
+        max_line: int = MAX_LINE,
+        stats: RequestStats | None = None,
+    ) -> None:
         self.peer = peer
+        #: requests counted by (op, outcome) for the metrics; shared by a server's sessions
+        self.stats: RequestStats = Counter() if stats is None else stats
         self._admin_group = admin_group
         self._framer = LineFramer(max_line)
         self._frames: deque[bytes | TooLong] = deque()
@@ -268,6 +282,7 @@ class Session:
             return Answer(encode_error(exc.id, exc.code, exc.message))
         op = op_of(req)
         if op in MUTATING_OPS and self.peer.role != "admin":
+            self.stats[op, "permission_denied"] += 1
             return Answer(
                 encode_error(req.id, "permission_denied", self._denied_message(op)),
                 self._refusal_audit(req),
@@ -337,6 +352,7 @@ class Session:
         if d not in self._open:
             raise SessionMisuse(f"{d!r} finished twice or never dispatched here")
         self._open.discard(d)
+        self.stats[d.op, d.outcome or "cancelled"] += 1
         if d.op not in MUTATING_OPS:
             return None
         return self._audit(d.request, d.outcome or "cancelled")

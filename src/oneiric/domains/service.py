@@ -193,6 +193,14 @@ class _Runner:
             st.last_error = text
             self._status(last_run_error=text, run_state="backoff", backoff_s=delay)
             increment(self.rt, st, "restarts")
+            self.rt.history.record(
+                "restart",
+                f"{text}; restart {st.extras.get('restarts', 0)} in {delay:g}s",
+                key=st.ck,
+                restarts=st.extras.get("restarts", 0),
+                backoff_s=delay,
+                reason=describe(crashed),
+            )
         return "crashed"
 
     async def _ask_to_stop(self, instance: Any, finished: anyio.Event) -> None:

@@ -38,6 +38,7 @@ from oneiric.runtime import idle, status
 from oneiric.runtime.candidates import Candidate, Explanation, Resolution
 from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.health import Admin, ComponentHealth
+from oneiric.runtime.history import History
 from oneiric.runtime.intent import IntentStore, scope_label
 from oneiric.runtime.keys import (
     ComponentKey,
@@ -116,6 +117,8 @@ class Runtime(ChangeCounter):
         self.observers: list[RuntimeObserver] = []
         self._order: list[ComponentKey] | None = None  # sorted keys of `states`, while valid
         self._known: list[ComponentKey] | None = None  # sorted states ∪ registry keys
+        #: what happened, for ``oneiricctl events`` and ``status DOMAIN KEY``
+        self.history = History()
         self._reconciler = Reconciler(
             changes=self,
             key_changed=self.key_changed,
@@ -124,6 +127,7 @@ class Runtime(ChangeCounter):
             observers=self.observers,
             timeouts=timeouts or Timeouts(),
             task_group=lambda: self.task_group,
+            history=self.history,
         )
         self._tg: anyio.abc.TaskGroup | None = None
         self._token: RunvarToken[Runtime] | None = None

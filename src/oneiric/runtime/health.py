@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -24,6 +24,8 @@ __all__ = [
     "DaemonState",
     "DomainSummary",
     "HealthSnapshot",
+    "HistoryEntry",
+    "HistoryKind",
     "Lifecycle",
     "PluginHealth",
     "RemoteHealth",
@@ -43,6 +45,25 @@ STALE_HEARTBEATS: Final = 3  # a snapshot older than this many heartbeats is sta
 Admin = Literal["active", "paused", "draining", "drained"]
 Lifecycle = Literal["inactive", "activating", "ready", "degraded", "failed", "stopping"]
 DaemonState = Literal["starting", "running", "reloading", "draining", "stopping", "stopped"]
+
+
+HistoryKind = Literal[
+    "activate", "swap", "rollback", "remove", "intent", "reload", "remote_sync", "restart"
+]
+
+
+class HistoryEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One thing that happened (:mod:`oneiric.runtime.history` keeps them). ``at`` is epoch
+    seconds; ``key`` is ``domain/key`` when the entry concerns one; ``detail`` holds the kind's
+    own fields (``duration_ms``, ``provider``, ``previous``, ``reason``, ``uid``, ``note``,
+    ``trigger`` …)."""
+
+    seq: int
+    at: float
+    kind: HistoryKind
+    message: str
+    key: str | None = None
+    detail: dict[str, Any] = {}
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):
@@ -184,6 +205,9 @@ class HealthSnapshot(msgspec.Struct, kw_only=True):
     plugins: PluginHealth = msgspec.field(default_factory=PluginHealth)
     domains: dict[str, DomainSummary] = {}  # per-domain counts of ``components``
     watcher: WatcherHealth | None = None  # None where no watcher runs (tests, early start-up)
+    #: ``status DOMAIN KEY`` only: that key's last history entries (``oneiricctl events``);
+    #: absent from the health file and from wider status documents
+    recent_events: list[HistoryEntry] | None = None
 
 
 class _SchemaOnly(msgspec.Struct):

@@ -24,6 +24,7 @@ from oneiric._changes import ChangeCounter
 from oneiric.errors import ActivationError
 from oneiric.runtime.candidates import Candidate
 from oneiric.runtime.desired import DesiredState
+from oneiric.runtime.history import History
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.keys import (
     ComponentKey,
@@ -63,8 +64,10 @@ class Reconciler:
         observers: list[RuntimeObserver],
         timeouts: Timeouts,
         task_group: Callable[[], anyio.abc.TaskGroup],
+        history: History,
     ) -> None:
         self.timeouts = timeouts
+        self._history = history
         self.stopping = False
         self._bump = changes.bump
         self._touch = key_changed  # this key's waiters, and the runtime's followers
@@ -128,6 +131,12 @@ class Reconciler:
                         return "unchanged"
                     st.slot.bind(None)
                     st.lifecycle = "inactive"
+                    self._history.record(
+                        "remove",
+                        f"no candidate left; {cur.provider!r} retired",
+                        key=st.ck,
+                        previous=cur.provider,
+                    )
                     await self._notify_bound(st, None, cur)
                     self._retire_soon(st, cur)
                     self._touch(st)
@@ -172,6 +181,16 @@ class Reconciler:
             if cur is None:
                 st.lifecycle = "failed"
             log.error("%s", exc)
+            self._history.record(
+                "rollback",
+                f"{want.provider!r} failed to activate; "
+                + (f"{cur.provider!r} keeps serving" if cur is not None else "nothing serves"),
+                key=st.ck,
+                provider=want.provider,
+                previous=cur.provider if cur is not None else None,
+                reason=str(exc),
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+            )
             self._touch(st)
             return "failed"
         if self.stopping:  # shutdown began while this instance was starting: never bind it
@@ -207,6 +226,15 @@ class Reconciler:
             "swapped to" if old else "activated",
             want.provider,
             elapsed,
+        )
+        self._history.record(
+            "swap" if old is not None else "activate",
+            f"{'swapped to' if old else 'activated'} {want.provider!r} in {elapsed:.1f} ms"
+            + (f" (was {old.provider!r})" if old is not None else ""),
+            key=st.ck,
+            provider=want.provider,
+            previous=old.provider if old is not None else None,
+            duration_ms=round(elapsed, 3),
         )
         self._start_health_loop(st, new)
         await self._notify_bound(st, new, old)

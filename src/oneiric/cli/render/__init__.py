@@ -14,6 +14,11 @@ keep one vocabulary: ``render.render_status(...)``, ``render.to_json(...)``.
 
 from __future__ import annotations
 
+from oneiric.cli.render.history import (
+    recent_events_lines,
+    render_event_line,
+    render_events,
+)
 from oneiric.cli.render.ops import (
     drain_progress,
     drain_timeout_message,
@@ -75,9 +80,12 @@ __all__ = [
     "note_cell",
     "parse_time",
     "provider_cell",
+    "recent_events_lines",
     "render_dead_letters",
     "render_drain",
     "render_emit",
+    "render_event_line",
+    "render_events",
     "render_explain",
     "render_intent",
     "render_list",

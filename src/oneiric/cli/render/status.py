@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oneiric.cli.render.history import recent_events_lines
 from oneiric.cli.render.text import Doc, ago, cell, duration, parse_time, table
 
 #: Lifecycle states that make ``status``/``health`` exit 1. Paused or drained components are
@@ -165,6 +166,7 @@ def render_status(doc: Doc, *, now: float, live: bool = True) -> str:
     if bad:
         lines.append("")
         lines.append(f"{len(bad)} failing: {', '.join(bad)}")
+    lines.extend(recent_events_lines(doc))
     return "\n".join(lines)
 
 

@@ -1,0 +1,48 @@
+"""The daemon's history (``oneiricctl events``, and the tail of ``status DOMAIN KEY``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from oneiric.cli.render.text import Doc, cell, table
+
+
+def when(at: Any) -> str:
+    """Local wall-clock time of an entry: ``14:03:07``, with the date when not today."""
+    if not isinstance(at, int | float):
+        return "?"
+    local = time.localtime(at)
+    today = time.localtime()[:3] == local[:3]
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", local)
+
+
+def event_row(entry: Doc) -> tuple[str, str, str, str]:
+    return (
+        when(entry.get("at")),
+        cell(entry.get("kind")),
+        cell(entry.get("key") or "-"),
+        cell(entry.get("message")),
+    )
+
+
+def render_events(entries: Iterable[Doc], *, headers: bool = True) -> str:
+    rows = [event_row(e) for e in entries]
+    if not rows:
+        return "(no events)"
+    lines = table(("TIME", "KIND", "KEY", "WHAT"), rows)
+    return "\n".join(lines if headers else lines[1:])
+
+
+def render_event_line(entry: Doc) -> str:
+    """One followed entry (``events --follow``): the same columns, unaligned."""
+    return "  ".join(event_row(entry))
+
+
+def recent_events_lines(doc: Doc) -> list[str]:
+    """``status DOMAIN KEY``'s tail: that key's last history entries."""
+    entries = doc.get("recent_events") or ()
+    if not entries:
+        return []
+    return ["", "recent events:", *(f"  {render_event_line(e)}" for e in entries)]

@@ -1,0 +1,92 @@
+"""The daemon's recent history (SPEC §11): swaps with their durations and outcomes, rollbacks,
+operator intent changes with who and why, reloads, remote syncs, service restarts.
+
+A bounded in-memory ring (``oneiricctl events``, ``--follow`` streams new entries as they are
+recorded), plus the last few entries of each key (shown by ``status DOMAIN KEY``). Recording is
+synchronous and cheap (a Struct and two deque appends); followers park on one event that is
+replaced at each record, so an idle history costs nothing. ``listeners`` are called with each
+entry as it is recorded (the metrics exporter observes swap durations this way).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import anyio
+
+from oneiric.runtime.health import HistoryEntry, HistoryKind
+
+__all__ = ["HISTORY_SIZE", "KEY_HISTORY", "History", "HistoryEntry", "HistoryKind"]
+
+#: Entries the ring keeps (the oldest go first).
+HISTORY_SIZE: Final = 1000
+#: Entries kept per key for ``status DOMAIN KEY``.
+KEY_HISTORY: Final = 5
+
+
+class History:
+    def __init__(self, size: int = HISTORY_SIZE, *, clock: Callable[[], float] = time.time) -> None:
+        self._ring: deque[HistoryEntry] = deque(maxlen=size)
+        self._by_key: dict[str, deque[HistoryEntry]] = {}
+        self._clock = clock
+        self._seq = 0
+        self._changed = anyio.Event()
+        self.listeners: list[Callable[[HistoryEntry], object]] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def record(
+        self, kind: HistoryKind, message: str, *, key: object = None, **detail: Any
+    ) -> HistoryEntry:
+        self._seq += 1
+        name = None if key is None else str(key)
+        entry = HistoryEntry(
+            seq=self._seq,
+            at=self._clock(),
+            kind=kind,
+            message=message,
+            key=name,
+            detail={k: v for k, v in detail.items() if v is not None},
+        )
+        self._ring.append(entry)
+        if name is not None:
+            per_key = self._by_key.get(name)
+            if per_key is None:
+                per_key = self._by_key[name] = deque(maxlen=KEY_HISTORY)
+            per_key.append(entry)
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+        for listener in self.listeners:
+            listener(entry)
+        return entry
+
+    def entries(
+        self, *, since: float | None = None, after_seq: int = 0, key: str | None = None
+    ) -> list[HistoryEntry]:
+        """Entries newer than ``after_seq`` recorded at or after ``since`` (epoch s), of ``key``
+        (``domain/key``, or ``domain/`` for a whole domain) when given, oldest first."""
+        return [
+            e
+            for e in self._ring
+            if e.seq > after_seq
+            and (since is None or e.at >= since)
+            and (key is None or (e.key is not None and _matches(e.key, key)))
+        ]
+
+    def of_key(self, key: str) -> list[HistoryEntry]:
+        """The last :data:`KEY_HISTORY` entries of one key, oldest first."""
+        return list(self._by_key.get(key, ()))
+
+    async def wait_after(self, seq: int) -> None:
+        """Return once an entry newer than ``seq`` exists."""
+        while self._seq <= seq:
+            await self._changed.wait()
+
+
+def _matches(entry_key: str, wanted: str) -> bool:
+    return entry_key.startswith(wanted) if wanted.endswith("/") else entry_key == wanted
