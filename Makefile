@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VAR    := $(CURDIR)/var
 
-.PHONY: venv run test test-pythons lint typecheck check-imports unit bench clean deb e2e-systemd check-units
+.PHONY: fleet-sim venv run test test-pythons lint typecheck check-imports unit bench clean deb e2e-systemd check-units
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,18 @@ $(BENCH_STAMP): $(STAMP)
 # goals to bench/results.json. SUITES=scale,ops runs a subset.
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --out bench/results.json $(if $(SUITES),--only $(SUITES))
+
+# A fleet you can watch converge (docs/fleet.md): Debian's nginx (installed here when missing,
+# then run as our own process on a loopback port, never as the system service), 50 real
+# oneiricd processes, and with HOSTS=N that many light hosts at a 60 s refresh.
+HOSTS ?= 0
+REAL ?= 50
+fleet-sim: $(STAMP)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "fleet-sim: installing Debian's nginx-light (the server is started by the simulation itself)"; \
+	  apt-get install -y --no-install-recommends nginx-light >/dev/null || \
+	  { apt-get update >/dev/null && apt-get install -y --no-install-recommends nginx-light >/dev/null; }; }
+	PATH="$$PATH:/usr/sbin" $(PY) bench/fleet_sim.py --real $(REAL) --hosts $(HOSTS)
 
 clean:
 	rm -rf $(VENV) .venv-3.* build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var

@@ -26,6 +26,7 @@ from oneiric.remote import publish
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as nginx and CDNs: connections are reused
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -21,10 +21,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+import msgspec
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Root, Snapshot, Targets, Timestamp
 from tuf.ngclient import Updater, UpdaterConfig
 
 from oneiric.config.schema import RemoteConfig
@@ -39,6 +41,15 @@ from oneiric.remote.manifest import Manifest, merge_manifests, parse_manifest
 log = logging.getLogger(__name__)
 
 __all__ = ["Fetched", "Rejected", "TufSource", "Unreachable", "classify"]
+
+
+class _Signed(msgspec.Struct):
+    version: int
+    expires: datetime
+
+
+class _Envelope(msgspec.Struct):
+    signed: _Signed
 
 
 @dataclass(frozen=True)
@@ -148,12 +159,14 @@ class TufSource:
             bootstrap=bootstrap,
         )
         updater.refresh()
+        # what ngclient just verified and persisted: only the version and expiry dates are
+        # read back (a full Metadata parse of four files costs more than the check itself)
         roles = {
-            name: Metadata.from_file(str(md / f"{name}.json"))
+            name: msgspec.json.decode((md / f"{name}.json").read_bytes(), type=_Envelope).signed
             for name in (Root.type, Timestamp.type, Snapshot.type, Targets.type)
         }
-        expires = min(m.signed.expires.timestamp() for m in roles.values())
-        version = roles[Targets.type].signed.version
+        expires = min(r.expires.timestamp() for r in roles.values())
+        version = roles[Targets.type].version
         manifests: dict[str, bytes] = {}
         digests = hashlib.sha256()
         for name in self.config.targets:

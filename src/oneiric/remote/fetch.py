@@ -14,11 +14,13 @@ or CDN. Local directories (air-gapped hosts, tests) are read as files, a missing
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
+from contextlib import contextmanager
+from typing import IO, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import urllib3
@@ -52,7 +54,9 @@ class Fetcher(FetcherInterface):
         self._pool = pool or urllib3.PoolManager(
             num_pools=4,
             maxsize=2,
-            retries=False,
+            # one retry for a kept-alive connection the server closed meanwhile (GETs are
+            # idempotent); no redirects, no retries on HTTP statuses
+            retries=urllib3.Retry(total=1, connect=1, read=1, redirect=0, status=0, other=0),
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             headers={"User-Agent": f"oneiricd/{VERSION}"},
         )
@@ -71,6 +75,23 @@ class Fetcher(FetcherInterface):
             self.etags[url] = etag
         return self._chunks(url, resp)
 
+    @contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        """ngclient's download into memory instead of a temporary file: metadata is small and
+        a target is bounded by ``[remote] max_bytes``, while a temporary file costs several
+        filesystem calls per download (measured: over a third of a host's refresh CPU)."""
+        buf = io.BytesIO()
+        got = 0
+        for chunk in self.fetch(url):
+            got += len(chunk)
+            if got > max_length:
+                raise exceptions.DownloadLengthMismatchError(
+                    f"Downloaded {got} bytes exceeding the maximum allowed length of {max_length}"
+                )
+            buf.write(chunk)
+        buf.seek(0)
+        yield buf
+
     # -- the one-request check -----------------------------------------------------------------
     def conditional_get(self, url: str, max_length: int) -> bytes | None:
         """The body of ``url``, or None when the server says it is unchanged (304) since the
@@ -82,6 +103,7 @@ class Fetcher(FetcherInterface):
             headers["If-None-Match"] = self.etags[url]
         resp = self._get(url, headers)
         if resp.status == 304:
+            resp.drain_conn()  # an unread response poisons the kept-alive connection
             resp.release_conn()
             return None
         if resp.status != 200:
