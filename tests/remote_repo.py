@@ -17,7 +17,7 @@ import socket
 import threading
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,29 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, port: int, directory: Path) -> None:
         self.requests: list[str] = []
         self.directory = directory
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
         super().__init__(
             ("127.0.0.1", port),
             lambda *a: _Handler(*a, directory=str(self.directory)),  # type: ignore[misc]
         )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """A server that goes down takes its kept-alive connections with it."""
+        with self.lock:
+            for conn in list(self.connections):
+                with suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
 
 class StaticServer:
@@ -92,6 +111,7 @@ class StaticServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             assert self._thread is not None
             self._thread.join()
             self._server = None
