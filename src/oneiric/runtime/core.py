@@ -512,6 +512,10 @@ class Runtime(ChangeCounter):
             st.status = (cached[0], cached[1], row, raw)
         return raw
 
+    def selected(self, domain: str | None = None, key: str | None = None) -> list[KeyState]:
+        """The visible keys of ``domain``/``key`` (all when None), in status order."""
+        return self._selected(domain, key)
+
     def _selected(self, domain: str | None, key: str | None) -> list[KeyState]:
         if domain is not None and key is not None:
             st = self._by_pair.get((domain, key))

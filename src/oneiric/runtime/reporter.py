@@ -22,6 +22,7 @@ from typing import cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from oneiric._const import EXIT_CONFIG, VERSION
 from oneiric._files import make_private_dirs
@@ -41,6 +42,9 @@ from oneiric.runtime.health import (
 )
 
 __all__ = ["HEALTH_COALESCE", "HealthReporter", "LoadedConfig"]
+
+#: keys walked between two checkpoints while the writer gathers the file's rows
+SLICE = 256
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +129,38 @@ class HealthReporter:
         """The status document. ``encoded``: its component rows are the runtime's cached JSON
         (``msgspec.Raw``, encoded once per change of each key), for a reply or the file — then
         encoding the document copies them instead of encoding every row again."""
-        config = self.loaded.config
-        components = self.rt.components(domain, key)  # cached rows: cheap
+        rt = self.rt
+        states = rt.selected(domain, key)
+        components = [rt.component_health(st) for st in states]  # cached rows: cheap
         rows = (
-            cast("list[ComponentHealth]", self.rt.components_json(domain, key))
+            cast("list[ComponentHealth]", [rt.component_json(st) for st in states])
             if encoded
             else components
         )
+        return self._document(components, rows)
+
+    async def _snapshot_for_file(self) -> tuple[HealthSnapshot, list[ComponentHealth]]:
+        """:meth:`snapshot` (encoded) for the writer, built in slices of :data:`SLICE` keys
+        with a checkpoint between them: at 10,000 keys the loop is never held for the whole
+        walk, so pings and leases keep being served while the file is prepared. Each row is
+        one key's consistent state; the document may mix rows a few ms apart, as any file
+        rewritten while things change does."""
+        rt = self.rt
+        states = rt.selected()
+        components: list[ComponentHealth] = []
+        rows: list[object] = []
+        for i in range(0, len(states), SLICE):
+            if i:
+                await anyio.lowlevel.checkpoint()
+            for st in states[i : i + SLICE]:
+                components.append(rt.component_health(st))
+                rows.append(rt.component_json(st))
+        return self._document(components, cast("list[ComponentHealth]", rows)), components
+
+    def _document(
+        self, components: list[ComponentHealth], rows: list[ComponentHealth]
+    ) -> HealthSnapshot:
+        config = self.loaded.config
         return HealthSnapshot(
             version=VERSION,
             pid=os.getpid(),
@@ -177,8 +206,8 @@ class HealthReporter:
         last_status = ""
         failing: str | None = None
         while True:
-            snap = self.snapshot(encoded=True)
             seen = rt.version
+            snap, comps = await self._snapshot_for_file()
             try:
                 await anyio.to_thread.run_sync(_write_health_file, path, snap)
             except OSError as exc:
@@ -198,7 +227,7 @@ class HealthReporter:
                     failing = None
             self._written.set()
             self._written = anyio.Event()
-            line = self.status_line()  # rows come from the runtime's per-key cache
+            line = self.status_line(comps)  # the rows just gathered, not a second walk
             if line != last_status and self.state == "running":
                 self._on_status(line)
                 last_status = line
