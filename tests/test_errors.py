@@ -18,7 +18,7 @@ ELSEWHERE = {
         "RemoteError",
         "_Unreadable",
     },
-    "oneiric.control.server": {"_PeerGone"},
+    "oneiric.control.connection": {"_PeerGone"},
 }
 
 

@@ -3,7 +3,7 @@
 The kernel tells us (``SO_PEERCRED``, ``SO_PEERGROUPS``); :class:`Roles` turns that into the
 ``admin`` or ``reader`` role of SPEC §8, and :class:`ConnectionLimits` decides whether one more
 connection from a uid is served at all. Pure policy plus two ``getsockopt`` calls: the byte
-pump in :mod:`oneiric.control.server` asks, this module answers.
+accept loop in :mod:`oneiric.control.server` asks, this module answers.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ group, so every rule of SPEC §8 about a request is decided — and unit-tested 
 - error translation at the boundary: any :class:`OneiricError` becomes its ``code``, message
   and ``detail``; anything else is ``internal`` and logged with its traceback.
 
-The byte pump (:mod:`oneiric.control.server`) does only I/O: it reads, feeds, acts on each
+The byte pump (:mod:`oneiric.control.connection`) does only I/O: it reads, feeds, acts on each
 decision, runs the handler and writes the bytes it is given.
 """
 
