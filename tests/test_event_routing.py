@@ -236,3 +236,25 @@ async def test_oneiricctl_emit_wait_events_dead_and_replay() -> None:
         assert out.output.strip() == "#1: delivered"
         out = await anyio.to_thread.run_sync(lambda: _ctl(h, "replay", "1"))
         assert out.exit_code == 1 and "no dead letter #1" in out.output
+
+
+async def test_emit_wait_reports_held_when_the_key_is_paused_before_its_turn() -> None:
+    import anyio
+
+    config = BASE + handler("k", concurrency="1")
+    async with running_daemon(config) as h:
+        await h.call("emit", topic="order.a", data={"gate": "g1"})
+        await dc.passed("k:g1.started")  # the first delivery holds the only slot
+        replies: list[Any] = []
+
+        async def emit_waiting() -> None:
+            replies.append(await h.call("emit", topic="order.b", data=2, wait=True))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit_waiting)
+            await h.wait_for(lambda: health(h, "k").held_events == 1)
+            await h.call("pause", domain="event", key="k")
+        assert replies == [{"delivered": [], "held": ["event/k"], "dropped": [], "dead": []}]
+        dc.gate("k:g1").set()
+        await h.call("resume", domain="event", key="k")
+        await h.wait_for(lambda: got("k") == [{"gate": "g1"}, 2])

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from oneiric.domains._base import call_component, increment, set_extras
+from oneiric.domains._base import call_component, increment, set_extras, wait_until
 from oneiric.domains.dead_letters import DeadLetter, DeadLetters
 from oneiric.domains.routing import Event, check_topic, filters_match, route
 from oneiric.errors import NotFound, OneiricError
@@ -55,6 +55,7 @@ class _Delivery:
     replays: int = 0  # times this event came back from the dead-letter list
     done: anyio.Event | None = None  # set when delivered or dead (emit --wait, replay --wait)
     outcome: str = ""  # "delivered" | "dead"
+    waiting: bool = True  # queued, or a retry waiting for admission: a pause holds it
 
 
 @dataclass(slots=True)
@@ -127,30 +128,38 @@ class EventDispatcher:
 
     async def emit_and_wait(self, topic: str, data: Any = None) -> dict[str, list[str]]:
         """:meth:`emit`, then wait for the keys that admit the event now to finish with it:
-        each ends in ``delivered`` or (retries exhausted) ``dead``; held keys are not waited
-        for."""
+        each ends in ``delivered`` or (retries exhausted) ``dead``; a key paused before it
+        got to the event reports it ``held`` (it is delivered on resume, not waited for)."""
         out, waits = self._publish(topic, data, wait=True)
         delivered: list[str] = []
-        for name, delivery in waits:
-            assert delivery.done is not None
-            await delivery.done.wait()
-            (delivered if delivery.outcome == "delivered" else out["dead"]).append(name)
+        for st, delivery in waits:
+            outcome = await self._settled(st, delivery)
+            (delivered if outcome == "delivered" else out[outcome]).append(st.slot.name)
         out["delivered"] = delivered
         return out
 
+    @staticmethod
+    async def _settled(st: KeyState, delivery: _Delivery) -> str:
+        """``delivered`` or ``dead`` once the delivery ended; ``held`` as soon as the key
+        stops admitting while the delivery still waits for a try."""
+        done = delivery.done
+        assert done is not None
+        await wait_until(st, lambda: done.is_set() or (delivery.waiting and not st.slot.admitting))
+        return delivery.outcome if done.is_set() else "held"
+
     def _publish(
         self, topic: str, data: Any, *, wait: bool
-    ) -> tuple[dict[str, list[str]], list[tuple[str, _Delivery]]]:
+    ) -> tuple[dict[str, list[str]], list[tuple[KeyState, _Delivery]]]:
         check_topic(topic)
         event = Event(topic=topic, data=data, id=next(self._ids), emitted_at=time.time())
         out: dict[str, list[str]] = {"delivered": [], "held": [], "dropped": [], "dead": []}
-        waits: list[tuple[str, _Delivery]] = []
+        waits: list[tuple[KeyState, _Delivery]] = []
         for st in self.route(topic, data):
             delivery = _Delivery(event, done=anyio.Event() if wait else None)
             verdict = self._enqueue(st, delivery)
             out[verdict].append(st.slot.name)
             if wait and verdict == "delivered":
-                waits.append((st.slot.name, delivery))
+                waits.append((st, delivery))
         log.debug("event #%d %s: %s", event.id, topic, out)
         return out, waits
 
@@ -199,7 +208,7 @@ class EventDispatcher:
         taken = self.dead.take(wanted)
         out: dict[str, Any] = {"replayed": {}, "failed": {}}
         keep: list[DeadLetter] = []
-        waits: list[tuple[int, _Delivery]] = []
+        waits: list[tuple[int, KeyState, _Delivery]] = []
         for entry in taken:
             st = self.rt.states.get(ComponentKey("event", entry.key))
             if st is None or st.slot.current is None:
@@ -220,7 +229,7 @@ class EventDispatcher:
             # without waiting, "queued" (an admitting key will try it now) or "held"
             out["replayed"][str(entry.id)] = "queued" if verdict == "delivered" else verdict
             if wait and verdict == "delivered":
-                waits.append((entry.id, delivery))
+                waits.append((entry.id, st, delivery))
             log.info(
                 "dead letter #%d (event #%d %s) replayed to event/%s: %s",
                 entry.id,
@@ -231,10 +240,8 @@ class EventDispatcher:
             )
         self.dead.put_back(keep)
         await self.dead.save()
-        for dead_id, delivery in waits:
-            assert delivery.done is not None
-            await delivery.done.wait()
-            out["replayed"][str(dead_id)] = delivery.outcome
+        for dead_id, st, delivery in waits:
+            out["replayed"][str(dead_id)] = await self._settled(st, delivery)
         return out
 
     # -- delivery --------------------------------------------------------------------------------
@@ -257,6 +264,7 @@ class EventDispatcher:
             except OneiricError:  # pragma: no cover - guarded by the loop condition
                 break
             delivery = kq.queue.popleft()
+            delivery.waiting = False
             kq.running += 1
             self.tg.start_soon(self._deliver, st, kq, lease, instance, delivery)
         set_extras(self.rt, st, held_events=len(kq.queue))
@@ -298,7 +306,9 @@ class EventDispatcher:
                 increment(self.rt, st, "retried_deliveries")
                 await anyio.sleep(delay)
                 delivery.attempt += 1
+                delivery.waiting = True
                 acquired = await self._relet(st)
+                delivery.waiting = False
                 if acquired is None:
                     await self._bury(
                         st, delivery, provider, f"{error}; then the key lost its instance"
