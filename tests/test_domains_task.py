@@ -66,6 +66,14 @@ async def test_run_returns_the_result_and_counts_it() -> None:
         assert status(h).last_run_at is not None and status(h).in_flight == 0
 
 
+async def test_run_ids_count_per_key_from_one() -> None:
+    async with running_daemon(CONFIG) as h:
+        assert (await run(h, key="sync"))["run_id"] == "task/sync#1"
+        assert (await run(h))["run_id"] == "task/t#1"
+        assert (await run(h))["run_id"] == "task/t#2"
+        assert (await run(h, key="sync"))["run_id"] == "task/sync#2"
+
+
 async def test_failure_is_an_error_naming_it() -> None:
     async with running_daemon(CONFIG) as h:
         with pytest.raises(RemoteError) as err:

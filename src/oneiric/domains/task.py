@@ -19,6 +19,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -46,9 +47,6 @@ from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
 
-_run_ids = itertools.count(1)
-
-
 @dataclass(slots=True)
 class RunHandle:
     """One run: ``done`` is set when it finished; then ``result`` or ``error`` is filled."""
@@ -73,6 +71,7 @@ class _KeyRuns:
     running: int = 0
     freed: anyio.Event = field(default_factory=anyio.Event)
     scheduled: bool = False
+    run_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # task/KEY#N
 
 
 def refusal(rt: Runtime, st: KeyState, verb: str = "runs") -> OneiricError | None:
@@ -179,7 +178,7 @@ class RunManager:
                 durable = self.store.new_run(key, binding.provider, payload)
         lease = st.slot.lease(wait=False)
         instance = await lease.__aenter__()  # admitted and bound: the fast path, no await point
-        run_id = durable.run_id if durable is not None else f"{st.slot.name}#{next(_run_ids)}"
+        run_id = durable.run_id if durable is not None else f"{st.slot.name}#{next(kr.run_ids)}"
         handle = RunHandle(run_id=run_id, name=st.slot.name)
         kr.running += 1
         self.tg.start_soon(self._execute, st, kr, lease, instance, payload, handle, durable)
