@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -28,6 +29,20 @@ from oneiric.cli import oneiricctl, render
 from oneiric.cli.oneiricctl import cli
 
 NOW = time.time()
+
+
+def _unknown_uid() -> int:
+    """A uid the passwd database does not know."""
+    uid = 4_242_424
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+        uid += 1
+
+
+UNKNOWN_UID = _unknown_uid()
 
 
 # --- documents ---------------------------------------------------------------------------------
@@ -1469,7 +1484,7 @@ def test_status_note_says_who_paused_and_when() -> None:
             "m",
             admin="paused",
             note="redis failover",
-            intent_uid=1000,
+            intent_uid=UNKNOWN_UID,
             intent_at=NOW - 180,
             paused_by="key",
         ),
@@ -1479,8 +1494,18 @@ def test_status_note_says_who_paused_and_when() -> None:
         component("task", "u", "x", admin="active", intent_uid=None),
     )
     text = render.render_status(doc, now=NOW)
-    assert "redis failover (uid 1000, 3m00s ago)" in text
-    assert "(uid 0, 5s ago, via the domain)" in text
+    # a uid the passwd database knows is told by name; one it does not, by number
+    assert f"redis failover (uid {UNKNOWN_UID}, 3m00s ago)" in text
+    assert f"({pwd.getpwuid(0).pw_name}, 5s ago, via the domain)" in text
+
+
+def test_events_tell_who_by_name() -> None:
+    entry = {"at": NOW, "kind": "intent", "key": "adapter/cache", "detail": {"uid": 0}}
+    text = render.render_events([{**entry, "message": "pause adapter/cache by uid 0: redis"}])
+    assert f"pause adapter/cache by {pwd.getpwuid(0).pw_name}: redis" in text
+    stranger = {**entry, "detail": {"uid": UNKNOWN_UID}}
+    text = render.render_events([{**stranger, "message": f"drain task/t by uid {UNKNOWN_UID}"}])
+    assert f"drain task/t by uid {UNKNOWN_UID}" in text
 
 
 def test_resume_render_names_the_wider_intent_still_holding_a_key() -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from oneiric.cli.render.text import Doc, cell, table
+from oneiric.cli.render.text import Doc, cell, table, user_name
 
 
 def when(at: Any) -> str:
@@ -18,12 +18,22 @@ def when(at: Any) -> str:
     return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", local)
 
 
+def message(entry: Doc) -> str:
+    """The entry's message, with the daemon's ``by uid N`` told as the user's name (the daemon
+    records the uid; the name is looked up here, where a slow NSS lookup blocks no one)."""
+    text = cell(entry.get("message"))
+    uid = (entry.get("detail") or {}).get("uid")
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        text = text.replace(f" by uid {uid}", f" by {user_name(uid)}", 1)
+    return text
+
+
 def event_row(entry: Doc) -> tuple[str, str, str, str]:
     return (
         when(entry.get("at")),
         cell(entry.get("kind")),
         cell(entry.get("key") or "-"),
-        cell(entry.get("message")),
+        message(entry),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from oneiric.cli.render.history import recent_events_lines
-from oneiric.cli.render.text import Doc, ago, cell, duration, parse_time, table
+from oneiric.cli.render.text import Doc, ago, cell, duration, parse_time, table, user_name
 
 #: Lifecycle states that make ``status``/``health`` exit 1. Paused or drained components are
 #: operator intent, not failure (SPEC §7), so ``admin`` never counts.
@@ -110,12 +110,12 @@ def provider_cell(component: Doc) -> str:
 
 
 def note_cell(component: Doc, now: float) -> str:
-    """The operator's note, and who set the intent when (uid, "3m ago"): SPEC §4's who/when."""
+    """The operator's note, and who set the intent when (user name, "3m ago"): SPEC §4's who/when."""
     note = component.get("note")
     uid, at = component.get("intent_uid"), component.get("intent_at")
     who = []
     if uid is not None:
-        who.append(f"uid {uid}")
+        who.append(user_name(uid))
     if at is not None:
         who.append(ago(at, now))
     by = component.get("paused_by")

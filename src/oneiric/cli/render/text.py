@@ -20,6 +20,29 @@ def to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+# --- who ---------------------------------------------------------------------------------------
+
+_NAMES: dict[int, str] = {}
+
+
+def user_name(uid: Any) -> str:
+    """Who a uid is, for an operator: the user name (``root``), or ``uid 4242`` when the passwd
+    database does not know it (a uid from another host's file, a deleted user). ``pwd`` is a
+    built-in module: the lookup costs no import."""
+    if isinstance(uid, bool) or not isinstance(uid, int):
+        return f"uid {uid}"
+    name = _NAMES.get(uid)
+    if name is None:
+        import pwd
+
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError, ValueError):
+            name = f"uid {uid}"
+        _NAMES[uid] = name
+    return name
+
+
 # --- time ------------------------------------------------------------------------------------
 
 
