@@ -1084,12 +1084,41 @@ def test_unknown_op_hints_at_version_skew(fake: FakeDaemon) -> None:
     assert "versions" in err_lines(result)[-1]
 
 
-def test_reply_timeout(fake: FakeDaemon) -> None:
+@pytest.mark.parametrize("option", ["--timeout", "--reply-timeout"])
+def test_reply_timeout(fake: FakeDaemon, option: str) -> None:
     fake.on("ping", hold=True)
-    result = ctl(fake.path, "--timeout", "200ms", "ping")
+    result = ctl(fake.path, option, "200ms", "ping")
     assert result.exit_code == 1
     assert err_lines(result)[0].startswith("oneiricctl: ping failed: no reply to 'ping'")
     assert "raise --timeout" in err_lines(result)[1]
+
+
+def test_reply_timeout_never_cuts_a_drain_short() -> None:
+    """``--reply-timeout`` bounds replies; a drain waits for its own ``--timeout`` (10m here)
+    however long the daemon stays silent between progress events."""
+    with FakeDaemon() as fake:
+        fake.on("drain", events=[progress({"adapter/cache": 1}, 0.5)], hold=True)
+        cmd = [sys.executable, "-m", "oneiric.cli.oneiricctl", "--socket", fake.path]
+        proc = subprocess.Popen(
+            [*cmd, "--reply-timeout", "50ms", "drain", "adapter", "--timeout", "10m"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            assert proc.stderr.readline() == "draining: adapter/cache 1 in flight (0.5s)\n"
+            # 40 reply timeouts of silence: the client must still be waiting
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 1, err
+        assert err == "oneiricctl: stopped waiting; adapter stays draining (resume to reopen)\n"
+        assert fake.sent == [{"op": "drain", "domain": "adapter", "timeout": 600.0, "wait": True}]
 
 
 def test_socket_from_environment(fake: FakeDaemon) -> None:
@@ -1340,7 +1369,7 @@ def test_help_runs_as_module_without_heavy_imports() -> None:
         env=env,
     )
     assert by_click.stdout == proc.stdout
-    assert "SECONDS  Stop waiting after this long and exit\n" in proc.stdout  # 58, not 78
+    assert "SECONDS  How long the drain may wait for in-\n" in proc.stdout  # 58, not 78
 
 
 @pytest.mark.parametrize("columns", ["", "40", "60", "79", "80", "120", "-3", "wide"])
@@ -1451,7 +1480,7 @@ def test_status_rendering_of_events_and_sparse_documents() -> None:
 def test_zero_reply_timeout_is_usage_error(fake: FakeDaemon) -> None:
     result = ctl(fake.path, "--timeout", "0", "ping")
     assert result.exit_code == 2
-    assert "Invalid value for '--timeout': must be more than 0" in result.stderr
+    assert "Invalid value for '--timeout' / '--reply-timeout': must be more than 0" in result.stderr
     assert fake.sent == []
 
 

@@ -55,7 +55,7 @@ skipped, events are held and config changes are parked until `oneiricctl resume`
 @click.argument("domain", required=False, type=DOMAIN)
 @click.argument("key", required=False)
 @click.option("--all", "everything", is_flag=True, help="Pause every domain.")
-@click.option("--note", metavar="TEXT", help="Why; recorded with your uid, shown in status.")
+@click.option("--note", metavar="TEXT", help="Why; recorded with your user, shown in status.")
 @json_option
 @pass_ctl
 def pause(
@@ -146,13 +146,14 @@ still in flight when --timeout passes; the target stays draining either way."""
 )
 @click.argument("domain", required=False, type=DOMAIN)
 @click.argument("key", required=False)
-@click.option("--note", metavar="TEXT", help="Why; recorded with your uid, shown in status.")
+@click.option("--note", metavar="TEXT", help="Why; recorded with your user, shown in status.")
 @click.option(
     "--timeout",
     "drain_timeout",
     callback=duration_arg,
     metavar="SECONDS",
-    help="Stop waiting after this long and exit 1 (default: wait until drained).",
+    help="How long the drain may wait for in-flight work before it exits 1 (default: until "
+    "drained). Not bounded by the global --timeout/--reply-timeout.",
 )
 @click.option("--no-wait", is_flag=True, help="Start draining and return at once.")
 @json_option

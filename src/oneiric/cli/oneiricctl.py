@@ -164,9 +164,13 @@ links it there when its health_file is elsewhere)."""
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option(
     "--timeout",
+    "--reply-timeout",
+    "timeout",
     callback=reply_timeout_arg,
     metavar="SECONDS",
-    help="How long to wait for a reply (default 10s; 300s for commands that wait for work).",
+    help="How long to wait for the daemon's reply to a request (default 10s; 300s for "
+    "run, swap, reload and others that wait for work). It never cuts a drain short "
+    "(that is 'drain --timeout') nor a --watch/--follow stream.",
 )
 @click.version_option(VERSION, prog_name="oneiricctl")
 @click.pass_context
