@@ -985,6 +985,27 @@ def test_emit_bad_data(fake: FakeDaemon) -> None:
     assert "Invalid value for '--data': not valid JSON" in result.stderr
 
 
+@pytest.mark.parametrize("topic", ["bad topic!", "user.*", "", ".leading", "x" * 257])
+def test_emit_bad_topic_is_a_usage_error(fake: FakeDaemon, topic: str) -> None:
+    """The daemon's rule, applied before any request: exit 2, nothing sent."""
+    result = ctl(fake.path, "emit", topic)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for 'TOPIC': invalid topic" in result.stderr
+    assert fake.sent == []
+
+
+def test_client_and_daemon_share_the_topic_rule() -> None:
+    from oneiric.domains.routing import check_topic
+    from oneiric.errors import BadRequest
+
+    for topic in ("bad topic!", "user.*", "x" * 257):
+        with pytest.raises(BadRequest):
+            check_topic(topic)
+    assert check_topic("user.created:v2/eu-west_1") == "user.created:v2/eu-west_1"
+    result = CliRunner().invoke(cli, ["--socket", "/nonexistent/s", "emit", "user.created:v2/eu"])
+    assert result.exit_code == 3  # valid: it got as far as the (absent) daemon
+
+
 @pytest.mark.parametrize("data", ["NaN", '{"x": Infinity}', "[-Infinity]"])
 def test_non_json_numbers_are_usage_errors(fake: FakeDaemon, data: str) -> None:
     """Python's json accepts NaN/Infinity, but a request carrying them is not JSON."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 Domain = Literal["adapter", "service", "task", "event", "workflow"]
@@ -22,3 +23,21 @@ EXIT_ALREADY_RUNNING: Final = 75  # EX_TEMPFAIL
 # can address (and what an audit line can print without quoting).
 NAME_PATTERN: Final = r"[A-Za-z0-9_.-]+"
 MAX_NAME: Final = 128
+
+# Event topics: the daemon (oneiric.domains.routing) and oneiricctl (a usage error before any
+# request) apply the same rule. Glob characters belong in a handler's ``topics``, not here.
+TOPIC_PATTERN: Final = r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*"
+MAX_TOPIC: Final = 256
+_TOPIC = re.compile(TOPIC_PATTERN)
+
+
+def topic_problem(topic: object) -> str | None:
+    """What is wrong with ``topic`` as an event topic, or None when it is a valid one."""
+    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
+        return (
+            f"invalid topic {topic!r}: use letters, digits and '_', separated by '.', ':', '/' "
+            "or '-' (like user.created); glob characters belong in a handler's topics"
+        )
+    if len(topic) > MAX_TOPIC:
+        return f"invalid topic: {len(topic)} characters, at most {MAX_TOPIC}"
+    return None

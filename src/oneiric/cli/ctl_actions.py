@@ -8,10 +8,19 @@ from typing import Any
 
 import click
 
-from oneiric._const import EXIT_FAILED
+from oneiric._const import EXIT_FAILED, topic_problem
 from oneiric.cli import render
 from oneiric.cli._ctl import WAITING_TIMEOUT, Ctl, call, json_arg, json_option, output, pass_ctl
 from oneiric.cli._ctl_errors import errors
+
+
+def _topic_arg(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The daemon's own rule (SPEC §8 topics), checked before any request: a bad topic is a
+    usage error (exit 2), not a failed operation."""
+    problem = topic_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
 
 
 @click.command(
@@ -66,7 +75,7 @@ Example:
 Every active event key whose topics match receives it; paused keys hold it until
 they are resumed."""
 )
-@click.argument("topic")
+@click.argument("topic", callback=_topic_arg)
 @click.option("--data", metavar="JSON", callback=json_arg, help="The event's payload.")
 @click.option(
     "--wait",

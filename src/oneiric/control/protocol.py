@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
-from oneiric._const import MAX_NAME, NAME_PATTERN, Domain
+from oneiric._const import MAX_NAME, MAX_TOPIC, NAME_PATTERN, Domain
 from oneiric.control.framing import MAX_LINE, Frame, LineFramer, TooLong
 from oneiric.errors import ErrorCode, ProtocolError
 
@@ -67,7 +67,6 @@ __all__ = [
 #: levels, 3.13 decodes 5,000 and refuses 20,000), so every daemon answers the same.
 MAX_DEPTH: Final = 64
 MAX_NOTE: Final = 1024
-MAX_TOPIC: Final = 256
 
 #: A component key or provider name: the charset and length config accepts (\Z, not $: a
 #: trailing newline must not pass). Validated here, so nothing a peer sends as a name can

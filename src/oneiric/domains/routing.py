@@ -9,19 +9,16 @@ handler, which consumes the event. Delivery itself (queues, retries, dead letter
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from oneiric._const import topic_problem
 from oneiric.errors import BadRequest
 from oneiric.runtime.keys import ComponentKey, KeyState
 
 __all__ = ["Event", "check_topic", "filters_match", "route"]
-
-_TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*")
-
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -34,11 +31,9 @@ class Event:
 
 
 def check_topic(topic: str) -> str:
-    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
-        raise BadRequest(
-            f"invalid topic {topic!r}: use letters, digits and '_', separated by '.', ':', '/' "
-            "or '-' (like user.created); glob characters belong in a handler's topics"
-        )
+    problem = topic_problem(topic)
+    if problem is not None:
+        raise BadRequest(problem)
     return topic
 
 
