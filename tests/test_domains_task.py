@@ -3,6 +3,7 @@ failures, the concurrency limit, pause/drain/resume, schedules and swaps."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -86,12 +87,19 @@ async def test_failure_is_an_error_naming_it() -> None:
         assert "disk full" in snap["last_run_error"]
 
 
-async def test_no_wait_returns_a_run_id_and_the_run_goes_on() -> None:
+async def test_no_wait_returns_a_run_id_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="oneiric.audit")
     async with running_daemon(CONFIG) as h:
         reply = await run(h, payload={"gate": "g"}, wait=False)
         assert reply["accepted"] is True and reply["run_id"].startswith("task/t#")
         await dc.passed("g.started")
         assert status(h).in_flight == 1
+        # audited as accepted, once: the run has not finished, so it is not "ok"
+        audit = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
+        assert [line.rsplit(" ", 1)[-1] for line in audit] == ["outcome=accepted"]
+        assert "op=run target=task/t" in audit[0]
         dc.gate("g").set()
         await h.wait_for(lambda: status(h).runs == 1 and status(h).in_flight == 0)
 

@@ -28,7 +28,7 @@ from oneiric.control.session import (
     Dispatch,
     Session,
 )
-from oneiric.errors import ConfigError, DrainTimeout, NotFound, SessionMisuse
+from oneiric.errors import Busy, ConfigError, DrainTimeout, NotFound, SessionMisuse
 
 ADMIN = Peer(pid=10, uid=0, gid=0, role="admin")
 READER = Peer(pid=20, uid=1000, gid=1000, role="reader")
@@ -217,8 +217,34 @@ def test_a_request_abandoned_before_its_reply_is_audited_as_cancelled() -> None:
 
 def test_emit_is_audited_by_topic() -> None:
     s = Session(ADMIN, admin_group=None)
-    d = dispatch(s, b'{"id":1,"op":"emit","topic":"orders.created"}\n')
+    d = dispatch(s, b'{"id":1,"op":"emit","topic":"orders.created","wait":true}\n')
     assert d.accepted is not None and d.accepted.target == "orders.created"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id":1,"op":"run","domain":"task","key":"t","wait":false}\n',
+        b'{"id":1,"op":"drain","key":null,"wait":false}\n',
+        b'{"id":1,"op":"emit","topic":"orders.created"}\n',
+    ],
+)
+def test_what_does_not_wait_is_audited_once_as_accepted(line: bytes) -> None:
+    """A ``--no-wait`` run is accepted, not ``ok``: it has not finished when its reply goes."""
+    s = Session(ADMIN, admin_group=None)
+    d = dispatch(s, line)
+    assert d.accepted is None  # no line at dispatch: the reply comes at once
+    s.result(d, {"accepted": True})
+    record = s.finish(d)
+    assert record is not None and record.outcome == "accepted"
+
+
+def test_what_does_not_wait_and_is_refused_is_audited_with_the_error() -> None:
+    s = Session(ADMIN, admin_group=None)
+    d = dispatch(s, b'{"id":1,"op":"run","domain":"task","key":"t","wait":false}\n')
+    s.error(d, Busy("task/t is busy"))
+    record = s.finish(d)
+    assert record is not None and record.outcome == "unavailable"
 
 
 # --- events, then exactly one reply ----------------------------------------------------------

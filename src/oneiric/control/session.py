@@ -12,7 +12,8 @@ group, so every rule of SPEC §8 about a request is decided — and unit-tested 
 - inline vs task (:attr:`Dispatch.inline`: quick ops are answered by the connection's reader
   in order; long ones get a task each);
 - the audit trail (``accepted`` when a long mutating op is dispatched, then its outcome —
-  ``ok``, the error code, or ``cancelled`` — from :meth:`Session.finish`);
+  ``ok``, the error code, or ``cancelled`` — from :meth:`Session.finish`; one that does not
+  wait for its end, like ``run --no-wait``, is audited once, ``accepted``);
 - "zero or more events, then exactly one reply" per request (:meth:`Session.event`,
   :meth:`Session.result`, :meth:`Session.error`; breaking it is :class:`SessionMisuse`);
 - error translation at the boundary: any :class:`OneiricError` becomes its ``code``, message
@@ -148,6 +149,13 @@ class AuditRecord(msgspec.Struct, frozen=True):
 
 
 _PLAIN_FIELD: Final = re.compile(r"[A-Za-z0-9_.:/*@+-]{1,256}")
+
+
+def _waits(req: Request) -> bool:
+    """Whether ``req``'s reply tells how the operation ended (False for ``run --no-wait``,
+    ``drain --no-wait``, and an emit or replay not asked to wait: their reply says only that
+    it was accepted)."""
+    return bool(getattr(req, "wait", True))
 
 
 def audit_field(value: str | None, *, always_quote: bool = False) -> str:
@@ -289,8 +297,10 @@ class Session:
             )
         inline = op in INLINE_OPS
         # long mutating ops (drain, swap, reload, run) take effect before they finish waiting:
-        # the audit trail must not depend on the client waiting for the outcome line
-        accepted = None if inline or op not in MUTATING_OPS else self._audit(req, "accepted")
+        # the audit trail must not depend on the client waiting for the outcome line. One that
+        # does not wait (``--no-wait``) is audited once, when its reply says it was accepted.
+        audit_now = not inline and op in MUTATING_OPS and _waits(req)
+        accepted = self._audit(req, "accepted") if audit_now else None
         dispatch = Dispatch(req, inline=inline, accepted=accepted)
         self._open.add(dispatch)
         return dispatch
@@ -355,7 +365,10 @@ class Session:
         self.stats[d.op, d.outcome or "cancelled"] += 1
         if d.op not in MUTATING_OPS:
             return None
-        return self._audit(d.request, d.outcome or "cancelled")
+        outcome = d.outcome or "cancelled"
+        if outcome == "ok" and not _waits(d.request):
+            outcome = "accepted"  # started, not finished: its end is not the reply's to tell
+        return self._audit(d.request, outcome)
 
     def close(self) -> AuditSummary | None:
         """The connection ends: the summary of refusals not audited one by one, if any."""
