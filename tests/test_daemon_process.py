@@ -183,6 +183,8 @@ def test_notify_lifecycle_reload_and_clean_stop(daemon: Proc) -> None:
     daemon.expect("STOPPING=1")
     assert int(daemon.expect("EXTEND_TIMEOUT_USEC=").split("=")[1]) > 10_000_000
     assert daemon.proc.wait(timeout=30) == 0, daemon.stderr_text()
+    # the log's last line says it stopped, and how
+    assert daemon.stderr_text().splitlines()[-1].endswith("oneiricd stopped (exit 0)")
     assert not os.path.exists(daemon.socket)
     health = json.loads((daemon.dir / "health.json").read_bytes())
     assert health["state"] == "stopped"
@@ -456,6 +458,7 @@ def test_second_signal_exits_at_once_while_draining(daemon: Proc) -> None:
         assert daemon.proc.poll() is None
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=30) == 1
+        assert daemon.stderr_text().splitlines()[-1].endswith("oneiricd stopped (exit 1)")
         assert not os.path.exists(daemon.socket)
     finally:
         held.close()
@@ -466,5 +469,7 @@ def test_socket_path_on_a_regular_file_is_a_config_error(workdir: Path) -> None:
     precious.write_text("keep me")
     p = spawn(workdir, "--socket", str(precious))
     assert p.proc.wait(timeout=30) == 78
-    assert "not a socket" in p.stderr_text()
+    err = p.stderr_text()
+    assert "not a socket" in err
+    assert err.splitlines()[-1].endswith("oneiricd stopped (exit 78)")
     assert precious.read_text() == "keep me"

@@ -342,6 +342,8 @@ class Daemon:
                 else:
                     log.warning("second %s: exiting now", signal.Signals(signum).name)
                     self._close_socket()
+                    logging.getLogger("oneiricd").warning("oneiricd stopped (exit 1)")
+                    logging.shutdown()
                     os._exit(1)
 
     def request_stop(self) -> None:

@@ -190,19 +190,28 @@ def _exit_past_threads(status: int, abandoned: list[str]) -> int:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             stuck.append(thread.name)
-    if not stuck:
-        return status
     log = logging.getLogger("oneiricd")
+    if not stuck:
+        _stopped(log, status)
+        return status
     log.error(
         "exiting with %d thread(s) still running, which cannot be stopped: %s%s",
         len(stuck),
         ", ".join(sorted(stuck)),
         f" (abandoned component calls: {', '.join(abandoned)})" if abandoned else "",
     )
+    _stopped(log, status or EXIT_FAILED)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status or EXIT_FAILED)
+
+
+def _stopped(log: logging.Logger, status: int) -> None:
+    """The last line of every run, so a log read later says how it ended (and that it did)."""
+    log.log(
+        logging.INFO if status == EXIT_OK else logging.WARNING, "oneiricd stopped (exit %d)", status
+    )
 
 
 def _refuse_if_running(daemon: Daemon) -> None:
