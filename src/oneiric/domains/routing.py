@@ -20,6 +20,7 @@ from oneiric.runtime.keys import ComponentKey, KeyState
 
 __all__ = ["Event", "check_topic", "filters_match", "route"]
 
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """What ``handle(event)`` receives."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -46,6 +46,7 @@ from oneiric.runtime.leases import Binding
 from oneiric.runtime.lifecycle import describe
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class RunHandle:

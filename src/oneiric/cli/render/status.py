@@ -110,7 +110,7 @@ def provider_cell(component: Doc) -> str:
 
 
 def note_cell(component: Doc, now: float) -> str:
-    """The operator's note, and who set the intent when (user name, "3m ago"): SPEC §4's who/when."""
+    """The operator's note, and who set the intent when (user, "3m ago"): SPEC §4's who/when."""
     note = component.get("note")
     uid, at = component.get("intent_uid"), component.get("intent_at")
     who = []
