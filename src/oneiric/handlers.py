@@ -47,6 +47,7 @@ from oneiric.control.replies import (
     DrainProgress,
     DrainReply,
     EmitReply,
+    EncodedWatchSnapshot,
     EventsEntry,
     EventsReply,
     ExplainReply,
@@ -124,7 +125,7 @@ class ControlHandler:
         #: the remote manifest sync (SPEC §9); None without [remote] (``sync`` is unavailable)
         self.remote: RemoteSync | None = None
         self._watches: dict[int, int] = {}  # uid -> watch streams open
-        self._watch_cache: tuple[tuple[int, str], msgspec.Raw] | None = None
+        self._watch_cache: tuple[tuple[int, str], EncodedWatchSnapshot] | None = None
 
     async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Result:
         rt = self.rt
@@ -388,13 +389,15 @@ class ControlHandler:
             if not self._watches[peer.uid]:
                 del self._watches[peer.uid]
 
-    def _watch_event(self, version: int) -> msgspec.Raw:
+    def _watch_event(self, version: int) -> EncodedWatchSnapshot:
         """The snapshot event for runtime ``version``, encoded once however many streams
         follow it (each stream copies the bytes into its own line)."""
         key = (version, self.health.state)
         cached = self._watch_cache
         if cached is None or cached[0] != key:
             snap = self.health.snapshot(encoded=True)  # rows: the runtime's cached JSON
-            raw = msgspec.Raw(msgspec.json.encode(WatchSnapshot(snapshot=snap)))
+            raw = EncodedWatchSnapshot(
+                msgspec.Raw(msgspec.json.encode(WatchSnapshot(snapshot=snap)))
+            )
             cached = self._watch_cache = (key, raw)
         return cached[1]

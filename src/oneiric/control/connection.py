@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from oneiric.control.replies import StreamEvent
 from oneiric.control.session import NEED_DATA, PEER_CLOSED, Answer, Dispatch, Handler, Session
 
 __all__ = ["Connection", "Turns"]
@@ -234,7 +235,7 @@ class Connection:
         """Run the handler for ``d`` and send its events and its one reply."""
         session = self._session
 
-        async def emit(event: object) -> None:
+        async def emit(event: StreamEvent) -> None:
             await self._send(session.event(d, event))
 
         try:

@@ -16,7 +16,7 @@ own data, passed through.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NewType, TypeAlias
 
 import msgspec
 
@@ -31,6 +31,7 @@ __all__ = [
     "DrainProgress",
     "DrainReply",
     "EmitReply",
+    "EncodedWatchSnapshot",
     "EventsEntry",
     "EventsReply",
     "ExplainEntry",
@@ -47,6 +48,7 @@ __all__ = [
     "RunAccepted",
     "RunsReply",
     "StatusReply",
+    "StreamEvent",
     "SwapReply",
     "SyncReply",
     "TaskRunReply",
@@ -287,3 +289,10 @@ Result = (
     | EventsReply
     | MetricsReply
 )
+
+#: A :class:`WatchSnapshot` already encoded: ``watch`` encodes one per runtime version, however
+#: many streams follow it (a plain ``msgspec.Raw`` at run time, a distinct type for mypy).
+EncodedWatchSnapshot = NewType("EncodedWatchSnapshot", msgspec.Raw)
+
+#: What a streaming op emits before its one reply (``drain``, ``events --follow``, ``watch``).
+StreamEvent: TypeAlias = DrainProgress | EventsEntry | WatchSnapshot | EncodedWatchSnapshot

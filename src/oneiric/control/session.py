@@ -46,6 +46,7 @@ from oneiric.control.protocol import (
     encode_event,
     encode_ok,
 )
+from oneiric.control.replies import StreamEvent
 from oneiric.errors import OneiricError, ProtocolError, SessionMisuse
 
 __all__ = [
@@ -76,8 +77,9 @@ INLINE_OPS: Final = frozenset({"ping", "status", "health", "explain", "list", "p
 #: Refused (permission_denied) requests audited per connection before they are summarised.
 AUDIT_DENIED_PER_CONNECTION: Final = 5
 
-Emit = Callable[[object], Awaitable[None]]
-"""Sends ``{"id": <request id>, "event": ...}`` on the request's connection."""
+Emit: TypeAlias = Callable[[StreamEvent], Awaitable[None]]
+"""Sends ``{"id": <request id>, "event": ...}`` on the request's connection: one of the
+protocol's streamed events (:data:`~oneiric.control.replies.StreamEvent`)."""
 
 
 class Handler(Protocol):
