@@ -233,9 +233,7 @@ async def test_watch_streams_share_one_encoding_per_change_and_are_bounded_per_u
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from harness import running_daemon
-    from oneiric import handlers
-
-    limit = getattr(handlers, "MAX_WATCHES_PER_READER", 16)  # (16 before the bound existed)
+    from oneiric.streams import MAX_WATCHES_PER_READER as limit
 
     async with running_daemon(WATCHED) as h:
         os.chmod(h.dir, 0o755)

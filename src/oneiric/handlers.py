@@ -3,7 +3,8 @@
 Runs inside the control server's per-request task; raises :class:`OneiricError` subclasses,
 which the server turns into error replies. Its collaborators are handed to it, typed: the
 runtime, the reloader, the health reporter and (once started) the domain manager; it never
-reaches into the daemon.
+reaches into the daemon. The ops that hold a request open and stream (``watch``, ``events
+--follow``) are in :mod:`oneiric.streams`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -47,9 +46,6 @@ from oneiric.control.replies import (
     DrainProgress,
     DrainReply,
     EmitReply,
-    EncodedWatchSnapshot,
-    EventsEntry,
-    EventsReply,
     ExplainReply,
     ListedCandidate,
     ListReply,
@@ -63,8 +59,6 @@ from oneiric.control.replies import (
     RunsReply,
     SwapReply,
     TaskRunReply,
-    WatchEnded,
-    WatchSnapshot,
     WorkflowRunReply,
 )
 from oneiric.control.session import Emit
@@ -75,6 +69,7 @@ from oneiric.reload import Reloader
 from oneiric.runtime.core import Runtime
 from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.reporter import HealthReporter
+from oneiric.streams import WatchStreams, follow_events
 
 if TYPE_CHECKING:
     from oneiric.remote.sync import RemoteSync
@@ -95,11 +90,6 @@ def _still_held(rt: Runtime, keys: list[ComponentKey], states: set[str]) -> dict
         if eff.state in states:
             held[str(ck)] = f"{eff.state} by {eff.scope}"
     return held
-
-
-#: Watch streams one uid may hold open: each costs a copy of every snapshot per change.
-MAX_WATCHES_PER_READER = 16
-MAX_WATCHES_PER_ADMIN = 256
 
 
 class ControlHandler:
@@ -124,8 +114,7 @@ class ControlHandler:
         self.domains = domains
         #: the remote manifest sync (SPEC §9); None without [remote] (``sync`` is unavailable)
         self.remote: RemoteSync | None = None
-        self._watches: dict[int, int] = {}  # uid -> watch streams open
-        self._watch_cache: tuple[tuple[int, str], EncodedWatchSnapshot] | None = None
+        self._watches = WatchStreams(rt, health)
 
     async def __call__(self, request: Request, peer: Peer, emit: Emit) -> Result:
         rt = self.rt
@@ -177,7 +166,7 @@ class ControlHandler:
             case ReloadRequest():
                 return await self.reloader.reload(trigger=f"oneiricctl (uid {peer.uid})")
             case WatchRequest():
-                return await self._watch(emit, peer)
+                return await self._watches.stream(emit, peer)
             case RunRequest():
                 return await self._run(request)
             case EmitRequest(topic=topic, data=data, wait=wait):
@@ -196,7 +185,7 @@ class ControlHandler:
                 rows = await self._domains().runs(key, limit)
                 return msgspec.convert({"runs": rows}, RunsReply)
             case EventsRequest():
-                return await self._events(request, emit)
+                return await follow_events(rt, self.health, request, emit)
             case MetricsRequest():
                 if self.metrics is None:
                     raise Unavailable("this daemon keeps no metrics")
@@ -317,41 +306,6 @@ class ControlHandler:
             left,
         )
 
-    async def _events(self, req: EventsRequest, emit: Emit) -> EventsReply:
-        rt = self.rt
-        history = rt.history
-        key = None
-        if req.domain is not None:
-            if req.key is not None:
-                rt.state(req.domain, req.key)  # raises not_found naming the key
-            key = f"{req.domain}/{req.key}" if req.key is not None else f"{req.domain}/"
-        since = None if req.since_s is None else time.time() - req.since_s
-        entries = history.entries(since=since, key=key)
-        if not req.follow:
-            return EventsReply(events=entries)
-        seen = history.last_seq
-        for entry in entries:
-            await emit(EventsEntry(entry=entry))
-        while self.health.state not in ("stopping", "stopped"):
-            await self._history_or_state_change(seen)
-            for entry in history.entries(after_seq=seen, key=key):
-                await emit(EventsEntry(entry=entry))
-            seen = history.last_seq
-        return EventsReply(events=[], ended="daemon stopping")
-
-    async def _history_or_state_change(self, seen: int) -> None:
-        """Return on a new history entry, or on any runtime change (the daemon stopping is
-        one), whichever comes first."""
-        version = self.rt.version
-        async with anyio.create_task_group() as tg:
-
-            async def first(wait: Callable[[], Awaitable[object]]) -> None:
-                await wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(first, partial(self.rt.history.wait_after, seen))
-            tg.start_soon(first, partial(self.rt.wait_changed, version))
-
     def _record_intent(
         self, op: str, keys: list[ComponentKey], peer: Peer, **detail: str | None
     ) -> None:
@@ -367,37 +321,3 @@ class ControlHandler:
             keys=[str(ck) for ck in keys] if len(keys) > 1 else None,
             **detail,
         )
-
-    async def _watch(self, emit: Emit, peer: Peer) -> WatchEnded:
-        limit = MAX_WATCHES_PER_ADMIN if peer.role == "admin" else MAX_WATCHES_PER_READER
-        if self._watches.get(peer.uid, 0) >= limit:
-            raise Unavailable(
-                f"too many watch streams from uid {peer.uid} (at most {limit}); end one first"
-            )
-        self._watches[peer.uid] = self._watches.get(peer.uid, 0) + 1
-        try:
-            rt = self.rt
-            seen = -1
-            while True:
-                seen = rt.version
-                await emit(self._watch_event(seen))
-                if self.health.state == "stopped":
-                    return WatchEnded(ended="daemon stopping")
-                await rt.wait_changed(seen)
-        finally:
-            self._watches[peer.uid] -= 1
-            if not self._watches[peer.uid]:
-                del self._watches[peer.uid]
-
-    def _watch_event(self, version: int) -> EncodedWatchSnapshot:
-        """The snapshot event for runtime ``version``, encoded once however many streams
-        follow it (each stream copies the bytes into its own line)."""
-        key = (version, self.health.state)
-        cached = self._watch_cache
-        if cached is None or cached[0] != key:
-            snap = self.health.snapshot(encoded=True)  # rows: the runtime's cached JSON
-            raw = EncodedWatchSnapshot(
-                msgspec.Raw(msgspec.json.encode(WatchSnapshot(snapshot=snap)))
-            )
-            cached = self._watch_cache = (key, raw)
-        return cached[1]
