@@ -12,6 +12,13 @@ with what it saw. Modes:
   (partial when the daemon stops reading), then holds until stdin closes.
 - ``watch N``: open N ``watch`` streams, read each one's first line, print what each got,
   then hold them (unread from then on) until stdin closes.
+- ``fuzz N SEED``: N random frames (garbage, half-valid JSON, valid ops with wrong fields,
+  oversized lines) on one connection, each awaiting its one reply line; print the count of
+  replies by code (a broken connection is reopened and counted).
+- ``slowloris N``: open N connections that each send half a request line and nothing more;
+  hold them until stdin closes.
+- ``halfclose N``: open N connections that send a ``status`` and shut down their writing side
+  at once; print how many replies came back.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import socket
 import sys
 import threading
@@ -52,7 +60,10 @@ def _outcome(reply: dict[str, Any] | None) -> str:
         return "ok"
     if "event" in reply:
         return "event"
-    return str((reply.get("error") or {}).get("code"))
+    error = reply.get("error") or {}
+    if os.environ.get("HOSTILE_VERBOSE"):
+        return f"{error.get('code')}: {error.get('message')}"
+    return str(error.get("code"))
 
 
 def _ask(s: socket.socket, request: bytes) -> str:
@@ -74,6 +85,69 @@ def _hold_until_stdin_closes(socks: list[socket.socket]) -> None:
 
 def _request(op: str, i: int) -> bytes:
     return json.dumps({"id": i, "op": op}).encode() + b"\n"
+
+
+_OPS = [
+    "ping",
+    "status",
+    "health",
+    "explain",
+    "list",
+    "pause",
+    "resume",
+    "drain",
+    "swap",
+    "reload",
+    "run",
+    "emit",
+    "sync",
+    "nope",
+    "",
+]
+
+
+def _frame(rng: random.Random) -> bytes:
+    kind = rng.randrange(6)
+    if kind == 0:  # garbage bytes
+        return bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 200))).replace(
+            b"\n", b" "
+        )
+    if kind == 1:  # truncated JSON
+        return json.dumps({"id": rng.randrange(10**6), "op": rng.choice(_OPS)}).encode()[:-3]
+    if kind == 2:  # an oversized line
+        return b'{"id":1,"op":"ping","x":"' + b"x" * rng.randrange(65_000, 200_000) + b'"}'
+    if kind == 3:  # deep nesting
+        depth = rng.randrange(10, 5000)
+        return b'{"id":1,"op":"status","x":' + b"[" * depth + b"]" * depth + b"}"
+    value = rng.choice([None, True, -1, 2**70, 1.5, "", "x" * rng.randrange(300), [], {}])
+    fields = {rng.choice(["domain", "key", "provider", "note", "topic", "wait", "timeout"]): value}
+    if kind == 4:  # a known op with wrong fields
+        return json.dumps({"id": rng.randrange(10**6), "op": rng.choice(_OPS), **fields}).encode()
+    return json.dumps({"id": rng.choice([None, "1", 1.5, -5]), "op": rng.choice(_OPS)}).encode()
+
+
+def _fuzz(path: str, n: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    codes: dict[str, int] = {}
+    s = _connect(path)
+    buf = bytearray()
+    for _ in range(n):
+        frame = _frame(rng)
+        if b"watch" in frame:
+            continue
+        try:
+            s.sendall(frame + b"\n")
+            reply = _line(s, buf)
+        except OSError:
+            reply = None
+        code = _outcome(reply)
+        codes[code] = codes.get(code, 0) + 1
+        if reply is None:  # dropped: reconnect and go on
+            s.close()
+            s = _connect(path)
+            buf = bytearray()
+    s.close()
+    return {"frames": n, "codes": codes}
 
 
 def main() -> None:
@@ -148,6 +222,28 @@ def main() -> None:
         print(json.dumps({"outcomes": outcomes}), flush=True)
         _hold_until_stdin_closes(socks)
         return
+    elif a.mode == "fuzz":
+        out = _fuzz(a.path, int(a.args[0]), int(a.args[1]))
+    elif a.mode == "slowloris":
+        socks = []
+        for i in range(int(a.args[0])):
+            s = _connect(a.path)
+            with contextlib.suppress(OSError):
+                s.sendall(b'{"id": %d, "op": "sta' % i)
+            socks.append(s)
+        print(json.dumps({"held": len(socks)}), flush=True)
+        _hold_until_stdin_closes(socks)
+        return
+    elif a.mode == "halfclose":
+        replies = 0
+        for i in range(int(a.args[0])):
+            s = _connect(a.path)
+            s.sendall(_request("status", i))
+            s.shutdown(socket.SHUT_WR)
+            if _outcome(_line(s, bytearray())) == "ok":
+                replies += 1
+            s.close()
+        out = {"replies": replies}
     else:
         raise SystemExit(f"unknown mode {a.mode}")
     print(json.dumps(out), flush=True)

@@ -176,7 +176,7 @@ def _run_loop(daemon: Daemon, on_ready: Callable[[], None] | None) -> int:
 
 
 #: After the loop ended, how long threads get to finish (idle worker threads exit at once).
-THREAD_GRACE = 2.0
+THREAD_GRACE = 0.5
 
 
 def _exit_past_threads(status: int, abandoned: list[str]) -> int:

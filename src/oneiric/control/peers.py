@@ -166,6 +166,11 @@ class ConnectionLimits:
     def total(self) -> int:
         return self._total
 
+    @property
+    def full(self) -> bool:
+        """Every connection of the total is taken."""
+        return self._total >= MAX_CONNECTIONS
+
     def refusal(self, uid: int) -> str | None:
         """Why a new connection from ``uid`` is refused, or None."""
         if self._total >= MAX_CONNECTIONS:

@@ -49,6 +49,8 @@ MAX_IN_FLIGHT: Final = 64
 ACCEPT_BACKOFF: Final = 0.1
 #: Connections accepted per loop turn at most (then the loop serves everyone else once).
 ACCEPT_BATCH: Final = 256
+#: At the total cap, loop turns to let closed connections go before refusing one.
+FULL_RETRIES: Final = 3
 
 
 async def serve(
@@ -120,6 +122,13 @@ async def serve(
                             client.close()
                             continue
                         refusal = limits.admit(uid)
+                        for _ in range(FULL_RETRIES):
+                            if refusal is None or not limits.full:
+                                break
+                            # at the total cap: connections whose peers already left (a
+                            # connect/close burst) are released once their tasks run
+                            await anyio.lowlevel.checkpoint()
+                            refusal = limits.admit(uid)
                         if refusal is not None:
                             limits.log_refusal(uid, refusal)
                             _refuse(client, refusal)
