@@ -561,3 +561,19 @@ async def test_manifest_leaving_a_required_key_without_a_capable_provider_is_rej
         assert not result["ok"] and result["reason"] == "capability", result
         assert "adapter/cache: no candidate satisfies" in result["error"]
         assert remote_candidates(h) == []  # nothing of it, not even adapter/other
+
+
+async def test_syncs_are_in_the_event_history(fleet: Fleet) -> None:
+    fleet.publish(V1)
+    async with running_daemon(fleet.config(), directory=make_dir()) as h:
+        await h.call("sync")
+        fleet.publish(V2)
+        await h.call("sync")
+        _malformed(fleet)
+        await h.call("sync")
+        events = (await h.call("events"))["events"]
+        remote = [e for e in events if e["kind"] == "remote_sync"]
+        assert remote[-2]["detail"]["version"] == 3
+        assert remote[-2]["detail"]["changed"] == ["adapter/cache"]
+        assert remote[-1]["detail"]["reason"] == "malformed"
+        assert "nothing applied" in remote[-1]["message"]

@@ -304,7 +304,13 @@ class Daemon:
         ) -> ApplyReport:
             return await apply_to_runtime(rt, sources, cands, sel)
 
-        remote = RemoteSync(remote_config, Path(paths.state_dir), apply, on_change=rt.bump)
+        remote = RemoteSync(
+            remote_config,
+            Path(paths.state_dir),
+            apply,
+            on_change=rt.bump,
+            record=rt.history.record,
+        )
         self.remote = remote
         self.health.remote = remote.health
         await remote.boot()

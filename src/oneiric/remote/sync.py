@@ -28,6 +28,7 @@ from oneiric.config.schema import RemoteConfig
 from oneiric.control.replies import SyncReply
 from oneiric.errors import ManifestError, RemoteRejected, RemoteUnreachable
 from oneiric.remote.apply import ApplyReport, plan
+from oneiric.remote.artifacts import collect
 from oneiric.remote.manifest import merge_manifests, parse_manifest, source_of
 from oneiric.remote.store import Applied, load_applied, save_applied
 from oneiric.runtime.candidates import Candidate, Ident, identity
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 Apply = Callable[[set[str], list[Candidate], dict[str, dict[str, str]]], Awaitable[ApplyReport]]
 
 JITTER = 0.1
+
+
 Outcome = Literal["applied", "unchanged", "rejected", "unreachable"]
 
 
@@ -53,6 +56,7 @@ class RemoteSync:
         apply: Apply,
         *,
         on_change: Callable[[], None] = lambda: None,
+        record: Callable[..., object] | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         source: Any = None,
         rng: random.Random | None = None,
@@ -61,6 +65,7 @@ class RemoteSync:
         self.dir = state_dir / "remote"
         self._apply = apply
         self._on_change = on_change
+        self._record = record  # the daemon's event history (SPEC §11): applies and failures
         self._limiter = limiter
         self._source = source  # a TufSource, built lazily in a thread (imports python-tuf)
         self._rng = rng or random.Random()
@@ -117,6 +122,13 @@ class RemoteSync:
         )
         if report.failed:
             log.error("remote: persisted manifest: swaps failed: %s", report.failed)
+        self._history(
+            f"running the persisted remote manifest version {applied.version} until "
+            f"{self.config.url} answers",
+            version=applied.version,
+            trigger="boot",
+            failed=report.failed or None,
+        )
         self._changed()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -211,6 +223,9 @@ class RemoteSync:
         )
         try:
             await anyio.to_thread.run_sync(save_applied, self.dir / "applied.json", applied)
+            # wheels no manifest names any more go, unless their code is imported (on sys.path)
+            keep = set(applied.artifacts.values())
+            await anyio.to_thread.run_sync(collect, self.dir / "artifacts", keep)
         except OSError as exc:  # it runs; only the next boot without the source would differ
             log.error("remote: cannot persist the applied manifest: %s", exc)
         self.applied = applied
@@ -228,6 +243,14 @@ class RemoteSync:
             trigger,
             len(report.changed),
             f", failed: {report.failed}" if report.failed else "",
+        )
+        self._history(
+            f"remote manifest version {fetched.version} applied ({trigger}): "
+            f"{len(report.changed)} key(s) changed",
+            version=fetched.version,
+            trigger=trigger,
+            changed=report.changed or None,
+            failed=report.failed or None,
         )
         self._changed()
         return self._result(
@@ -271,6 +294,13 @@ class RemoteSync:
             trigger,
             (h.next_check_at or 0) - time.time(),
         )
+        self._history(
+            f"remote check failed ({trigger}): {message}; nothing applied",
+            trigger=trigger,
+            reason=reason,
+            error=message,
+            next_check_at=h.next_check_at,
+        )
         self._changed()
         return self._result(False, outcome, reason=reason, error=message)
 
@@ -305,6 +335,10 @@ class RemoteSync:
             next_check_at=h.next_check_at,
             **kw,
         )
+
+    def _history(self, message: str, **detail: Any) -> None:
+        if self._record is not None:
+            self._record("remote_sync", message, **detail)
 
     def _changed(self) -> None:
         self._on_change()
