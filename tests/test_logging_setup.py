@@ -10,7 +10,8 @@ import socket
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -294,3 +295,110 @@ def test_watchfiles_chatter_is_not_logged() -> None:
     logging.getLogger("watchfiles.main").info("1 change detected: {(<Change.modified: 2>, 'x')}")
     logging.getLogger("watchfiles.main").warning("watch failed")
     assert "change detected" not in out.getvalue() and "watch failed" in out.getvalue()
+
+
+# --- the call sites: a real daemon's records carry their fields ----------------------------
+
+SWAP_CONFIG = """
+[daemon]
+drain_timeout = "5s"
+stop_timeout = "5s"
+watch = false
+
+[[component]]
+domain = "adapter"
+key = "cache"
+provider = "a"
+factory = "components:Thing"
+settings = { name = "a" }
+
+[[component]]
+domain = "adapter"
+key = "cache"
+provider = "b"
+factory = "components:Thing"
+settings = { name = "b" }
+
+[selections.adapter]
+cache = "a"
+"""
+
+
+class JournalReader:
+    """Reads the stand-in journal socket in a thread, as journald would: a Unix datagram socket
+    queues only ~10 datagrams (net.unix.max_dgram_qlen) before a sender gets EAGAIN, and the
+    daemon then falls back to its stream line."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.entries: list[dict[str, str]] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.sock.settimeout(None)
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return  # shut down by close()
+            with self.changed:
+                self.entries.append(parse_journal_datagram(data))
+                self.changed.notify_all()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RD)  # wakes the blocked recv
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+    def wait_for(self, predicate: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+        with self.changed:
+            assert self.changed.wait_for(
+                lambda: any(predicate(e) for e in self.entries), timeout=30
+            ), self.entries
+            return next(e for e in self.entries if predicate(e))
+
+
+def audit_of(op: str) -> Callable[[dict[str, str]], bool]:
+    return lambda e: (
+        e["LOGGER"] == "oneiric.audit"
+        and f" op={op} " in e["MESSAGE"]
+        and (e["MESSAGE"].endswith("outcome=ok"))
+    )
+
+
+@pytest.mark.anyio
+async def test_a_real_swap_reaches_the_journal_with_its_key(
+    journal_stream: tuple[TextIO, dict[str, str]], journald: socket.socket
+) -> None:
+    """``journalctl -u oneiricd ONEIRIC_KEY=adapter/cache`` finds the swap, its audit lines and
+    the pause's: a real daemon, real requests over its control socket, a real datagram socket
+    as journald's."""
+    from anyio.to_thread import run_sync
+
+    from harness import running_daemon
+
+    stream, env = journal_stream
+    configure_logging("info", environ=env, stream=stream, journal_socket=journald.getsockname())
+    journal = JournalReader(journald)
+    try:
+        async with running_daemon(SWAP_CONFIG) as h:
+            await run_sync(journal.wait_for, lambda e: "ready" in e["MESSAGE"])
+            await h.call("swap", domain="adapter", key="cache", provider="b")
+            await run_sync(journal.wait_for, audit_of("swap"))
+            await h.call("pause", domain="adapter", key="cache", note="maintenance")
+            await run_sync(journal.wait_for, audit_of("pause"))
+    finally:
+        journal.close()
+    entries = journal.entries
+    of_cache = [e for e in entries if e.get("ONEIRIC_KEY") == "adapter/cache"]
+    messages = [e["MESSAGE"] for e in of_cache]
+    assert "oneiric.runtime.reconciler: adapter/cache: swapped to provider 'b'" in "\n".join(
+        messages
+    )
+    assert any(m.startswith("oneiric.runtime.lifecycle: adapter/cache: retired") for m in messages)
+    audit = [e for e in of_cache if e["LOGGER"] == "oneiric.audit"]
+    assert [e["ONEIRIC_OP"] for e in audit] == ["swap", "swap", "pause"]  # accepted, ok; ok
+    assert {e["ONEIRIC_UID"] for e in audit} == {str(os.getuid())}
+    assert 'note="maintenance"' in audit[-1]["MESSAGE"]
+    assert "outcome=" not in read(stream)  # every audit line went to the journal, none fell back

@@ -48,6 +48,7 @@ from oneiric.control.protocol import (
 )
 from oneiric.control.replies import StreamEvent
 from oneiric.errors import OneiricError, ProtocolError, SessionMisuse
+from oneiric.logging_setup import fields
 
 __all__ = [
     "AUDIT_DENIED_PER_CONNECTION",
@@ -138,7 +139,9 @@ class AuditRecord(msgspec.Struct, frozen=True):
         return cls(peer.uid, peer.pid, op_of(req), _target(req), note, outcome)
 
     def log(self) -> None:
-        """Write it to the ``oneiric.audit`` logger (INFO)."""
+        """Write it to the ``oneiric.audit`` logger (INFO), with the journal fields op, uid and
+        (when it names one component) key: ``journalctl ONEIRIC_KEY=adapter/cache``."""
+        one_key = self.op != "emit" and "/" in self.target
         audit_log.info(
             "audit uid=%d pid=%d op=%s target=%s note=%s outcome=%s",
             self.uid,
@@ -147,6 +150,7 @@ class AuditRecord(msgspec.Struct, frozen=True):
             audit_field(self.target),
             audit_field(self.note, always_quote=True),
             self.outcome,
+            extra=fields(key=self.target if one_key else None, op=self.op, uid=self.uid),
         )
 
 
@@ -185,6 +189,7 @@ class AuditSummary(msgspec.Struct, frozen=True):
             self.uid,
             self.pid,
             self.refused,
+            extra=fields(uid=self.uid),
         )
 
 

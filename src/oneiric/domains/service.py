@@ -30,6 +30,7 @@ import anyio.abc
 
 from oneiric.domains._base import call_component, increment, set_extras, wait_until
 from oneiric.errors import OneiricError
+from oneiric.logging_setup import fields
 from oneiric.runtime.core import ComponentKey, KeyState, Runtime
 from oneiric.runtime.leases import Binding
 from oneiric.runtime.lifecycle import call_maybe_async, describe
@@ -171,7 +172,12 @@ class _Runner:
             log.info("%s: run() stopped after %.1fs", name, lasted)
             return "stopped"
         if crashed is None:
-            log.info("%s: run() returned on its own after %.1fs; not restarting", name, lasted)
+            log.info(
+                "%s: run() returned on its own after %.1fs; not restarting",
+                name,
+                lasted,
+                extra=fields(key=st.ck),
+            )
             self._status(run_state="exited")
             return "exited"
         if lasted >= self.sup.backoff.reset_after:
@@ -187,6 +193,7 @@ class _Runner:
             int(st.extras.get("restarts", 0)) + 1,
             delay,
             exc_info=crashed,
+            extra=fields(key=st.ck),
         )
         self.delay = delay
         if st.slot.current is self.binding:

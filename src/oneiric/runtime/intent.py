@@ -30,6 +30,7 @@ import anyio.to_thread
 import msgspec
 
 from oneiric.errors import BadRequest, ConfigError, NoSpace, NotDurable, WrittenUnconfirmed
+from oneiric.logging_setup import fields
 from oneiric.runtime import intent_doc as doc
 from oneiric.runtime.intent_doc import (
     SCHEMA,
@@ -59,6 +60,12 @@ log = logging.getLogger(__name__)
 
 #: errno values that mean "the file system has no room for the write" (quota included).
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _fields(domain: str | None, key: str | None, op: str, uid: int | None) -> dict[str, object]:
+    """Journal fields of an intent change: the key only when it names one component."""
+    one = None if domain is None or key is None else ComponentKey(domain, key)
+    return fields(key=one, op=op, uid=uid)
 
 
 class _SerialOnly(msgspec.Struct):
@@ -221,7 +228,13 @@ class IntentStore:
         check_scope(domain, key)
         intent = Intent(state=state, uid=uid, pid=pid, at=self._clock(), note=note)
         log.info(
-            "intent %s %s (uid=%s pid=%s note=%r)", state, scope_label(domain, key), uid, pid, note
+            "intent %s %s (uid=%s pid=%s note=%r)",
+            state,
+            scope_label(domain, key),
+            uid,
+            pid,
+            note,
+            extra=_fields(domain, key, state, uid),
         )
         await self._mutate(doc.set_intent(domain, key, intent))
 
@@ -232,7 +245,13 @@ class IntentStore:
         ``(d, None)``; only that key's own intent for ``(d, k)`` (a domain or global intent
         still applies, and ``effective().scope`` says so)."""
         check_scope(domain, key)
-        log.info("intent resume %s (uid=%s pid=%s)", scope_label(domain, key), uid, pid)
+        log.info(
+            "intent resume %s (uid=%s pid=%s)",
+            scope_label(domain, key),
+            uid,
+            pid,
+            extra=_fields(domain, key, "resume", uid),
+        )
         await self._mutate(doc.clear_intent(domain, key))
 
     async def set_override(
@@ -257,6 +276,7 @@ class IntentStore:
             uid,
             pid,
             note,
+            extra=_fields(domain, key, "swap", uid),
         )
         await self._mutate(doc.set_override(domain, key, provider, meta))
 

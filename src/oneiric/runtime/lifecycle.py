@@ -19,6 +19,7 @@ import anyio
 
 from oneiric.config import resolve_factory
 from oneiric.errors import ActivationError, ComponentExit
+from oneiric.logging_setup import fields
 from oneiric.runtime.leases import Binding
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ async def retire(binding: Binding, *, drain_timeout: float, stop_timeout: float,
             f"drain timeout ({drain_timeout:g}s) passed with {binding.in_flight} lease(s) "
             f"still in flight on {binding.provider!r}; stopping it anyway"
         )
-        log.warning("%s: %s", name, outcome)
+        log.warning("%s: %s", name, outcome, extra=fields(key=name))
     if not binding.stopped:
         binding.stopped = True
         err = await stop_instance(binding.instance, stop_timeout, name)
@@ -170,5 +171,6 @@ async def retire(binding: Binding, *, drain_timeout: float, stop_timeout: float,
         binding.provider,
         (time.monotonic() - started) * 1000,
         outcome,
+        extra=fields(key=name),
     )
     return outcome

@@ -22,6 +22,7 @@ import anyio.abc
 
 from oneiric._changes import ChangeCounter
 from oneiric.errors import ActivationError
+from oneiric.logging_setup import fields
 from oneiric.runtime.candidates import Candidate
 from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.history import History
@@ -122,6 +123,7 @@ class Reconciler:
                     st.slot.name,
                     repr(want.provider) if want else "no provider",
                     held,
+                    extra=fields(key=ck),
                 )
                 self._touch(st)
                 return "parked"
@@ -180,7 +182,7 @@ class Reconciler:
             st.last_error = str(exc)
             if cur is None:
                 st.lifecycle = "failed"
-            log.error("%s", exc)
+            log.error("%s", exc, extra=fields(key=st.ck))
             self._history.record(
                 "rollback",
                 f"{want.provider!r} failed to activate; "
@@ -208,7 +210,7 @@ class Reconciler:
                     f"swap to {want.provider!r} vetoed by {cur.provider!r}: {veto}; "
                     f"{cur.provider!r} keeps serving"
                 )
-                log.error("%s: %s", st.slot.name, st.last_error)
+                log.error("%s: %s", st.slot.name, st.last_error, extra=fields(key=st.ck))
                 self._touch(st)
                 return "failed"
         elapsed = (time.monotonic() - started) * 1000
@@ -226,6 +228,7 @@ class Reconciler:
             "swapped to" if old else "activated",
             want.provider,
             elapsed,
+            extra=fields(key=st.ck),
         )
         self._history.record(
             "swap" if old is not None else "activate",
@@ -243,7 +246,7 @@ class Reconciler:
             failed = await self._hook(new, "after_swap", old, st.slot.name)
             if failed is not None:
                 st.last_error = f"after_swap() of {want.provider!r}: {failed} (the swap stands)"
-                log.warning("%s: %s", st.slot.name, st.last_error)
+                log.warning("%s: %s", st.slot.name, st.last_error, extra=fields(key=st.ck))
             self._retire_soon(st, old)
         self._touch(st)
         return "swapped" if old is not None else "activated"
