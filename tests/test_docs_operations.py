@@ -5,7 +5,6 @@ labels that exist."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
