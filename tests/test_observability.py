@@ -15,7 +15,7 @@ import components as comp
 from harness import make_dir, running_daemon
 from waiting import wait_until
 
-pytestmark = [pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]  # history: asyncio and trio
 
 CONFIG = """
 [daemon]

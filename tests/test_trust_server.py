@@ -21,7 +21,7 @@ import pytest
 from oneiric.control import peers as peers_mod
 from test_server import NOBODY, WAIT, FakeHandler, Raw, run_as_nobody, running_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]  # control protocol: asyncio and trio
 
 
 async def test_a_reader_cannot_forge_or_bloat_audit_lines(caplog: pytest.LogCaptureFixture) -> None:

@@ -112,6 +112,11 @@ def house_style_offences(source: str, name: str) -> list[str]:
             and len(node.args) >= 2
             and isinstance(node.args[1], ast.Constant)
             and node.args[1].value in CLOCK_NAMES
+        ) or (  # setattr("time.monotonic", ...), mock.patch("time.time")
+            called in ("setattr", "patch")
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and first.value.rpartition(".")[2] in CLOCK_NAMES
         ):
             found.append(
                 f"{name}:{node.lineno}: patches the clock for the whole process; "
@@ -127,8 +132,12 @@ async def t(monkeypatch):
     time.sleep(0.1)
     monkeypatch.setattr(cache_mod.time, "monotonic", lambda: 5)
     await anyio.sleep(1)  # a component simulating work may sleep
+    monkeypatch.setattr("time.time", lambda: 5)
+    with mock.patch("oneiric.runtime.core.time.monotonic"):
+        pass
 """
-    assert sorted(o.split(":")[1] for o in house_style_offences(bad, "x.py")) == ["3", "4", "5"]
+    lines = sorted(int(o.split(":")[1]) for o in house_style_offences(bad, "x.py"))
+    assert lines == [3, 4, 5, 7, 8]
 
 
 def test_no_test_spins_sleeps_or_patches_the_clock() -> None:
