@@ -9,7 +9,10 @@ class ChangeCounter:
     """``version`` moves on every :meth:`bump`; :meth:`wait_changed` parks on one event that
     the next bump sets, so any number of waiters wake together and none polls. The event is
     made only when someone waits: a burst of bumps with no waiter allocates nothing (10,000
-    keys activating bump ~50,000 times)."""
+    keys activating bump ~50,000 times). Slotted, so a slotted subclass (one
+    :class:`~oneiric.runtime.keys.KeyState` per key) stays without a ``__dict__``."""
+
+    __slots__ = ("_changed", "version")
 
     def __init__(self) -> None:
         self.version = 0

@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 import anyio
 import msgspec
 
+from oneiric._changes import ChangeCounter
 from oneiric.runtime.candidates import Candidate
 from oneiric.runtime.health import ComponentHealth, Lifecycle
 from oneiric.runtime.leases import Binding, Slot, Waker
@@ -59,8 +60,9 @@ SWAP_SAMPLES = 256
 
 
 @dataclass(slots=True)
-class KeyState:
-    """Everything the runtime tracks about one key besides its slot."""
+class KeyState(ChangeCounter):
+    """Everything the runtime tracks about one key besides its slot. Its ``version`` (a
+    :class:`ChangeCounter`) moves on every observable change of this key (see :meth:`touch`)."""
 
     slot: Slot
     lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -77,12 +79,12 @@ class KeyState:
     extras: dict[str, Any] = field(default_factory=dict)
     #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status
     swap_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SWAP_SAMPLES))
-    #: moves on every observable change of this key (see :meth:`touch`)
-    version: int = 0
     #: the key's status row as last built: (version, in flight, row, its JSON), or None
     status: tuple[int, int, ComponentHealth, msgspec.Raw | None] | None = None
-    _changed: anyio.Event | None = None  # made only when someone waits
     _listeners: set[Waker] | None = None  # multi-key waiters (a drain's wait)
+
+    def __post_init__(self) -> None:
+        ChangeCounter.__init__(self)  # (not super(): a slots dataclass is a new class)
 
     @property
     def ck(self) -> ComponentKey:
@@ -92,23 +94,11 @@ class KeyState:
         """Something observable about this key changed: drop its cached status row and wake
         the waiters of this key — only them (call it through ``Runtime.key_changed``, which
         also tells the followers of the whole runtime)."""
-        self.version += 1
+        self.bump()
         self.status = None
-        ev = self._changed
-        if ev is not None:
-            self._changed = None
-            ev.set()
         if self._listeners:
             for waiter in self._listeners:
                 waiter.set()
-
-    async def wait_changed(self, seen: int) -> int:
-        """Return this key's version once it differs from ``seen``."""
-        while self.version == seen:
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
-        return self.version
 
     def listen(self, waiter: Waker) -> None:
         """Also set ``waiter`` on this key's next changes (until :meth:`unlisten`)."""
