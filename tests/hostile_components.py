@@ -114,11 +114,12 @@ class ThreadLeaker:
 
 class LoopBlocker:
     """A service whose async run() blocks the event loop (wrong on purpose) while a test holds
-    it: ``fifo`` is a named pipe; the byte ``b`` makes run() do a *blocking* read on the loop
-    until the next byte arrives. The watchdog (pinged from the loop) must notice the gap."""
+    it: ``fifo`` is a named pipe; the byte ``b`` makes run() write ``B`` to the pipe ``ack``
+    (the test knows the loop is now blocked) and do a *blocking* read on the loop until the
+    next byte arrives. The watchdog (pinged from the loop) must notice the gap."""
 
-    def __init__(self, fifo: str) -> None:
-        self.fifo = fifo
+    def __init__(self, fifo: str, ack: str = "") -> None:
+        self.fifo, self.ack = fifo, ack
 
     async def run(self) -> None:
         fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never EOF, no writer needed
@@ -126,6 +127,8 @@ class LoopBlocker:
             while True:
                 await anyio.wait_readable(fd)
                 if os.read(fd, 1) == b"b":
+                    if self.ack:
+                        _mark(self.ack)
                     os.set_blocking(fd, True)
                     os.read(fd, 1)  # blocks the whole loop until the test writes again
                     os.set_blocking(fd, False)

@@ -172,12 +172,17 @@ def main() -> None:
         _hold_until_stdin_closes(socks)
         return
     if a.mode == "churn":
-        got_in = 0
-        for _ in range(int(a.args[0])):
-            s = _connect(a.path)
+        got_in = backlog_full = 0
+        while got_in < int(a.args[0]):
+            try:
+                s = _connect(a.path)
+            except BlockingIOError:  # the listen backlog is full: an attacker just retries
+                backlog_full += 1
+                threading.Event().wait(0.001)
+                continue
             s.close()
             got_in += 1
-        out = {"connects": got_in}
+        out = {"connects": got_in, "backlog_full": backlog_full}
     elif a.mode == "pipeline":
         conns, reqs, op = int(a.args[0]), int(a.args[1]), a.args[2]
         socks = [_connect(a.path) for _ in range(conns)]
