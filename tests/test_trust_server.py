@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import linecache
 import logging
 import os
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +272,63 @@ async def test_watch_streams_share_one_encoding_per_change_and_are_bounded_per_u
             for conn in streams:
                 await conn.aclose()
             await reader.close()
+
+
+def _in_connect_backoff(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is waiting in ControlClient.connect's retry pause."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "connect" and frame.f_code.co_filename.endswith("client.py"):
+            return "sleep" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return False
+
+
+def test_the_client_retries_a_full_listen_backlog_until_it_is_accepted() -> None:
+    from oneiric.control.client import ControlClient
+
+    d = tempfile.mkdtemp(prefix="on", dir="/tmp")
+    path = os.path.join(d, "s.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(0)
+    fillers = []
+    try:
+        while True:  # fill the backlog, as a connect flood does
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                c.close()
+                break
+            fillers.append(c)
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                result["reply"] = ControlClient(path, timeout=60).call("ping")
+            except Exception as exc:
+                result["error"] = exc
+
+        client = threading.Thread(target=call)
+        client.start()
+        deadline = time.monotonic() + 60
+        while not _in_connect_backoff(client):  # no event says so: the thread's stack is polled
+            assert client.is_alive(), f"the client gave up at once: {result}"
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.005)
+        for _ in fillers:  # the daemon catches up: the queued connections are accepted...
+            srv.accept()[0].close()
+        conn, _ = srv.accept()  # ...and then the retrying client's
+        with conn:
+            request = json.loads(conn.makefile("rb").readline())
+            conn.sendall(json.dumps({"id": request["id"], "ok": True, "result": "pong"}).encode())
+            conn.sendall(b"\n")
+            client.join(60)
+        assert result == {"reply": "pong"}, result
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
+        shutil.rmtree(d, ignore_errors=True)
