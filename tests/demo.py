@@ -27,6 +27,12 @@ class Demo:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it (SIGINT: what Ctrl-C in its terminal does); its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / "oneiricctl"), *args],
