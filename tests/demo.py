@@ -10,13 +10,44 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+
+
+class Log:
+    """The daemon's log, read from its pipe by a thread as it is written (terminal 1)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            for raw in pipe:
+                with self.changed:
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self.changed.notify_all()
+
+    def text(self) -> str:
+        with self.changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 60) -> None:
+        """Until a line containing ``needle`` was logged (woken by each new line)."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: any(needle in line for line in self.lines), timeout=timeout
+            )
+            assert found, f"oneiricd never logged {needle!r}:\n" + "\n".join(self.lines)
 
 
 @dataclass
@@ -25,13 +56,15 @@ class Demo:
     socket: str
     env: dict[str, str]  # what terminal 2 of the walkthrough exports
     proc: subprocess.Popen[bytes]
-    log: Path
+    log: Log
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop it (SIGINT: what Ctrl-C in its terminal does); its exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
+        status = self.proc.wait(timeout=60)
+        self.log.thread.join(timeout=60)  # the whole log, to its last line
+        return status
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -63,15 +96,15 @@ def demo_daemon() -> Iterator[Demo]:
         PYTHONPATH=str(REPO / "examples"),
         NOTIFY_SOCKET="@" + name[1:],
     )
-    log = root / "oneiricd.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "oneiricd"), "--log-level", "info"],
-            env=daemon_env,
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "oneiricd"), "--log-level", "info"],
+        env=daemon_env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    log = Log(proc.stdout)
     sock = str(root / "var" / "run" / "oneiricd.sock")
     ctl_env = dict(
         env,

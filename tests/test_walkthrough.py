@@ -8,13 +8,10 @@ After a deliberate change of output, refresh the page from a real run:
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,30 +98,15 @@ def normalise(text: str) -> list[str]:
     return out
 
 
-def _in_flight(demo: Demo, domain: str, key: str) -> int:
-    out = demo.ctl("--json", "status", domain, key)
-    return int(json.loads(out.stdout)["components"][0]["in_flight"])
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():  # polling the daemon's status: no event reaches the test
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
 #: The pauses a reader makes between commands, where the next command's output depends on
-#: something in the background having finished (the page says so in its prose).
-SETTLE: dict[str, Callable[[Demo], None]] = {
+#: something in the background having happened (the page says so in its prose).
+SETTLE: dict[str, str] = {
     # "Within two seconds the heartbeat's next beat asks for the cache and waits"
-    'oneiricctl pause adapter cache --note "cache maintenance"': lambda d: _wait(
-        lambda: "heartbeat: waiting for adapter/cache" in d.log.read_text(),
-        "the heartbeat waits for the cache",
+    'oneiricctl pause adapter cache --note "cache maintenance"': (
+        "heartbeat: waiting for adapter/cache"
     ),
     # "Resume the cache and both go on": the greet run finishes before the drain starts
-    "oneiricctl resume adapter cache": lambda d: _wait(
-        lambda: _in_flight(d, "task", "greet") == 0, "the greet run finished"
-    ),
+    "oneiricctl resume adapter cache": "run task/greet#1 finished",
 }
 
 
@@ -154,7 +136,7 @@ def run(demo: Demo, steps: list[Step]) -> None:
         run_ids.update(zip(shown_ids, real_ids, strict=False))
         settle = SETTLE.get(step.command)
         if settle is not None:
-            settle(demo)
+            demo.log.wait_for(settle)
 
 
 def as_shown(demo: Demo, text: str) -> str:
@@ -179,7 +161,7 @@ def test_the_walkthrough_shows_the_real_output() -> None:
         demo.stop(signal.SIGINT)  # "Ctrl-C in terminal 1"
         log = {
             tuple(normalise(_STAMP.sub("", line)))
-            for line in as_shown(demo, demo.log.read_text()).splitlines()
+            for line in as_shown(demo, demo.log.text()).splitlines()
         }
         drift = [
             f"docs/walkthrough.md: the log line {line!r} is not in the real log"
