@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from oneiric.errors import MissingCapability, Paused, Timeout, Unavailable
+
+if TYPE_CHECKING:
+    from oneiric.runtime.candidates import Candidate
 
 
 class Waker(Protocol):
@@ -69,7 +72,7 @@ class Binding(_InFlight):
 
     __slots__ = ("candidate", "generation", "instance", "provider", "stopped")
 
-    def __init__(self, instance: Any, candidate: Any, provider: str, generation: int) -> None:
+    def __init__(self, instance: Any, candidate: Candidate, provider: str, generation: int) -> None:
         super().__init__()
         self.instance = instance
         self.candidate = candidate
@@ -164,7 +167,7 @@ class Lease:
 
     def _check_caps(self, b: Binding) -> None:
         """Refuse an instance whose provider lacks a capability the caller asked for."""
-        have = getattr(b.candidate, "capabilities", ())
+        have = b.candidate.capabilities
         for cap in self._caps:  # the common case allocates nothing
             if cap not in have:
                 break

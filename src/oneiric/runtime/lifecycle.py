@@ -20,6 +20,7 @@ import anyio
 from oneiric.config import resolve_factory
 from oneiric.errors import ActivationError, ComponentExit
 from oneiric.logging_setup import fields
+from oneiric.runtime.candidates import Candidate
 from oneiric.runtime.leases import Binding
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def stop_instance(instance: Any, timeout: float, name: str) -> str | None:
 
 
 async def activate(
-    candidate: Any,
+    candidate: Candidate,
     *,
     name: str,
     activation_timeout: float,
