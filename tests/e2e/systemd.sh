@@ -285,6 +285,43 @@ s_alice_status() {
   expect "alice: oneiricctl health reads the health file (rc $rc)" test $rc = 0
 }
 
+s_journal_fields() {
+  # the audit line of alice's pause carries ONEIRIC_KEY (journald's native protocol)
+  local q="journalctl -u oneiricd.service ONEIRIC_KEY=adapter/cache --no-pager -o cat"
+  journal_has_pause() { cx $q 2>/dev/null | grep -q 'op=pause target=adapter/cache note="e2e pause" outcome=ok'; }
+  expect "journalctl -u oneiricd ONEIRIC_KEY=adapter/cache has the pause's audit line" wait_for 15 journal_has_pause
+  cx $q | tail -5
+  cx journalctl -u oneiricd.service ONEIRIC_KEY=adapter/cache ONEIRIC_OP=pause --no-pager -o verbose >"$NS_DIR/j.out" 2>&1
+  expect "ONEIRIC_OP=pause and ONEIRIC_UID of alice" grep -q "ONEIRIC_UID=$(cx id -u alice)" "$NS_DIR/j.out"
+}
+
+s_metrics_textfile() {
+  local prom=/var/lib/oneiric/metrics/oneiric.prom rc
+  # a drop-in, as an operator would; the sandboxed unit may write its StateDirectory
+  cx sh -c "mkdir -p /etc/oneiric/conf.d && printf '[metrics]\ntextfile = \"%s\"\n' $prom >/etc/oneiric/conf.d/90-metrics.toml"
+  cx systemctl reload oneiricd.service; rc=$?
+  expect "systemctl reload with [metrics] textfile (rc $rc)" test $rc = 0
+  expect "the daemon writes $prom" wait_for 30 cx test -s $prom
+  cx python3 -I -c '
+import sys
+sys.path.insert(0, "/opt/oneiric/lib")
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+print(len(fams), "families:", *sorted(fams))
+assert fams["oneiric_daemon_state"].samples[0].labels == {"state": "running"}, fams["oneiric_daemon_state"]
+paused = [s for s in fams["oneiric_intent_since_timestamp_seconds"].samples if s.labels["key"] == "cache"]
+assert paused and paused[0].labels["admin"] == "paused", paused
+assert any(s.name == "oneiric_swaps_total" for s in fams["oneiric_swaps"].samples)
+print("adapter/cache paused since", paused[0].value)
+' $prom >"$NS_DIR/prom.out" 2>&1; rc=$?
+  cat "$NS_DIR/prom.out"
+  expect "the textfile parses with prometheus_client's parser (bundled) and says adapter/cache is paused (rc $rc)" test $rc = 0
+  expect "written atomically: no temporary file left beside it" \
+    test "$(cx find /var/lib/oneiric/metrics -type f | wc -l)" = 1
+  cx rm -f /etc/oneiric/conf.d/90-metrics.toml
+  cx systemctl reload oneiricd.service
+}
+
 s_bob() {
   local rc op
   for op in "pause adapter cache" "resume adapter cache" "drain --no-wait" "reload"; do
@@ -512,6 +549,8 @@ step "sandbox in effect" s_sandbox
 step "control socket and runtime directory permissions" s_socket
 step "alice (group oneiric): oneiricctl pause adapter cache" s_alice_pause
 step "alice: oneiricctl status" s_alice_status
+step "journalctl -u oneiricd ONEIRIC_KEY=adapter/cache finds the pause" s_journal_fields
+step "[metrics] textfile: written and parsed by prometheus_client" s_metrics_textfile
 step "bob (not in group oneiric): mutations refused with exit 4" s_bob
 step "systemctl reload with a broken config fails and keeps the old one" s_reload_broken
 step "systemctl restart keeps the pause" s_restart_keeps_pause
