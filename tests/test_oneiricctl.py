@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -1602,3 +1603,101 @@ def test_status_counts_a_crash_looping_service_as_failing(fake: FakeDaemon) -> N
     result = ctl(fake.path, "status")
     assert result.exit_code == 1
     assert "service/w (run() crashing, 7 restart(s))" in result.stdout
+
+
+# --- --no-headers, colour ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["global", "after the command"])
+def test_no_headers_leaves_out_the_header_line_of_tables(fake: FakeDaemon, where: str) -> None:
+    fake.on("status", DOC)
+    fake.on(
+        "events",
+        {"events": [{"seq": 1, "at": NOW, "kind": "swap", "key": "adapter/cache", "message": "m"}]},
+    )
+    for command in (["status"], ["events"]):
+        args = ["--no-headers", *command] if where == "global" else [*command, "--no-headers"]
+        with_headers = ctl(fake.path, *command).stdout.splitlines()
+        without = ctl(fake.path, *args).stdout.splitlines()
+        header = next(line for line in with_headers if line.startswith(("DOMAIN", "TIME")))
+        assert header not in without, command
+        assert [line for line in with_headers if line != header] == without, command
+
+
+def test_no_headers_keeps_detail_lines_under_their_rows() -> None:
+    render.LOOK.headers = False
+    try:
+        text = render.render_status(DOC, now=NOW)
+    finally:
+        render.LOOK.headers = True
+    lines = text.splitlines()
+    assert not any(line.startswith("DOMAIN") for line in lines)
+    beat = next(i for i, line in enumerate(lines) if line.startswith("service"))
+    assert lines[beat + 1].strip() == "error: restarted after crash"
+
+
+FAILED_DOC = status_doc(
+    component("adapter", "cache", "memory", admin="paused"),
+    component("service", "beat", "heartbeat", lifecycle="failed"),
+)
+RED, YELLOW = "\x1b[31m", "\x1b[33m"
+
+
+def on_a_terminal(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run oneiricctl with its stdout on a real pseudo-terminal; what it printed there."""
+    import pty
+
+    leader, follower = pty.openpty()
+    base = {k: v for k, v in _no_cov().items() if k not in ("NO_COLOR", "TERM")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "oneiric.cli.oneiricctl", *args],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env={**base, "TERM": "xterm", **(env or {})},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.returncode in (0, 1), proc.stderr
+    return b"".join(chunks).decode()
+
+
+def test_colour_on_a_terminal_only(fake: FakeDaemon) -> None:
+    fake.on("status", FAILED_DOC)
+    shown = on_a_terminal("--socket", fake.path, "status")
+    assert f"{RED}failed" in shown and f"{YELLOW}paused" in shown
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown).replace("\r\n", "\n")
+    assert re.search(r"service +beat +heartbeat +active +failed", plain)
+    # NO_COLOR (https://no-color.org), --json and a pipe: never
+    assert "\x1b[" not in on_a_terminal("--socket", fake.path, "status", env={"NO_COLOR": "1"})
+    assert "\x1b[" not in on_a_terminal("--socket", fake.path, "--json", "status")
+    assert "\x1b[" not in on_a_terminal("--socket", fake.path, "status", "--json")
+    piped = subprocess.run(
+        [sys.executable, "-m", "oneiric.cli.oneiricctl", "--socket", fake.path, "status"],
+        capture_output=True,
+        text=True,
+        env={**_no_cov(), "TERM": "xterm"},
+        check=False,
+    )
+    assert "failed" in piped.stdout and "\x1b[" not in piped.stdout
+    # columns stay aligned: once the escapes are gone, the table is the piped one
+    table = piped.stdout[piped.stdout.index("DOMAIN") :]
+    assert plain[plain.index("DOMAIN") :] == table
+
+
+def test_no_color_set_but_empty_still_colours(fake: FakeDaemon) -> None:
+    """no-color.org: NO_COLOR counts only when it is set to a non-empty string."""
+    fake.on("status", FAILED_DOC)
+    assert f"{RED}failed" in on_a_terminal("--socket", fake.path, "status", env={"NO_COLOR": ""})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -143,13 +144,27 @@ def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     ctl = ctx.find_object(Ctl)
     if value and ctl is not None:
         ctl.json = True
+        render.LOOK.colour = False
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _no_headers(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        render.LOOK.headers = False
+
+
 def json_option(f: F) -> F:
-    """``--json`` accepted after the command too (``oneiricctl status --json``)."""
+    """``--json`` and ``--no-headers`` accepted after the command too (``oneiricctl status
+    --json``, ``oneiricctl status --no-headers``)."""
+    f = click.option(
+        "--no-headers",
+        is_flag=True,
+        expose_value=False,
+        callback=_no_headers,
+        help="Print tables without their header line.",
+    )(f)
     return click.option(
         "--json",
         is_flag=True,
@@ -157,6 +172,23 @@ def json_option(f: F) -> F:
         callback=_set_json,
         help="Print one JSON document instead of text.",
     )(f)
+
+
+def wants_colour(environ: Mapping[str, str], stream: Any, as_json: bool) -> bool:
+    """Colour only for a person: on a terminal, not ``--json``, not ``NO_COLOR`` (set and not
+    empty: https://no-color.org), not ``TERM=dumb``."""
+    if as_json or environ.get("NO_COLOR") or environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # a closed or fake stream
+        return False
+
+
+def configure_look(*, no_headers: bool, as_json: bool, environ: Mapping[str, str]) -> None:
+    """Set how this invocation prints tables (see :class:`oneiric.cli.render.text.Look`)."""
+    render.LOOK.headers = not no_headers
+    render.LOOK.colour = wants_colour(environ, sys.stdout, as_json)
 
 
 # --- talking to the daemon ---------------------------------------------------------------------

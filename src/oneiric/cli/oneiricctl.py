@@ -35,6 +35,7 @@ import click
 from oneiric._const import VERSION
 from oneiric.cli._ctl import (
     Ctl,
+    configure_look,
     default_health_file,
     default_socket,
     parse_duration,
@@ -163,6 +164,12 @@ links it there when its health_file is elsewhere)."""
 @click.option("--socket", "socket_path", metavar="PATH", help="Control socket of oneiricd.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option(
+    "--no-headers",
+    is_flag=True,
+    help="Print tables (status, list, explain, events, events --dead, runs, run workflow) "
+    "without their header line, for scripts that read columns.",
+)
+@click.option(
     "--timeout",
     "--reply-timeout",
     "timeout",
@@ -174,8 +181,15 @@ links it there when its health_file is elsewhere)."""
 )
 @click.version_option(VERSION, prog_name="oneiricctl")
 @click.pass_context
-def cli(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float | None) -> None:
+def cli(
+    ctx: click.Context,
+    socket_path: str | None,
+    as_json: bool,
+    no_headers: bool,
+    timeout: float | None,
+) -> None:
     """Control oneiricd: inspect, pause, drain, swap and run its components."""
+    configure_look(no_headers=no_headers, as_json=as_json, environ=os.environ)
     socket = socket_path or default_socket(os.environ)
     ctx.obj = Ctl(socket=socket, json=as_json, timeout=timeout, clock=_now)
 

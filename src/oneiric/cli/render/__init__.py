@@ -49,6 +49,7 @@ from oneiric.cli.render.status import (
     status_header,
 )
 from oneiric.cli.render.text import (
+    LOOK,
     Doc,
     ago,
     cell,
@@ -64,6 +65,7 @@ from oneiric.cli.render.text import (
 
 __all__ = [
     "FAILING",
+    "LOOK",
     "Doc",
     "ago",
     "cell",

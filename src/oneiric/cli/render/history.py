@@ -37,12 +37,11 @@ def event_row(entry: Doc) -> tuple[str, str, str, str]:
     )
 
 
-def render_events(entries: Iterable[Doc], *, headers: bool = True) -> str:
+def render_events(entries: Iterable[Doc]) -> str:
     rows = [event_row(e) for e in entries]
     if not rows:
         return "(no events)"
-    lines = table(("TIME", "KIND", "KEY", "WHAT"), rows)
-    return "\n".join(lines if headers else lines[1:])
+    return "\n".join(table(("TIME", "KIND", "KEY", "WHAT"), rows))
 
 
 def render_event_line(entry: Doc) -> str:

@@ -16,6 +16,7 @@ from oneiric.cli.render.text import (
     millis,
     names,
     seconds,
+    split_table,
     table,
 )
 
@@ -153,8 +154,8 @@ def render_explain(result: Doc) -> str:
             )
             for c in candidates
         ]
-        head, *body = table(headers, rows)
-        lines.append(head)
+        head, body = split_table(table(headers, rows), len(rows))
+        lines.extend(head)
         for candidate, row in zip(candidates, body, strict=True):
             lines.append(row)
             lines.extend(f"      - {reason}" for reason in candidate.get("reasons") or ())

@@ -7,7 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from oneiric.cli.render.history import recent_events_lines
-from oneiric.cli.render.text import Doc, ago, cell, duration, parse_time, table, user_name
+from oneiric.cli.render.text import (
+    Doc,
+    ago,
+    cell,
+    duration,
+    parse_time,
+    split_table,
+    table,
+    user_name,
+)
 
 #: Lifecycle states that make ``status``/``health`` exit 1. Paused or drained components are
 #: operator intent, not failure (SPEC §7), so ``admin`` never counts.
@@ -185,8 +194,8 @@ def _component_table(components: list[Doc], now: float) -> list[str]:
         )
         for c in components
     ]
-    head, *body = table(headers, rows)
-    lines.append(head)
+    head, body = split_table(table(headers, rows), len(rows))
+    lines.extend(head)
     for component, row in zip(components, body, strict=True):
         lines.append(row)
         lines.extend(f"    {detail}" for detail in _component_details(component))

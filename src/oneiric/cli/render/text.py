@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt  # free: click imports it already
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
 
 Doc = Mapping[str, Any]
 
@@ -122,18 +122,66 @@ def cell(value: Any) -> str:
     return to_json(value)
 
 
+class Look:
+    """How this process prints tables, set once by the CLI from its options and terminal:
+    ``headers`` (off with ``--no-headers``) and ``colour`` (only on a terminal, never under
+    ``--json`` or ``NO_COLOR``)."""
+
+    __slots__ = ("colour", "headers")
+
+    def __init__(self) -> None:
+        self.headers = True
+        self.colour = False
+
+
+LOOK = Look()
+
+#: Words coloured in tables on a terminal: what needs attention red, operator intent yellow.
+_COLOURS: Final = {
+    "failed": "red",
+    "degraded": "red",
+    "dead": "red",
+    "rollback": "red",
+    "restart": "red",
+    "paused": "yellow",
+    "draining": "yellow",
+    "drained": "yellow",
+    "activating": "yellow",
+    "interrupted": "yellow",
+}
+
+
+def _paint(padded: str) -> str:
+    colour = _COLOURS.get(padded.strip())
+    if colour is None:
+        return padded
+    import click  # loaded already by the CLI
+
+    return click.style(padded, fg=colour)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns separated by two spaces; returns the header line followed by one
-    line per row (callers interleave detail lines under rows)."""
+    """Left-aligned columns separated by two spaces; returns the header line (unless
+    ``--no-headers``) followed by one line per row (callers interleave detail lines under rows:
+    the rows are always the last ``len(rows)`` lines). On a terminal, cells that are a state
+    needing attention are coloured (the width is the text's, so columns stay aligned)."""
     widths = [len(h) for h in headers]
     for row in rows:
         for i, text in enumerate(row):
             widths[i] = max(widths[i], len(text))
+    paint = _paint if LOOK.colour else str
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(text.ljust(widths[i]) for i, text in enumerate(cells)).rstrip()
+    def line(cells: Sequence[str], paint: Callable[[str], str] = str) -> str:
+        padded = [paint(text.ljust(widths[i])) for i, text in enumerate(cells)]
+        return "  ".join(padded).rstrip()
 
-    return [line(headers), *(line(row) for row in rows)]
+    body = [line(row, paint) for row in rows]
+    return [line(headers), *body] if LOOK.headers else body
+
+
+def split_table(lines: list[str], rows: int) -> tuple[list[str], list[str]]:
+    """``table()``'s output as (header lines, row lines)."""
+    return lines[: len(lines) - rows], lines[len(lines) - rows :]
 
 
 def mapping_lines(result: Any, indent: str = "") -> list[str]:
