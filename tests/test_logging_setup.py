@@ -402,3 +402,45 @@ async def test_a_real_swap_reaches_the_journal_with_its_key(
     assert {e["ONEIRIC_UID"] for e in audit} == {str(os.getuid())}
     assert 'note="maintenance"' in audit[-1]["MESSAGE"]
     assert "outcome=" not in read(stream)  # every audit line went to the journal, none fell back
+
+
+@pytest.mark.anyio
+async def test_a_service_restart_reaches_the_journal_with_its_key(
+    journal_stream: tuple[TextIO, dict[str, str]],
+    journald: socket.socket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``journalctl ONEIRIC_KEY=service/s`` finds the crash and its restart."""
+    from anyio.to_thread import run_sync
+
+    import domain_components as dc
+    from harness import running_daemon
+    from oneiric.domains import service
+
+    dc.reset()
+    monkeypatch.setattr(service, "DEFAULT_BACKOFF", service.BackoffPolicy(initial=0, maximum=0))
+    config = """
+[daemon]
+drain_timeout = "5s"
+stop_timeout = "5s"
+watch = false
+
+[[component]]
+domain = "service"
+key = "s"
+provider = "a"
+factory = "domain_components:CooperativeService"
+settings = { name = "a", crashes = 1 }
+"""
+    stream, env = journal_stream
+    configure_logging("info", environ=env, stream=stream, journal_socket=journald.getsockname())
+    journal = JournalReader(journald)
+    try:
+        async with running_daemon(config):
+            await dc.passed("a.run.2")  # crashed once, restarted
+            crash = await run_sync(journal.wait_for, lambda e: "run() crashed" in e["MESSAGE"])
+    finally:
+        journal.close()
+    assert crash["ONEIRIC_KEY"] == "service/s"
+    assert crash["PRIORITY"] == "3"
+    assert "restart 1" in crash["MESSAGE"]
