@@ -206,3 +206,42 @@ async def test_textfile_is_written_for_node_exporter() -> None:
         await wait_until(paused_in_file, h.health_writes, timeout=20)
         leftovers = [p.name for p in textfile.parent.iterdir() if p.name != "oneiric.prom"]
         assert leftovers == []  # written atomically: no temporary file left behind
+
+
+async def test_follow_never_skips_entries_recorded_while_a_send_waits() -> None:
+    """A slow follower: entries recorded while an earlier one is being sent still arrive."""
+    from oneiric.control.protocol import EventsRequest
+    from oneiric.streams import follow_events
+
+    async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
+        history = h.rt.history
+        health = h.daemon.health
+        assert health is not None
+        sent: list[str] = []
+        all_sent = anyio.Event()
+
+        async def slow_emit(event: Any) -> None:
+            message = event.entry.message
+            sent.append(message)
+            if message == "a":  # while "a" is on its way, two more happen
+                history.record("reload", "b")
+                history.record("reload", "c")
+                await anyio.lowlevel.checkpoint()
+            if message == "d":
+                all_sent.set()
+
+        async with anyio.create_task_group() as tg:
+            after = history.last_seq
+
+            async def follow() -> None:
+                await follow_events(h.rt, health, EventsRequest(id=1, follow=True), slow_emit)
+
+            tg.start_soon(follow)
+            await wait_until(lambda: len(sent) >= after)  # the backlog went out
+            history.record("reload", "a")
+            await wait_until(lambda: "c" in sent)
+            history.record("reload", "d")
+            with anyio.fail_after(20):
+                await all_sent.wait()
+            tg.cancel_scope.cancel()
+        assert sent[after:] == ["a", "b", "c", "d"]

@@ -101,9 +101,11 @@ async def follow_events(
         await emit(EventsEntry(entry=entry))
     while health.state not in ("stopping", "stopped"):
         await _history_or_state_change(rt, seen)
-        for entry in history.entries(after_seq=seen, key=key):
+        # taken before the first send: entries recorded while a slow peer's sends wait are
+        # after `seen` and go out on the next turn, never skipped
+        batch, seen = history.entries(after_seq=seen, key=key), history.last_seq
+        for entry in batch:
             await emit(EventsEntry(entry=entry))
-        seen = history.last_seq
     return EventsReply(events=[], ended="daemon stopping")
 
 
