@@ -124,6 +124,26 @@ async def test_valid_manifest_applied_then_replaced(fleet: Fleet) -> None:
         ]
 
 
+async def test_narrower_allow_factories_on_reload_rejects_the_unchanged_manifest(
+    fleet: Fleet,
+) -> None:
+    """A reload that tightens [remote] allow_factories applies at the next check even when the
+    repository is unchanged (no new timestamp): the manifest is judged again, not reported as
+    "unchanged" from the verification made under the old rules."""
+    fleet.publish(V1)
+    async with running_daemon(fleet.config(), directory=make_dir()) as h:
+        assert (await h.call("sync"))["ok"]
+        assert (await h.call("sync"))["outcome"] == "unchanged"
+        h.write_config(fleet.config(allow_factories='["oneiric.builtin."]'))
+        await h.call("reload")
+        result = await h.call("sync")
+        assert (result["ok"], result["outcome"], result["reason"]) == (
+            False,
+            "rejected",
+            "disallowed_factory",
+        )
+
+
 async def test_nothing_new_costs_one_request(fleet: Fleet) -> None:
     fleet.publish(V1)
     async with running_daemon(fleet.config(), directory=make_dir()) as h:

@@ -132,7 +132,13 @@ class Fetcher(FetcherInterface):
         end = time.monotonic() + self.deadline
         got = 0
         try:
-            for chunk in resp.stream(CHUNK):
+            while True:
+                # read1: whatever one recv brings, so a server that drips a byte at a time
+                # (TUF's slow-retrieval attack) meets the deadline check on every byte; a
+                # buffered read(CHUNK) would wait for 64 KiB, the deadline never consulted
+                chunk = resp.read1(CHUNK)
+                if not chunk:
+                    break
                 got += len(chunk)
                 self.bytes += len(chunk)
                 if got > cap:

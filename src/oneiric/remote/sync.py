@@ -68,6 +68,7 @@ class RemoteSync:
         self._record = record  # the daemon's event history (SPEC §11): applies and failures
         self._limiter = limiter
         self._source = source  # a TufSource, built lazily in a thread (imports python-tuf)
+        self._revalidate = False  # [remote] rules changed by a reload: next check is full
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -158,7 +159,15 @@ class RemoteSync:
     def reconfigure(self, config: RemoteConfig) -> None:
         """A reload changed [remote] settings that apply live (refresh, allow_factories...).
         A new url/root/targets takes a restart (the trust anchor is read at boot)."""
+        stricter = (
+            config.allow_factories != self.config.allow_factories
+            or config.max_bytes != self.config.max_bytes
+        )
         self.config = config
+        if stricter:
+            # the cached verification was judged under the old rules: the next check
+            # verifies and validates everything again, even when the repository is unchanged
+            self._revalidate = True
         self._wake.set()
 
     # -- one check -----------------------------------------------------------------------------
@@ -192,7 +201,8 @@ class RemoteSync:
 
             self._source = TufSource(self.config, self.dir)
         self._source.config = self.config
-        return self._source.check()
+        full, self._revalidate = self._revalidate, False
+        return self._source.check(full=full)
 
     def _succeeded(self, fetched: Any) -> None:
         h = self.health
