@@ -450,6 +450,28 @@ async def test_tampered_artifact_is_rejected(fleet: Fleet) -> None:
         assert h.rt.states.get(("adapter", "w")) is None or serving(h, "w") is None
 
 
+async def test_an_artifact_may_not_bring_modules_its_factories_do_not_name(fleet: Fleet) -> None:
+    """allow_factories checks factory strings; the wheel must not smuggle other top-level
+    modules onto sys.path (shadowing the daemon's or local components' imports)."""
+    mod = f"fleetpkg_{uuid.uuid4().hex[:8]}"
+    wheel = make_wheel(
+        fleet.dir,
+        mod,
+        "1.0",
+        {f"{mod}/__init__.py": "class W: pass\n", "components.py": "raise SystemExit(3)\n"},
+    )
+    entry = {"key": "w", "provider": "w", "factory": f"{mod}:W", "artifact": wheel.name}
+    publish.publish(fleet.repo, {"fleet.toml": manifest(entry)}, {wheel.name: wheel.read_bytes()})
+    allow = f'["{mod}."]'
+    async with running_daemon(fleet.config(allow_factories=allow), directory=make_dir()) as h:
+        result = await h.call("sync")
+        assert not result["ok"] and result["reason"] == "disallowed_factory", result
+        assert "components" in result["error"]
+        assert mod not in sys.modules
+        artifacts = h.state_dir / "remote" / "artifacts"
+        assert not any(p.is_dir() for p in artifacts.glob("*")) if artifacts.exists() else True
+
+
 # -- like a local change -------------------------------------------------------------------------
 
 

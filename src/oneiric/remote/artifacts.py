@@ -61,6 +61,31 @@ def unpack_wheel(wheel: Path, root: Path, sha256: str) -> Path:
     return dest
 
 
+def top_level_names(path: Path) -> set[str]:
+    """The importable top-level names a wheel (or its unpacked directory) would put on
+    ``sys.path``: packages and modules, not ``*.dist-info``/``*.data``. An artifact may only
+    bring the packages of the factories that name it, or it could shadow any other module."""
+    if path.is_dir():
+        entries = [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()]
+    else:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                entries = [n.split("/", 1)[0] + ("/" if "/" in n else "") for n in zf.namelist()]
+        except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            raise ArtifactError(f"not a usable wheel: {exc}") from exc
+    names = set()
+    for entry in entries:
+        name = entry.rstrip("/")
+        if name == _DONE or name.endswith((".dist-info", ".data")):
+            continue
+        if entry.endswith("/"):
+            names.add(name)
+        elif name.endswith((".py", ".pyc", ".so")) or ".cpython-" in name:
+            names.add(name.split(".", 1)[0])
+        # other top-level files (licences, READMEs) cannot be imported
+    return names
+
+
 def is_unpacked(root: Path, sha256: str) -> bool:
     return (root / sha256 / _DONE).exists()
 

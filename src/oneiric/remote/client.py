@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +34,7 @@ from oneiric.config.schema import RemoteConfig
 from oneiric.errors import ArtifactError, ManifestError
 from oneiric.errors import RemoteRejected as Rejected
 from oneiric.errors import RemoteUnreachable as Unreachable
-from oneiric.remote.artifacts import is_unpacked, unpack_wheel
+from oneiric.remote.artifacts import is_unpacked, top_level_names, unpack_wheel
 from oneiric.remote.check import root_problem
 from oneiric.remote.fetch import Fetcher
 from oneiric.remote.manifest import Manifest, merge_manifests, parse_manifest
@@ -182,7 +183,12 @@ class TufSource:
             raise Rejected(exc.reason, str(exc)) from exc
         artifacts: dict[str, str] = {}
         for name in sorted(manifest.artifacts()):
-            artifacts[name] = self._artifact(updater, name)
+            packages = {
+                c.factory.partition(":")[0].split(".")[0]
+                for c in manifest.components
+                if c.artifact == name
+            }
+            artifacts[name] = self._artifact(updater, name, packages)
             digests.update(f"{name}\0{artifacts[name]}\0".encode())
         result = Fetched(
             version=version,
@@ -223,10 +229,15 @@ class TufSource:
                 raise _named(f"manifest target {name!r}", exc) from exc
         return Path(cached).read_bytes(), sha
 
-    def _artifact(self, updater: Updater, name: str) -> str:
+    def _artifact(self, updater: Updater, name: str, packages: set[str]) -> str:
+        """Fetch, verify and unpack the wheel ``name``; it may bring only ``packages`` (the
+        top-level packages of the factories that name it)."""
         info, sha, _ = self._info(updater, name, "artifact")
+        if not re.fullmatch("[0-9a-f]{64}", sha):  # becomes a path below
+            raise Rejected("invalid", f"artifact {name!r}: sha256 {sha!r} is not a hex digest")
         root = self.artifacts_dir
         if is_unpacked(root, sha):
+            self._only(name, root / sha, packages)
             return sha
         wheel = root / f"{sha}.whl"
         root.mkdir(parents=True, exist_ok=True)
@@ -237,10 +248,22 @@ class TufSource:
             except Exception as exc:
                 raise _named(f"artifact {name!r}", exc) from exc
         try:
+            self._only(name, wheel, packages)
             unpack_wheel(wheel, root, sha)
         except ArtifactError as exc:
             raise Rejected("invalid", f"artifact {name!r}: {exc}") from exc
         return sha
+
+    @staticmethod
+    def _only(name: str, path: Path, packages: set[str]) -> None:
+        extra = top_level_names(path) - packages
+        if extra:
+            raise Rejected(
+                "disallowed_factory",
+                f"artifact {name!r} brings {', '.join(sorted(extra))}, which no factory naming "
+                f"it imports (allowed: {', '.join(sorted(packages)) or 'none'}); an artifact "
+                "may not put other modules on the import path",
+            )
 
 
 def _named(what: str, exc: Exception) -> Rejected | Unreachable:
