@@ -34,6 +34,7 @@ import msgspec
 
 from oneiric.config.sections import _COMPONENT_KEYS, _component
 from oneiric.errors import ConfigError
+from oneiric.runtime.candidates import candidate_of
 from oneiric.runtime.registry import Candidate
 
 log = logging.getLogger(__name__)
@@ -83,24 +84,8 @@ def _candidate(ep: metadata.EntryPoint) -> Candidate:
         if value is not None:
             raw[field] = list(value) if isinstance(value, tuple | set | frozenset) else value
     comp = _component(raw, file=source, where=where)
-    return Candidate(
-        domain=comp.domain,
-        key=comp.key,
-        provider=comp.provider,
-        factory=comp.factory,
-        priority=comp.priority,
-        stack_level=comp.stack_level,
-        settings=dict(comp.settings),
-        source=source,
-        every=comp.every,
-        topics=comp.topics,
-        concurrency=comp.concurrency,
-        queue_size=comp.queue_size,
-        capabilities=comp.capabilities,
-        filters=dict(comp.filters),
-        fanout=comp.fanout,
-        retry=comp.retry,
-    )
+    # one field-by-field copy for config, remote and plugin components alike
+    return candidate_of(msgspec.structs.replace(comp, source=source))
 
 
 #: The last scan and the sys.path state it was made under (one entry: the daemon scans one

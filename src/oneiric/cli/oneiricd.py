@@ -225,33 +225,6 @@ def _refuse_if_running(daemon: Daemon) -> None:
         sys.exit(EXIT_ALREADY_RUNNING)
 
 
-def _detach(pidfile: str, logfile: str | None) -> None:
-    """Detach with python-daemon, keeping stdio (or sending it to ``logfile``), a sane umask,
-    and a locked pidfile. SIGTERM is left to the daemon's own handler (drain, then exit)."""
-    import daemon as pydaemon  # python-daemon
-    import daemon.pidfile as pyd_pidfile
-
-    out = open(logfile, "a", buffering=1) if logfile else sys.stderr  # noqa: SIM115
-    lock = pyd_pidfile.TimeoutPIDLockFile(os.path.abspath(pidfile), acquire_timeout=0)
-    ctx = pydaemon.DaemonContext(
-        pidfile=lock,
-        umask=0o022,
-        working_directory="/",
-        stdout=out,
-        stderr=out,
-        files_preserve=[out],
-        signal_map={},  # keep Python's/anyio's handlers: SIGTERM means drain, not exit
-        detach_process=True,
-    )
-    try:
-        ctx.open()
-    except Exception as exc:
-        click.echo(
-            f"oneiricd: cannot daemonize: {exc} (is another instance holding {pidfile}?)", err=True
-        )
-        sys.exit(75)
-
-
 def main() -> None:
     cli(prog_name="oneiricd")
 

@@ -10,7 +10,7 @@ signing, so a publisher finds a mistake before the fleet does. The rules are the
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -119,15 +119,3 @@ def _target_path(name: str) -> bool:
         and ".." not in parts
         and "" not in parts
     )
-
-
-def describe_changes(
-    before: Mapping[tuple[str, str], str | None], after: Mapping[tuple[str, str], str | None]
-) -> list[str]:
-    """``domain/key: old -> new`` lines for the keys whose desired provider changed."""
-    out = []
-    for dk in sorted(set(before) | set(after)):
-        old, new = before.get(dk), after.get(dk)
-        if old != new:
-            out.append(f"{dk[0]}/{dk[1]}: {old or '-'} -> {new or '-'}")
-    return out

@@ -29,7 +29,7 @@ from oneiric.control.replies import SyncReply
 from oneiric.errors import ManifestError, RemoteRejected, RemoteUnreachable
 from oneiric.remote.apply import ApplyReport, plan
 from oneiric.remote.artifacts import collect
-from oneiric.remote.manifest import merge_manifests, parse_manifest, source_of
+from oneiric.remote.manifest import merge_manifests, parse_manifest
 from oneiric.remote.store import Applied, load_applied, save_applied
 from oneiric.runtime.candidates import Candidate, Ident, identity
 from oneiric.runtime.health import RemoteHealth
@@ -352,6 +352,3 @@ class RemoteSync:
 
     def _changed(self) -> None:
         self._on_change()
-
-    def remote_sources(self) -> set[str]:
-        return {source_of(t) for t in self.config.targets} | self._sources
