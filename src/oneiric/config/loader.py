@@ -14,7 +14,7 @@ import glob
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -103,50 +103,22 @@ class _Merge:
         self._add_components(doc.get("component", []), file=file)
 
     def _add_selections(self, raw: Any, *, file: str) -> None:
-        for domain, table in _table(raw, file=file, path="selections").items():
-            where = f"selections.{domain}"
-            if domain not in DOMAINS:
+        for domain, key, provider, where in _domain_keys(raw, "selections", file=file):
+            if not isinstance(provider, str) or not _NAME.fullmatch(provider):
                 raise ConfigError(
-                    f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}",
+                    f"expected a provider name, got {provider!r}",
                     file=file,
-                    path=where,
+                    path=f"{where}.{key}",
                 )
-            for key, provider in _table(table, file=file, path=where).items():
-                if not _NAME.fullmatch(key):
-                    raise ConfigError(
-                        f"expected a key of letters, digits, '_', '.' or '-', got {key!r}",
-                        file=file,
-                        path=where,
-                    )
-                if not isinstance(provider, str) or not _NAME.fullmatch(provider):
-                    raise ConfigError(
-                        f"expected a provider name, got {provider!r}",
-                        file=file,
-                        path=f"{where}.{key}",
-                    )
-                self.selections.setdefault(domain, {})[key] = provider
-                self.selection_files[domain, key] = file
+            self.selections.setdefault(domain, {})[key] = provider
+            self.selection_files[domain, key] = file
 
     def _add_requires(self, raw: Any, *, file: str) -> None:
         """``[requires.<domain>] key = ["cap", ...]``: later files replace a key's list."""
-        for domain, table in _table(raw, file=file, path="requires").items():
-            where = f"requires.{domain}"
-            if domain not in DOMAINS:
-                raise ConfigError(
-                    f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}",
-                    file=file,
-                    path=where,
-                )
-            for key, caps in _table(table, file=file, path=where).items():
-                if not _NAME.fullmatch(key):
-                    raise ConfigError(
-                        f"expected a key of letters, digits, '_', '.' or '-', got {key!r}",
-                        file=file,
-                        path=where,
-                    )
-                names = capability_names(caps, file=file, path=f"{where}.{key}")
-                self.requires.setdefault(domain, {})[key] = names
-                self.requires_files[(domain, key)] = file
+        for domain, key, caps, where in _domain_keys(raw, "requires", file=file):
+            names = capability_names(caps, file=file, path=f"{where}.{key}")
+            self.requires.setdefault(domain, {})[key] = names
+            self.requires_files[(domain, key)] = file
 
     def _check_requires(self) -> None:
         """A config selection that names a provider lacking a required capability is refused
@@ -282,6 +254,27 @@ class _Merge:
                     path=f"selections.{domain}.{key}",
                 )
         return warnings
+
+
+def _domain_keys(raw: Any, section: str, *, file: str) -> Iterator[tuple[str, str, Any, str]]:
+    """``(domain, key, value, "section.domain")`` of a ``[section.<domain>] key = value``
+    table, with the domain and the key checked (shared by ``[selections]`` and ``[requires]``)."""
+    for domain, table in _table(raw, file=file, path=section).items():
+        where = f"{section}.{domain}"
+        if domain not in DOMAINS:
+            raise ConfigError(
+                f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}",
+                file=file,
+                path=where,
+            )
+        for key, value in _table(table, file=file, path=where).items():
+            if not _NAME.fullmatch(key):
+                raise ConfigError(
+                    f"expected a key of letters, digits, '_', '.' or '-', got {key!r}",
+                    file=file,
+                    path=where,
+                )
+            yield domain, key, value, where
 
 
 def _parse(text: str, *, file: str) -> dict[str, Any]:
