@@ -16,13 +16,20 @@ are an implementation detail:
 - ``workflows``: the workflow ``nodes`` DAG check;
 - ``loader``: reading, drop-in discovery and merging (``load_config``, ``parse_config_text``);
 - ``paths``: ``default_paths``/``ResolvedPaths`` and the watcher's ``watch_paths``;
-- ``factories``: importing factories (``resolve_factory``, ``check_factories``).
+- ``factories``: importing factories (``resolve_factory``, ``check_factories``, and the
+  pieces the runtime's off-loop import uses).
 """
 
 from __future__ import annotations
 
 from oneiric.config.durations import parse_duration
-from oneiric.config.factories import check_factories, resolve_factory
+from oneiric.config.factories import (
+    check_factories,
+    factory_of,
+    import_factory_module,
+    resolve_factory,
+    split_factory,
+)
 from oneiric.config.loader import files_digest, load_config, parse_config_text
 from oneiric.config.paths import (
     DEFAULT_CONFIG,
@@ -54,10 +61,13 @@ __all__ = [
     "ResolvedPaths",
     "check_factories",
     "default_paths",
+    "factory_of",
     "files_digest",
+    "import_factory_module",
     "load_config",
     "parse_config_text",
     "parse_duration",
     "resolve_factory",
+    "split_factory",
     "watch_paths",
 ]

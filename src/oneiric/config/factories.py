@@ -10,29 +10,50 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, cast
 
 from oneiric.config.schema import Config, _describe
 from oneiric.errors import ComponentExit
 
 
-def resolve_factory(spec: str) -> Callable[..., Any]:
-    """Import ``package.module:attr`` (attr may be dotted) and return the callable.
-
-    Raises ValueError (malformed spec), ImportError, AttributeError, TypeError (not callable),
-    ComponentExit (the module called ``sys.exit()``) or whatever else it raises importing."""
+def split_factory(spec: str) -> tuple[str, str]:
+    """``package.module:attr`` -> (module, attr); ValueError when malformed."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f'expected "package.module:attr", got {spec!r}')
+    return module_name, attr
+
+
+def import_factory_module(module_name: str) -> ModuleType:
+    """``importlib.import_module``, with ``sys.exit()`` (or ``KeyboardInterrupt``) raised by the
+    module's code turned into :class:`ComponentExit`: a broken module, not a daemon stop."""
     try:
-        obj: Any = importlib.import_module(module_name)
-    except (SystemExit, KeyboardInterrupt) as exc:  # sys.exit() at import: a broken module
+        return importlib.import_module(module_name)
+    except (SystemExit, KeyboardInterrupt) as exc:
         raise ComponentExit.from_exit(exc, f"importing {module_name!r}") from exc
+
+
+def factory_of(module: ModuleType, spec: str, attr: str) -> Callable[..., Any]:
+    """The callable ``attr`` (may be dotted) of an imported ``module``; AttributeError or
+    TypeError (not callable)."""
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"{spec!r} is a {type(obj).__name__}, not a class or callable")
     return cast(Callable[..., Any], obj)
+
+
+def resolve_factory(spec: str) -> Callable[..., Any]:
+    """Import ``package.module:attr`` (attr may be dotted) and return the callable, blocking
+    (``oneiricd --check``; the daemon imports through :mod:`oneiric.runtime.imports`, off its
+    event loop).
+
+    Raises ValueError (malformed spec), ImportError, AttributeError, TypeError (not callable),
+    ComponentExit (the module called ``sys.exit()``) or whatever else it raises importing."""
+    module_name, attr = split_factory(spec)
+    return factory_of(import_factory_module(module_name), spec, attr)
 
 
 def check_factories(config: Config) -> list[str]:

@@ -1,6 +1,7 @@
 """Activation and retirement of component instances.
 
-``activate`` runs import → construct → ``start()`` → health gate, each stage bounded, and on any
+``activate`` runs import → construct → ``start()`` → health gate within one budget (a module not
+imported yet is imported in a worker thread: :mod:`oneiric.runtime.imports`), and on any
 failure stops what it built and raises :class:`ActivationError` naming the stage. ``retire``
 waits for the instance's leases to end (bounded by the drain timeout) and then stops it exactly
 once. Component methods may be sync or async; sync ones run inline on the loop (they are
@@ -17,10 +18,10 @@ from typing import Any
 
 import anyio
 
-from oneiric.config import resolve_factory
 from oneiric.errors import ActivationError, ComponentExit
 from oneiric.logging_setup import fields
 from oneiric.runtime.candidates import Candidate
+from oneiric.runtime.imports import load_factory
 from oneiric.runtime.leases import Binding
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,15 @@ async def activate(
 ) -> Binding:
     """Build a ready instance for ``candidate`` or raise ActivationError (nothing leaks)."""
     provider = candidate.provider
+    # one budget for the whole activation, from the import (off the loop unless the module is
+    # imported already) to the health gate
+    deadline = anyio.current_time() + activation_timeout
     try:
         if candidate.artifact is not None:  # a verified wheel of a remote manifest (SPEC §9)
             from oneiric.remote.artifacts import activate
 
             activate([candidate.artifact])
-        factory = resolve_factory(candidate.factory)
+        factory = await load_factory(candidate.factory, activation_timeout)
     except Exception as exc:
         raise ActivationError(
             f"{name}: cannot import {candidate.factory!r} for provider {provider!r}: "
@@ -103,9 +107,9 @@ async def activate(
     built = False
     stage = "construction"
     try:
-        # one budget for the whole activation: an async factory that never returns is as
-        # stuck as a start() that never returns, and must not hold READY or a reload forever
-        with anyio.fail_after(activation_timeout):
+        # an async factory that never returns is as stuck as a start() that never returns,
+        # and must not hold READY or a reload forever
+        with anyio.fail_at(deadline):
             instance = await call_maybe_async(factory, **dict(candidate.settings))
             built = True
             stage = "start()"
