@@ -153,12 +153,13 @@ def _fuzz(path: str, n: int, seed: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--uid", type=int, required=True)
+    ap.add_argument("--groups", default="", help="supplementary gids to hold, comma-separated")
     ap.add_argument("path")
     ap.add_argument("mode")
     ap.add_argument("args", nargs="*")
     a = ap.parse_args()
     if a.uid != os.getuid():
-        os.setgroups([])
+        os.setgroups([int(g) for g in a.groups.split(",") if g])
         os.setgid(a.uid)
         os.setuid(a.uid)
     out: dict[str, Any] = {}

@@ -5,6 +5,7 @@ non-reading clients, half-closed clients)."""
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import linecache
 import logging
@@ -96,9 +97,12 @@ PEERS = Path(__file__).with_name("hostile_peers.py")
 class PeerProc:
     """A hostile peer process (tests/hostile_peers.py) running as ``uid``."""
 
-    def __init__(self, uid: int, path: str, mode: str, *args: object) -> None:
+    def __init__(
+        self, uid: int, path: str, mode: str, *args: object, groups: tuple[int, ...] = ()
+    ) -> None:
+        member = ["--groups", ",".join(map(str, groups))] if groups else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS), "--uid", str(uid), path, mode, *map(str, args)],
+            [sys.executable, str(PEERS), "--uid", str(uid), *member, path, mode, *map(str, args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -122,8 +126,10 @@ class PeerProc:
 
 
 @contextlib.asynccontextmanager
-async def peer(uid: int, path: str, mode: str, *args: object) -> AsyncIterator[PeerProc]:
-    p = PeerProc(uid, path, mode, *args)
+async def peer(
+    uid: int, path: str, mode: str, *args: object, groups: tuple[int, ...] = ()
+) -> AsyncIterator[PeerProc]:
+    p = PeerProc(uid, path, mode, *args, groups=groups)
     try:
         yield p
     finally:
@@ -162,6 +168,48 @@ async def test_readers_filling_every_cap_leave_room_for_root(
                 await conn.aclose()
             await a.close()
             await b.close()
+
+
+async def test_admin_group_members_share_the_admins_reserve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member of admin_group (a real unprivileged uid holding the group as a supplementary
+    group, which the kernel reports with SO_PEERGROUPS) gets in when readers have taken their
+    whole share, like root."""
+    monkeypatch.setattr(peers_mod, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(peers_mod, "ADMIN_RESERVE", 2, raising=False)
+    monkeypatch.setattr(peers_mod, "MAX_PER_UID", 3)
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    async with open_server(FakeHandler(), admin_group="nogroup") as path:
+        async with peer(60001, path, "hold", 3) as a, peer(60002, path, "hold", 3) as b:
+            assert (await a.report())["outcomes"] == ["ok"] * 3
+            assert (await b.report())["outcomes"] == ["ok"] * 3
+            async with peer(60003, path, "hold", 1) as c:  # the readers' share is used up
+                assert (await c.report())["outcomes"] == ["unavailable"]
+                await c.close()
+            async with peer(60004, path, "hold", 2, groups=(nogroup,)) as member:
+                assert (await member.report())["outcomes"] == ["ok"] * 2
+                await member.close()
+            await a.close()
+            await b.close()
+
+
+async def test_the_accept_loop_tells_admins_without_waiting_for_nss() -> None:
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    roles = peers_mod.Roles("nogroup")
+    assert roles.admin_now(0, 0, None) is True  # root: always
+    assert roles.admin_now(60004, 60004, (nogroup,)) is None  # the group's gid not looked up
+    await roles.refresh()
+    assert roles.admin_now(60004, 60004, (nogroup,)) is True  # the kernel's groups suffice
+    assert roles.admin_now(60004, nogroup, ()) is True  # primary group
+    assert roles.admin_now(60005, 60005, ()) is False
+    assert roles.admin_now(60005, 60005, None) is None  # only NSS could tell: a reader here
+    assert await roles.role(60005, 60005, None) == "reader"
+    assert roles.admin_now(60005, 60005, None) is False  # that lookup is remembered
+    missing = peers_mod.Roles("no-such-group-here")
+    await missing.refresh()
+    assert missing.admin_now(60004, 60004, (nogroup,)) is False
+    assert peers_mod.Roles(None).admin_now(60004, nogroup, (nogroup,)) is False
 
 
 async def test_refusals_are_logged_at_a_bounded_rate(

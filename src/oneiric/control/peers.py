@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 #: able to use up the daemon's file descriptors (beyond the cap: one `unavailable` line, close).
 MAX_CONNECTIONS: Final = 256
 MAX_PER_UID: Final = 32
-#: Of MAX_CONNECTIONS, this many are only for root and the daemon's own uid: however many
-#: unprivileged uids fill their caps, an operator always gets in.
+#: Of MAX_CONNECTIONS, this many are only for admins (root, the daemon's own uid, members of
+#: ``admin_group``): however many readers fill their caps, an operator always gets in.
 ADMIN_RESERVE: Final = 32
 #: Refusals are logged once per uid per this many seconds, then counted in a summary line.
 REFUSAL_LOG_INTERVAL: Final = 10.0
@@ -80,18 +80,30 @@ def peer_groups(sock: socket.socket) -> tuple[int, ...] | None:
     return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
 
 
+def _group_gid(group: str) -> int | None:
+    """The gid of ``group``, or None when there is no such group. Blocking (NSS)."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def _holds(target: int, gid: int, groups: tuple[int, ...]) -> bool:
+    """Whether a peer whose groups the kernel told us holds ``target`` (pure, no NSS)."""
+    return gid == target or target in groups
+
+
 def _in_group(group: str, uid: int, gid: int, groups: tuple[int, ...] | None) -> bool:
     """Whether the peer belongs to ``group``: its primary ``gid`` or, when the kernel told us
     (SO_PEERGROUPS), the supplementary groups it really holds; otherwise the user database's
     view of ``uid``. Blocking (NSS)."""
-    try:
-        target = grp.getgrnam(group).gr_gid
-    except KeyError:
+    target = _group_gid(group)
+    if target is None:
         return False
     if gid == target:
         return True
     if groups is not None:
-        return target in groups
+        return _holds(target, gid, groups)
     try:
         pw = pwd.getpwuid(uid)
     except KeyError:
@@ -116,10 +128,38 @@ class Roles:
         self._clock = clock
         self._own_uid = os.getuid()
         self._cache: dict[tuple[int, int, tuple[int, ...] | None], tuple[float, bool]] = {}
+        #: (until when, gid) of admin_group, so that the accept loop can tell a member from
+        #: the kernel's groups alone (:meth:`admin_now`), without a blocking NSS lookup
+        self._admin_gid: tuple[float, int | None] | None = None
 
     def privileged(self, uid: int) -> bool:
         """Root and the daemon's own uid: admins whatever the group says."""
         return uid in (0, self._own_uid)
+
+    async def refresh(self) -> None:
+        """Look the admin group's gid up again when it is unknown or older than the ttl
+        (a worker thread: NSS may block)."""
+        if self.admin_group is None:
+            return
+        if self._admin_gid is None or self._admin_gid[0] <= self._clock():
+            gid = await anyio.to_thread.run_sync(_group_gid, self.admin_group)
+            self._admin_gid = (self._clock() + self._ttl, gid)
+
+    def admin_now(self, uid: int, gid: int, groups: tuple[int, ...] | None) -> bool | None:
+        """Whether the peer is an admin, answered at once (the accept loop cannot wait for
+        NSS): from the uid, a cached answer, or the kernel's groups and the admin group's
+        known gid. None when only a user-database lookup could tell (:meth:`role` does it)."""
+        if self.privileged(uid):
+            return True
+        if self.admin_group is None:
+            return False
+        hit = self._cache.get((uid, gid, groups))
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        if self._admin_gid is None or groups is None:
+            return None
+        target = self._admin_gid[1]
+        return target is not None and _holds(target, gid, groups)
 
     async def role(self, uid: int, gid: int, groups: tuple[int, ...] | None = None) -> Role:
         if self.privileged(uid):
@@ -135,6 +175,7 @@ class Roles:
             if len(self._cache) > 1024:
                 self._cache.clear()
             self._cache[key] = (self._clock() + self._ttl, is_admin)
+            await self.refresh()  # keeps admin_now's view of the group as fresh as this one
         return "admin" if is_admin else "reader"
 
     async def identify(self, sock: socket.socket) -> Peer:
@@ -146,15 +187,16 @@ class Roles:
 class ConnectionLimits:
     """How many connections each uid holds, and whether one more is served.
 
-    Root and the daemon's own uid are exempt from the per-uid cap and have
-    :data:`ADMIN_RESERVE` connections that nobody else may take (an operator can always get
-    in); everyone is bound by the total. The accept loop calls :meth:`admit` for each new
-    connection and :meth:`release` when it ends; :meth:`log_refusal` keeps a flood of
-    refusals from flooding the log.
+    Admins — root, the daemon's own uid, and members of ``admin_group`` as far as the accept
+    loop can tell at once (:meth:`Roles.admin_now`: the kernel's ``SO_PEERGROUPS`` and the
+    group's gid; a member the kernel cannot vouch for counts as a reader here) — are exempt
+    from the per-uid cap and have :data:`ADMIN_RESERVE` connections that nobody else may take
+    (an operator can always get in); everyone is bound by the total. The accept loop calls
+    :meth:`admit` for each new connection and :meth:`release` with the same ``admin`` when it
+    ends; :meth:`log_refusal` keeps a flood of refusals from flooding the log.
     """
 
-    def __init__(self, roles: Roles, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._roles = roles
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._per_uid: dict[int, int] = {}
         self._total = 0
         self._unprivileged = 0
@@ -171,34 +213,34 @@ class ConnectionLimits:
         """Every connection of the total is taken."""
         return self._total >= MAX_CONNECTIONS
 
-    def refusal(self, uid: int) -> str | None:
-        """Why a new connection from ``uid`` is refused, or None."""
+    def refusal(self, uid: int, admin: bool) -> str | None:
+        """Why a new connection from ``uid`` (an admin or not) is refused, or None."""
         if self._total >= MAX_CONNECTIONS:
             return f"too many control connections ({MAX_CONNECTIONS}); try again shortly"
-        if self._roles.privileged(uid):
+        if admin:
             return None
         if self._per_uid.get(uid, 0) >= MAX_PER_UID:
             return f"too many control connections from uid {uid} (at most {MAX_PER_UID})"
         if self._unprivileged >= MAX_CONNECTIONS - ADMIN_RESERVE:
             return (
                 f"too many control connections ({MAX_CONNECTIONS - ADMIN_RESERVE} for users "
-                "other than root and the daemon's own); try again shortly"
+                "other than admins); try again shortly"
             )
         return None
 
-    def admit(self, uid: int) -> str | None:
+    def admit(self, uid: int, admin: bool) -> str | None:
         """Count a new connection from ``uid``; or say why it is refused (then not counted)."""
-        refusal = self.refusal(uid)
+        refusal = self.refusal(uid, admin)
         if refusal is None:
             self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
             self._total += 1
-            if not self._roles.privileged(uid):
+            if not admin:
                 self._unprivileged += 1
         return refusal
 
-    def release(self, uid: int) -> None:
+    def release(self, uid: int, admin: bool) -> None:
         self._total -= 1
-        if not self._roles.privileged(uid):
+        if not admin:
             self._unprivileged -= 1
         self._per_uid[uid] -= 1
         if not self._per_uid[uid]:

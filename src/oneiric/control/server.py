@@ -36,7 +36,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from oneiric.control.connection import Connection, Turns
-from oneiric.control.peers import ConnectionLimits, Roles, peer_credentials
+from oneiric.control.peers import ConnectionLimits, Roles, peer_credentials, peer_groups
 from oneiric.control.protocol import encode_error
 from oneiric.control.session import Handler, RequestStats, Session
 
@@ -73,12 +73,12 @@ async def serve(
     sock.setblocking(False)
     stats = Counter() if stats is None else stats
     roles = Roles(admin_group)
-    limits = ConnectionLimits(roles)
+    limits = ConnectionLimits()
     turns = Turns()
     conns: set[Connection] = set()
     last_accept_error = ""
 
-    async def run_connection(client: socket.socket, uid: int) -> None:
+    async def run_connection(client: socket.socket, uid: int, admin: bool) -> None:
         conn: Connection | None = None
         try:
             peer = await roles.identify(client)
@@ -93,9 +93,10 @@ async def serve(
             if conn is not None:
                 conns.discard(conn)
             client.close()
-            limits.release(uid)
+            limits.release(uid, admin)
 
     try:
+        await roles.refresh()  # the admin group's gid, for telling its members at accept time
         async with anyio.create_task_group() as tg:
             task_status.started()
             try:
@@ -117,23 +118,25 @@ async def serve(
                         last_accept_error = ""
                         client.setblocking(False)
                         try:
-                            _pid, uid, _gid = peer_credentials(client)
+                            _pid, uid, gid = peer_credentials(client)
+                            groups = peer_groups(client)
                         except OSError:
                             client.close()
                             continue
-                        refusal = limits.admit(uid)
+                        admin = roles.admin_now(uid, gid, groups) is True
+                        refusal = limits.admit(uid, admin)
                         for _ in range(FULL_RETRIES):
                             if refusal is None or not limits.full:
                                 break
                             # at the total cap: connections whose peers already left (a
                             # connect/close burst) are released once their tasks run
                             await anyio.lowlevel.checkpoint()
-                            refusal = limits.admit(uid)
+                            refusal = limits.admit(uid, admin)
                         if refusal is not None:
                             limits.log_refusal(uid, refusal)
                             _refuse(client, refusal)
                             continue
-                        tg.start_soon(run_connection, client, uid)
+                        tg.start_soon(run_connection, client, uid, admin)
                     await anyio.lowlevel.checkpoint()
             finally:
                 # Stopping: no peer may hold the daemon's exit up (a client that stopped
