@@ -133,6 +133,54 @@ async def test_history_records_swaps_rollbacks_intents_and_reloads() -> None:
         assert (await h.call("status"))["recent_events"] is None
 
 
+ROTATING = """
+[daemon]
+drain_timeout = "5s"
+stop_timeout = "5s"
+watch = false
+
+[[component]]
+domain = "adapter"
+key = "k{n}"
+provider = "a"
+factory = "components:Thing"
+settings = {{ name = "k{n}" }}
+{failing}
+"""
+
+FAILING = """
+[[component]]
+domain = "adapter"
+key = "f{n}"
+provider = "a"
+factory = "components:Thing"
+settings = {{ name = "f{n}", fail = "start" }}
+"""
+
+
+async def test_the_per_key_history_of_removed_keys_is_dropped() -> None:
+    """Reloads that add and remove keys (one served, one whose activation fails) keep the
+    per-key history bounded: a removed key's tail goes once nothing of it serves or retires;
+    its entries stay in the ring (``events``)."""
+    rounds = 6
+    cfg = ROTATING.format(n=0, failing=FAILING.format(n=0))
+    async with running_daemon(cfg, directory=make_dir()) as h:
+        history = h.rt.history
+        for n in range(1, rounds):
+            h.write_config(ROTATING.format(n=n, failing=FAILING.format(n=n)))
+            await h.call("reload")
+            # the previous round's served key retires in the background
+            await h.wait_for(lambda n=n: not history.of_key(f"adapter/k{n - 1}"))
+            assert history.of_key(f"adapter/k{n}"), "a live key keeps its tail"
+            assert history.of_key(f"adapter/f{n}"), "so does a failed one"
+            assert not history.of_key(f"adapter/f{n - 1}")
+            status = await h.call("status", domain="adapter", key=f"k{n}")
+            assert [e["kind"] for e in status["recent_events"]] == ["activate"]
+        assert history.keys_kept <= 2, history.keys_kept  # k5 and f5, not 12 keys
+        removed = (await h.call("events", domain="adapter", key="k0"))["events"]
+        assert [e["kind"] for e in removed] == ["activate", "remove"]
+
+
 async def test_follow_streams_new_entries_as_they_happen() -> None:
     async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
         got: list[dict[str, Any]] = []

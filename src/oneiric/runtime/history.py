@@ -2,7 +2,8 @@
 operator intent changes with who and why, reloads, remote syncs, service restarts.
 
 A bounded in-memory ring (``oneiricctl events``, ``--follow`` streams new entries as they are
-recorded), plus the last few entries of each key (shown by ``status DOMAIN KEY``). Recording is
+recorded), plus the last few entries of each key (shown by ``status DOMAIN KEY``; dropped when
+the key is gone, :meth:`History.forget`). Recording is
 synchronous and cheap (a Struct and two deque appends); followers park on one event that is
 replaced at each record, so an idle history costs nothing. ``listeners`` are called with each
 entry as it is recorded (the metrics exporter observes swap durations this way).
@@ -81,6 +82,17 @@ class History:
     def of_key(self, key: str) -> list[HistoryEntry]:
         """The last :data:`KEY_HISTORY` entries of one key, oldest first."""
         return list(self._by_key.get(key, ()))
+
+    def forget(self, key: object) -> None:
+        """Drop the per-key entries of a key that is gone (removed from every source, nothing
+        serving or retiring): a reload adding and removing keys must not grow them forever.
+        Its entries stay in the ring."""
+        self._by_key.pop(str(key), None)
+
+    @property
+    def keys_kept(self) -> int:
+        """How many keys have per-key entries (a memory figure, for tests and debugging)."""
+        return len(self._by_key)
 
     async def wait_after(self, seq: int) -> None:
         """Return once an entry newer than ``seq`` exists."""

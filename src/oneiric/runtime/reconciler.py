@@ -130,6 +130,7 @@ class Reconciler:
             try:
                 if want is None:
                     if cur is None:
+                        self._forget_if_gone(st)
                         return "unchanged"
                     st.slot.bind(None)
                     st.lifecycle = "inactive"
@@ -289,7 +290,19 @@ class Reconciler:
             name=st.slot.name,
         )
         st.slot.forget(old)
+        self._forget_if_gone(st)
         self._touch(st)
+
+    def _forget_if_gone(self, st: KeyState) -> None:
+        """A key removed from every source, with nothing serving or retiring: its per-key
+        history goes (bounded memory across reloads that add and remove keys)."""
+        slot = st.slot
+        if (
+            slot.current is None
+            and not slot.retiring
+            and not self._desired.registry.ranked(slot.domain, slot.key)
+        ):
+            self._history.forget(st.ck)
 
     # -- periodic health -------------------------------------------------------------------------
     def _start_health_loop(self, st: KeyState, binding: Binding) -> None:
