@@ -156,7 +156,7 @@ async def test_sys_exit_in_component_code_is_that_components_failure() -> None:
 
 
 async def test_sys_exit_from_periodic_health_marks_the_key_degraded() -> None:
-    from oneiric.runtime.lifecycle import check_health
+    from oneiric.runtime.checks import check_health
 
     ok, err = await check_health(hc.Leaver(how="exit0", where="health"), 5)
     assert not ok and "sys.exit(0)" in (err or "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import anyio
 import msgspec
@@ -75,7 +75,8 @@ class KeyState(ChangeCounter):
     parked_removal: bool = False
     failed_target: Candidate | None = None
     pending: bool = False
-    health_scope: anyio.CancelScope | None = None
+    #: the periodic check of the serving instance (runtime/checks.py), when it has health()
+    health_check: HealthCheck | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status
     swap_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SWAP_SAMPLES))
@@ -109,6 +110,14 @@ class KeyState(ChangeCounter):
     def unlisten(self, waiter: Waker) -> None:
         if self._listeners is not None:
             self._listeners.discard(waiter)
+
+
+class HealthCheck(Protocol):
+    """What a key knows of its instance's periodic health check."""
+
+    cancelled: bool
+
+    def cancel(self) -> None: ...
 
 
 class RuntimeObserver:

@@ -45,23 +45,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def check_health(instance: Any, timeout: float) -> tuple[bool, str | None]:
-    """Run the instance's ``health()`` (if any) bounded by ``timeout``: (healthy, error)."""
-    probe = getattr(instance, "health", None)
-    if probe is None:
-        return True, None
-    try:
-        with anyio.fail_after(timeout):
-            ok = await call_maybe_async(probe)
-    except TimeoutError:
-        return False, f"health() did not answer within {timeout:g}s"
-    except Exception as exc:
-        return False, f"health() raised {describe(exc)}"
-    if ok is False:
-        return False, "health() returned false"
-    return True, None
-
-
 async def stop_instance(instance: Any, timeout: float, name: str) -> str | None:
     """Call ``stop()`` once, shielded and bounded; return an error text or None."""
     stop = getattr(instance, "stop", None)

@@ -1,7 +1,8 @@
 """The reconciler: make each key serve its desired provider, and keep an eye on it.
 
 It activates, swaps make-before-break, parks a change while the key is paused or draining,
-retires what is replaced or removed, and runs each instance's periodic health check. What a
+retires what is replaced or removed, and has each serving instance's health checked
+periodically (one scheduler for all of them: :mod:`oneiric.runtime.checks`). What a
 key *should* serve is :class:`~oneiric.runtime.desired.DesiredState`'s answer; whether a change
 must wait is the intent store's; every observable change bumps the shared
 :class:`~oneiric._changes.ChangeCounter`.
@@ -24,6 +25,7 @@ from oneiric._changes import ChangeCounter
 from oneiric.errors import ActivationError
 from oneiric.logging_setup import fields
 from oneiric.runtime.candidates import Candidate
+from oneiric.runtime.checks import HealthChecks
 from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.history import History
 from oneiric.runtime.intent import IntentStore
@@ -39,7 +41,6 @@ from oneiric.runtime.leases import Binding
 from oneiric.runtime.lifecycle import (
     activate,
     call_maybe_async,
-    check_health,
     describe,
     retire,
     stop_instance,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     """Moves keys to their desired provider; owned by the :class:`~oneiric.runtime.core.Runtime`,
-    which starts its background work (queued reconciles, retirements, health loops) in its own
+    which starts its background work (queued reconciles, retirements, health checks) in its own
     task group."""
 
     def __init__(
@@ -77,6 +78,13 @@ class Reconciler:
         self._observers = observers
         self._task_group = task_group
         self._generation = 0
+        #: the periodic health checks of every serving instance
+        self.checks = HealthChecks(
+            task_group=task_group,
+            interval=lambda: self.timeouts.health_interval,
+            timeout=lambda: self.timeouts.activation,
+            on_result=self._health_result,
+        )
 
     # -- reconcile -------------------------------------------------------------------------------
     def request(self, st: KeyState, *, force: bool = False) -> None:
@@ -240,7 +248,7 @@ class Reconciler:
             previous=old.provider if old is not None else None,
             duration_ms=round(elapsed, 3),
         )
-        self._start_health_loop(st, new)
+        self.checks.watch(st, new)
         await self._notify_bound(st, new, old)
         if old is not None:
             # the old instance is still alive (retiring): the new one may take state from it
@@ -305,32 +313,17 @@ class Reconciler:
             self._history.forget(st.ck)
 
     # -- periodic health -------------------------------------------------------------------------
-    def _start_health_loop(self, st: KeyState, binding: Binding) -> None:
-        if st.health_scope is not None:
-            st.health_scope.cancel()
-        if getattr(binding.instance, "health", None) is None:
-            st.health_scope = None
-            return
-        scope = anyio.CancelScope()
-        st.health_scope = scope
-        self._task_group().start_soon(self._health_loop, st, binding, scope)
-
-    async def _health_loop(self, st: KeyState, binding: Binding, scope: anyio.CancelScope) -> None:
-        with scope:
-            while st.slot.current is binding:
-                await anyio.sleep(self.timeouts.health_interval)
-                if st.slot.current is not binding:
-                    return
-                ok, err = await check_health(binding.instance, self.timeouts.activation)
-                lifecycle: Lifecycle = "ready" if ok else "degraded"
-                if lifecycle != st.lifecycle or (not ok and err != st.last_error):
-                    if not ok:
-                        log.warning("%s: %s", st.slot.name, err)
-                    elif st.lifecycle == "degraded":
-                        log.info("%s: healthy again", st.slot.name)
-                    st.lifecycle = lifecycle
-                    st.last_error = err if not ok else None
-                    self._touch(st)
+    def _health_result(self, st: KeyState, ok: bool, err: str | None) -> None:
+        """A periodic check of the serving instance ended (see :mod:`oneiric.runtime.checks`)."""
+        lifecycle: Lifecycle = "ready" if ok else "degraded"
+        if lifecycle != st.lifecycle or (not ok and err != st.last_error):
+            if not ok:
+                log.warning("%s: %s", st.slot.name, err)
+            elif st.lifecycle == "degraded":
+                log.info("%s: healthy again", st.slot.name)
+            st.lifecycle = lifecycle
+            st.last_error = err if not ok else None
+            self._touch(st)
 
     # -- shutdown --------------------------------------------------------------------------------
     async def stop_all(self, states: Mapping[ComponentKey, KeyState]) -> None:
@@ -343,9 +336,9 @@ class Reconciler:
                     pass
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
+                self.checks.close()
                 for st in states.values():
-                    if st.health_scope is not None:
-                        st.health_scope.cancel()
+                    st.health_check = None
                     for b in (st.slot.current, *st.slot.retiring):
                         if b is not None and not b.stopped:
                             b.stopped = True
