@@ -23,7 +23,6 @@ from oneiric.config import (
     files_digest,
     load_config,
     parse_config_text,
-    parse_duration,
     resolve_factory,
     watch_paths,
 )
@@ -61,58 +60,6 @@ def load_error(tmp_path: Path, text: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     return info.value
-
-
-# --------------------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("250ms", 0.25),
-        ("30s", 30.0),
-        ("5m", 300.0),
-        ("1h", 3600.0),
-        ("1h30m", 5400.0),
-        ("1.5s", 1.5),
-        ("2d", 172800.0),
-        ("1m30s500ms", 90.5),
-        (" 10s ", 10.0),
-        ("30", 30.0),
-        ("0.5", 0.5),
-        (".5s", 0.5),
-        (0, 0.0),
-        (45, 45.0),
-        (2.5, 2.5),
-    ],
-)
-def test_parse_duration_accepts(value: str | float, seconds: float) -> None:
-    assert parse_duration(value) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize(
-    ("value", "hint"),
-    [
-        ("", "expected a duration like"),
-        ("soon", "expected a duration like"),
-        ("5x", "expected a duration like"),
-        ("5 s", "expected a duration like"),
-        ("1m1h", "expected a duration like"),  # units largest first
-        ("5s5s", "expected a duration like"),
-        ("ms", "expected a duration like"),
-        ("-5s", "must not be negative"),
-        ("-5", "must not be negative"),
-        (-1, "finite, non-negative"),
-        (float("inf"), "finite, non-negative"),
-        (float("nan"), "finite, non-negative"),
-        (True, "expected a duration like"),
-        ([5], "expected a duration like"),
-    ],
-)
-def test_parse_duration_rejects(value: object, hint: str) -> None:
-    with pytest.raises(ValueError, match="invalid timeout") as info:
-        parse_duration(value, what="timeout")  # type: ignore[arg-type]
-    assert hint in str(info.value)
 
 
 # --------------------------------------------------------------------------- happy paths

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "_const",
             "_files",
             "_changes",
+            "_durations",
             "=control",  # the packages' __init__s import nothing
             "=remote",
             "control.client",

@@ -9,7 +9,6 @@ the blocking control client and stdlib modules click loads anyway. No dataclasse
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from oneiric._const import DOMAINS
+from oneiric._durations import parse_duration
 from oneiric.cli import render
 from oneiric.control.client import ControlClient
 
@@ -81,29 +81,10 @@ pass_ctl = click.make_pass_decorator(Ctl)
 
 # --- option parsing ----------------------------------------------------------------------------
 
-_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-
-
-def parse_duration(value: str) -> float:
-    """Seconds from ``30``, ``2.5``, ``500ms``, ``30s``, ``5m`` or ``1h`` (the config's style);
-    ``ValueError`` otherwise."""
-    text = value.strip().lower()
-    factor = 1.0
-    for suffix, unit in _UNITS:
-        if text.endswith(suffix):
-            text, factor = text[: -len(suffix)], unit
-            break
-    try:
-        number = float(text) * factor
-    except ValueError:
-        raise ValueError(f"{value!r} is not a duration (e.g. 30, 30s, 500ms, 5m)") from None
-    if number < 0 or math.isnan(number) or math.isinf(number):
-        raise ValueError(f"{value!r} must be a finite, non-negative duration")
-    return number
-
 
 def duration_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """Click callback (rather than a ParamType, which is generic only in newer click)."""
+    """Click callback (rather than a ParamType, which is generic only in newer click): the
+    config's duration grammar (:mod:`oneiric._durations`: ``30``, ``500ms``, ``1h30m``, ``7d``)."""
     if value is None:
         return None
     try:

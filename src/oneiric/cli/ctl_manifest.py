@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from oneiric._durations import parse_duration
 from oneiric.cli import render
 from oneiric.cli._ctl import Ctl, json_option, pass_ctl
 from oneiric.cli._ctl_errors import fail
@@ -22,8 +23,6 @@ from oneiric.cli._ctl_errors import fail
 def _expires(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
-    from oneiric.config.durations import parse_duration
-
     try:
         seconds = parse_duration(value, what="expiry")
     except ValueError as exc:

@@ -33,12 +33,12 @@ from collections.abc import Mapping, Sequence
 import click
 
 from oneiric._const import VERSION
+from oneiric._durations import parse_duration
 from oneiric.cli._ctl import (
     Ctl,
     configure_look,
     default_health_file,
     default_socket,
-    parse_duration,
     reply_timeout_arg,
 )
 

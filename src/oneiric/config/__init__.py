@@ -10,7 +10,8 @@ The package is split by responsibility; import from ``oneiric.config`` itself, t
 are an implementation detail:
 
 - ``schema``: the frozen Structs (``Config``, ``DaemonConfig``, ...) and their defaults;
-- ``durations``: ``parse_duration``, shared with providers parsing their own settings;
+- ``parse_duration`` (from ``oneiric._durations``, the one duration grammar, which
+  oneiricctl imports without this package), shared with providers parsing their settings;
 - ``fields``: generic field checks and msgspec error translation to ``ConfigError``;
 - ``sections``: per-key ``[daemon]``/``[remote]`` rules and ``[[component]]`` validation;
 - ``workflows``: the workflow ``nodes`` DAG check;
@@ -22,7 +23,7 @@ are an implementation detail:
 
 from __future__ import annotations
 
-from oneiric.config.durations import parse_duration
+from oneiric._durations import parse_duration
 from oneiric.config.factories import (
     check_factories,
     factory_of,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from oneiric.config.durations import parse_duration
+from oneiric._durations import parse_duration
 from oneiric.errors import ConfigError
 
 T = TypeVar("T")
