@@ -9,9 +9,18 @@ nothing here verifies a signature or canonicalises JSON.
 The one-request refresh: after a full ngclient refresh, the bytes of the verified
 ``timestamp.json`` are remembered. The next check asks only for ``timestamp.json``
 (``If-None-Match``); an unchanged answer (304, or the same bytes) while every trusted role is
-unexpired means nothing new, so no other request is made. Any change, any expiry, and every
-first check of a process goes through ngclient's full workflow (root rotation, timestamp,
-snapshot, targets), which persists the metadata in ``STATE/remote/metadata``.
+unexpired means nothing new, so no other request is made and nothing is parsed or verified.
+Any change, any expiry, and every first check of a process goes through ngclient's full
+workflow (root rotation, timestamp, snapshot, targets). When the conditional request brought
+a new ``timestamp.json``, those bytes are handed to ngclient as its timestamp download (the
+fetcher serves them once, to this check only) instead of asking the server a second time;
+ngclient verifies them exactly as if it had downloaded them itself.
+
+The trusted metadata lives in memory between checks (:mod:`oneiric.remote.updater`): read from
+``STATE/remote/metadata`` once per process, written back only when it changed. Manifest
+targets verified by an earlier check are kept in memory by their sha256 (the hash TUF verified),
+so an unchanged target is neither read back nor hashed again; a new one is downloaded through
+ngclient (length and hashes verified) and cached in ``STATE/remote/targets``.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from oneiric.remote.artifacts import is_unpacked, top_level_names, unpack_wheel
 from oneiric.remote.check import root_problem
 from oneiric.remote.fetch import Fetcher
 from oneiric.remote.manifest import Manifest, merge_manifests, parse_manifest
+from oneiric.remote.updater import MemoryUpdater, MetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,7 @@ class Fetched:
     version: int  # the targets metadata version
     digest: str  # sha256 over the configured targets' hashes: "same content" at a glance
     manifests: dict[str, bytes]  # target -> verified bytes, in configured order
+    hashes: dict[str, str]  # target -> its sha256 (the cached file is targets/<sha256>.<name>)
     manifest: Manifest  # merged and validated
     artifacts: dict[str, str]  # artifact target -> sha256 (unpacked under artifacts_dir)
     expires: float  # earliest expiry of the trusted top-level metadata (epoch seconds)
@@ -81,6 +92,8 @@ class TufSource:
     state_dir: Path  # STATE/remote
     fetcher: Fetcher = field(default_factory=Fetcher)
     _trusted: _Trusted | None = None
+    _store: MetadataStore | None = None
+    _verified: dict[str, bytes] = field(default_factory=dict)  # sha256 -> manifest target
 
     @property
     def metadata_dir(self) -> Path:
@@ -122,25 +135,40 @@ class TufSource:
     def _quick(self) -> Fetched | None:
         trusted = self._trusted
         assert trusted is not None
-        body = self.fetcher.conditional_get(self._url("metadata") + "timestamp.json", 16 * 1024)
+        url = self._url("metadata") + "timestamp.json"
+        body = self.fetcher.conditional_get(url, 16 * 1024)
         if (body is None or body == trusted.timestamp) and time.time() < trusted.expires:
             r = trusted.result
             return Fetched(
                 version=r.version,
                 digest=r.digest,
                 manifests=r.manifests,
+                hashes=r.hashes,
                 manifest=r.manifest,
                 artifacts=r.artifacts,
                 expires=r.expires,
                 unchanged=True,
             )
+        if body is not None:
+            # ngclient's own timestamp download in the full check that follows gets these
+            # bytes (verified by it like any download) instead of a second request
+            self.fetcher.prime(url, body)
         return None
 
     def _full(self) -> Fetched:
-        md = self.metadata_dir
-        md.mkdir(parents=True, exist_ok=True)
+        if self._store is None:
+            self._store = MetadataStore(self.metadata_dir)
+        store = self._store
+        try:
+            store.load()
+            return self._refresh(store)
+        finally:
+            self.fetcher.unprime()
+            store.flush()  # what ngclient verified is persisted even when a later step failed
+
+    def _refresh(self, store: MetadataStore) -> Fetched:
         bootstrap = None
-        if not (md / "root.json").exists():
+        if store.get("root.json") is None:
             problem = root_problem(self.config.root)
             if problem is not None:
                 raise Rejected("invalid", problem)
@@ -150,8 +178,9 @@ class TufSource:
                 raise Rejected(
                     "invalid", f"cannot read the trust anchor {self.config.root}: {exc.strerror}"
                 ) from exc
-        updater = Updater(
-            str(md),
+        updater = MemoryUpdater(
+            store,
+            str(self.metadata_dir),
             self._url("metadata"),
             str(self.targets_dir),
             self._url("targets"),
@@ -163,16 +192,17 @@ class TufSource:
         # what ngclient just verified and persisted: only the version and expiry dates are
         # read back (a full Metadata parse of four files costs more than the check itself)
         roles = {
-            name: msgspec.json.decode((md / f"{name}.json").read_bytes(), type=_Envelope).signed
+            name: msgspec.json.decode(store.files[f"{name}.json"], type=_Envelope).signed
             for name in (Root.type, Timestamp.type, Snapshot.type, Targets.type)
         }
         expires = min(r.expires.timestamp() for r in roles.values())
         version = roles[Targets.type].version
         manifests: dict[str, bytes] = {}
         digests = hashlib.sha256()
+        shas: dict[str, str] = {}
         for name in self.config.targets:
             data, sha = self._target(updater, name)
-            manifests[name] = data
+            manifests[name], shas[name] = data, sha
             digests.update(f"{name}\0{sha}\0".encode())
         try:
             manifest = merge_manifests(
@@ -194,13 +224,16 @@ class TufSource:
             version=version,
             digest=digests.hexdigest(),
             manifests=manifests,
+            hashes=shas,
             manifest=manifest,
             artifacts=artifacts,
             expires=expires,
         )
         self._trusted = _Trusted(
-            timestamp=(md / "timestamp.json").read_bytes(), expires=expires, result=result
+            timestamp=store.files["timestamp.json"], expires=expires, result=result
         )
+        # only what the configured targets hold now stays in memory
+        self._verified = {sha: manifests[n] for n, sha in shas.items()}
         return result
 
     def _info(self, updater: Updater, name: str, what: str) -> tuple[object, str, int]:
@@ -216,25 +249,32 @@ class TufSource:
         sha = info.hashes.get("sha256")
         if sha is None:
             raise Rejected("invalid", f"{what} {name!r} has no sha256 hash in targets metadata")
+        if not re.fullmatch("[0-9a-f]{64}", sha):  # becomes a path
+            raise Rejected("invalid", f"{what} {name!r}: sha256 {sha!r} is not a hex digest")
         return info, sha, info.length
 
     def _target(self, updater: Updater, name: str) -> tuple[bytes, str]:
-        info, sha, _ = self._info(updater, name, "manifest target")
+        info, sha, length = self._info(updater, name, "manifest target")
+        known = self._verified.get(sha)
+        if known is not None and len(known) == length:  # verified as this sha256 before
+            return known, sha
         path = self.targets_dir / f"{sha}.{name.replace('/', '%2F')}"
-        cached = updater.find_cached_target(info, str(path))  # type: ignore[arg-type]
-        if cached is None:
-            try:
-                cached = updater.download_target(info, str(path))  # type: ignore[arg-type]
-            except Exception as exc:
-                raise _named(f"manifest target {name!r}", exc) from exc
-        return Path(cached).read_bytes(), sha
+        try:  # cached by an earlier process: verified again (the disk is not memory)
+            data = path.read_bytes()
+            info.verify_length_and_hashes(data)  # type: ignore[attr-defined]
+            return data, sha
+        except (OSError, exceptions.LengthOrHashMismatchError):
+            pass
+        try:
+            updater.download_target(info, str(path))  # type: ignore[arg-type]
+        except Exception as exc:
+            raise _named(f"manifest target {name!r}", exc) from exc
+        return path.read_bytes(), sha
 
     def _artifact(self, updater: Updater, name: str, packages: set[str]) -> str:
         """Fetch, verify and unpack the wheel ``name``; it may bring only ``packages`` (the
         top-level packages of the factories that name it)."""
         info, sha, _ = self._info(updater, name, "artifact")
-        if not re.fullmatch("[0-9a-f]{64}", sha):  # becomes a path below
-            raise Rejected("invalid", f"artifact {name!r}: sha256 {sha!r} is not a hex digest")
         root = self.artifacts_dir
         if is_unpacked(root, sha):
             self._only(name, root / sha, packages)

@@ -51,6 +51,7 @@ class Fetcher(FetcherInterface):
         self.requests = 0  # counted for status and the fleet simulation
         self.bytes = 0
         self.etags: dict[str, str] = {}
+        self._primed: dict[str, bytes] = {}
         self._pool = pool or urllib3.PoolManager(
             num_pools=4,
             maxsize=2,
@@ -63,6 +64,9 @@ class Fetcher(FetcherInterface):
 
     # -- FetcherInterface ----------------------------------------------------------------------
     def _fetch(self, url: str) -> Iterator[bytes]:
+        body = self._primed.pop(url, None)
+        if body is not None:
+            return iter((body,))
         if _is_local(url):
             return self._file_chunks(_local_path(url))
         resp = self._get(url, {})
@@ -114,6 +118,15 @@ class Fetcher(FetcherInterface):
         if etag:
             self.etags[url] = etag
         return b"".join(self._chunks(url, resp, max_length))
+
+    def prime(self, url: str, body: bytes) -> None:
+        """The next fetch of ``url`` returns ``body`` (just received from the server by
+        :meth:`conditional_get`) instead of asking again; once only. The caller must
+        :meth:`unprime` when its check ends, so no later check ever sees these bytes."""
+        self._primed[url] = body
+
+    def unprime(self) -> None:
+        self._primed.clear()
 
     # -- internals -----------------------------------------------------------------------------
     def _get(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:

@@ -1,7 +1,9 @@
 """The last accepted manifest, persisted in ``STATE/remote/applied.json`` (fail static).
 
 Written durably (fsync'd, atomic) after a manifest is applied, read once at boot: a host whose
-source is unreachable when it starts runs what it last accepted. TUF's own metadata sits
+source is unreachable when it starts runs what it last accepted. Cached manifest targets
+(``targets/<sha256>.<name>``) are collected after each apply: only what the current and the
+previous accepted manifest name stays. TUF's own metadata sits
 beside it in ``STATE/remote/metadata`` (ngclient persists it), so rollback protection also
 survives restarts.
 """
@@ -28,6 +30,7 @@ class Applied(msgspec.Struct, kw_only=True):
     applied_at: float
     manifests: dict[str, str]  # target -> TOML text (already verified by TUF when accepted)
     artifacts: dict[str, str] = {}  # artifact target -> sha256
+    hashes: dict[str, str] = {}  # manifest target -> sha256 (its cached file in targets/)
 
 
 def load_applied(path: Path) -> Applied | None:
@@ -49,3 +52,23 @@ def load_applied(path: Path) -> Applied | None:
 def save_applied(path: Path, applied: Applied) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, msgspec.json.encode(applied), mode=0o600)
+
+
+def collect_targets(directory: Path, keep: set[str]) -> None:
+    """Remove cached manifest targets (``<sha256>.<name>``) whose sha256 is not in ``keep``
+    (what the current and the previous accepted manifest name): a fleet publishing every day
+    would otherwise pile up a file per version for the life of the host."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        sha = entry.name.partition(".")[0]
+        if sha in keep:
+            continue
+        try:
+            entry.unlink()
+        except IsADirectoryError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove the old manifest target %s: %s", entry, exc)

@@ -30,7 +30,7 @@ from oneiric.errors import ManifestError, RemoteRejected, RemoteUnreachable
 from oneiric.remote.apply import ApplyReport, plan
 from oneiric.remote.artifacts import collect
 from oneiric.remote.manifest import merge_manifests, parse_manifest
-from oneiric.remote.store import Applied, load_applied, save_applied
+from oneiric.remote.store import Applied, collect_targets, load_applied, save_applied
 from oneiric.runtime.candidates import Candidate, Ident, identity
 from oneiric.runtime.health import RemoteHealth
 
@@ -230,12 +230,10 @@ class RemoteSync:
             applied_at=time.time(),
             manifests={n: d.decode() for n, d in fetched.manifests.items()},
             artifacts=dict(fetched.artifacts),
+            hashes=dict(fetched.hashes),
         )
         try:
-            await anyio.to_thread.run_sync(save_applied, self.dir / "applied.json", applied)
-            # wheels no manifest names any more go, unless their code is imported (on sys.path)
-            keep = set(applied.artifacts.values())
-            await anyio.to_thread.run_sync(collect, self.dir / "artifacts", keep)
+            await anyio.to_thread.run_sync(self._persist, applied, self.applied)
         except OSError as exc:  # it runs; only the next boot without the source would differ
             log.error("remote: cannot persist the applied manifest: %s", exc)
         self.applied = applied
@@ -270,6 +268,16 @@ class RemoteSync:
             outcomes=report.outcomes,
             failed=report.failed,
         )
+
+    def _persist(self, applied: Applied, previous: Applied | None) -> None:
+        """In a worker thread: the new manifest durably, then the cache of older versions
+        collected -- what the current and the previous accepted manifest name stays (a
+        rollback to the previous one needs no download), and an artifact whose code is
+        imported (its directory on sys.path) is never removed."""
+        save_applied(self.dir / "applied.json", applied)
+        old = previous or applied
+        collect_targets(self.dir / "targets", {*applied.hashes.values(), *old.hashes.values()})
+        collect(self.dir / "artifacts", {*applied.artifacts.values(), *old.artifacts.values()})
 
     async def _install(
         self, manifest: Any, artifacts: dict[str, str]

@@ -1,0 +1,124 @@
+"""python-tuf's ngclient ``Updater`` over metadata the host keeps in memory between checks.
+
+ngclient builds one ``Updater`` per refresh and reads its trusted metadata back from the
+metadata directory each time: ``root.json`` (and writes it again, with its ``root_history``
+copy and the ``root.json`` symlink, on every construction), then the local timestamp,
+snapshot and targets, each parsed and verified again before the new ones are downloaded. On
+a host that checks every minute for years that is most of a check's filesystem work (measured
+in a fleet simulation: a third of the CPU of taking a new version).
+
+:class:`MetadataStore` holds the bytes of the trusted metadata files, read from
+``STATE/remote/metadata`` once per process; :class:`MemoryUpdater` is ngclient's ``Updater``
+reading its "local metadata" from that store and recording what it persists there. After each
+check :meth:`MetadataStore.flush` writes to disk exactly the files that changed (atomically,
+as ngclient does: a temporary file renamed into place), so rollback protection still survives
+restarts, and a metadata version verified before a later step failed is persisted as well.
+
+Nothing about verification changes: every byte string, from memory or from the network, still
+goes through ngclient's ``TrustedMetadataSet`` (signatures, thresholds, versions, expiry) in
+the same order. Only *where the bytes come from* moves, and the only overridden methods are
+``Updater``'s file helpers (stable across python-tuf 5-7; pinned ``<8`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib import parse
+
+from tuf.ngclient import Updater
+
+from oneiric._files import atomic_write
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MemoryUpdater", "MetadataStore"]
+
+#: the files ngclient keeps in its metadata directory (delegated roles would add more)
+TOP_LEVEL = ("root.json", "timestamp.json", "snapshot.json", "targets.json")
+
+
+class MetadataStore:
+    """The bytes of ``STATE/remote/metadata/*.json`` as last trusted, and the writes pending.
+
+    Keys are paths relative to the metadata directory (``timestamp.json``,
+    ``root_history/3.root.json``). Not thread-safe: one check at a time (the source's lock)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.files: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        self._root_version: int | None = None  # root.json's new symlink target, to write
+        self._linked: int | None = None  # what root.json points to on disk
+        self._loaded = False
+
+    def load(self) -> None:
+        """Read the top-level files once (a file that is missing is simply not there)."""
+        if self._loaded:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in TOP_LEVEL:
+            with contextlib.suppress(FileNotFoundError):
+                self.files[name] = (self.dir / name).read_bytes()
+        with contextlib.suppress(OSError, ValueError):  # "root_history/<v>.root.json"
+            target = os.readlink(self.dir / "root.json")
+            self._linked = int(os.path.basename(target).split(".", 1)[0])
+        self._loaded = True
+
+    def get(self, name: str) -> bytes | None:
+        return self.files.get(name)
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.files.get(name) != data:
+            self.files[name] = data
+            self._dirty.add(name)
+
+    def point_root(self, version: int) -> None:
+        """``root.json`` is now root version ``version``, a copy of ``root_history/<v>``
+        (ngclient: a symlink into root_history, rewritten on every Updater)."""
+        data = self.files[f"root_history/{version}.root.json"]
+        linked = self._linked if self._root_version is None else self._root_version
+        if self.files.get("root.json") != data or linked != version:
+            self.files["root.json"] = data
+            self._root_version = version
+
+    def flush(self) -> None:
+        """Write what changed since the last flush: versioned roots first, the symlink and
+        the top-level files after, so a crash in between leaves the old trusted state."""
+        for name in sorted(self._dirty, key=lambda n: not n.startswith("root_history/")):
+            path = self.dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, self.files[name], durable=False)
+            self._dirty.discard(name)
+        if self._root_version is not None:
+            tmp = self.dir / ".root.json.link"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            os.symlink(os.path.join("root_history", f"{self._root_version}.root.json"), tmp)
+            os.replace(tmp, self.dir / "root.json")
+            self._linked = self._root_version
+            self._root_version = None
+
+
+class MemoryUpdater(Updater):
+    """ngclient's Updater whose local metadata is a :class:`MetadataStore`."""
+
+    def __init__(self, store: MetadataStore, *args: Any, **kwargs: Any) -> None:
+        self._store = store
+        super().__init__(*args, **kwargs)
+
+    def _load_local_metadata(self, rolename: str) -> bytes:
+        data = self._store.get(f"{parse.quote(rolename, '')}.json")
+        if data is None:
+            raise FileNotFoundError(rolename)  # what ngclient expects of a missing file
+        return data
+
+    def _persist_file(self, filename: str, data: bytes) -> None:
+        rel = os.path.relpath(filename, self._dir)
+        self._store.put(rel, data)
+
+    def _update_root_symlink(self) -> None:
+        self._store.point_root(self._trusted_set.root.version)
