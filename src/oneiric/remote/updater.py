@@ -14,10 +14,18 @@ check :meth:`MetadataStore.flush` writes to disk exactly the files that changed 
 as ngclient does: a temporary file renamed into place), so rollback protection still survives
 restarts, and a metadata version verified before a later step failed is persisted as well.
 
-Nothing about verification changes: every byte string, from memory or from the network, still
-goes through ngclient's ``TrustedMetadataSet`` (signatures, thresholds, versions, expiry) in
-the same order. Only *where the bytes come from* moves, and the only overridden methods are
-``Updater``'s file helpers (stable across python-tuf 5-7; pinned ``<8`` in pyproject.toml).
+Verification keeps ngclient's order and rules: every byte string, from memory or from the
+network, goes through its ``TrustedMetadataSet`` (rollback, version, expiry and freeze checks
+on every check). One thing is remembered: a timestamp, snapshot or targets document whose
+*exact bytes* this process already verified against the *same trusted root* is not parsed and
+signature-checked a second time -- on the next check those bytes are the "local metadata"
+ngclient starts from, and verifying them again proves nothing new (ed25519 and the JSON
+canonicalisation were a third of a check's CPU). Anything downloaded, any other bytes, and any
+new root are verified in full; the memory holds only what the last check used.
+
+The overridden methods are ``Updater``'s file helpers and the trusted set's loader (stable
+across python-tuf 5-7; pinned ``<8`` in pyproject.toml; tests/test_remote_client.py counts the
+verifications so a change there shows).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib import parse
 
+from tuf.api.metadata import Root
 from tuf.ngclient import Updater
 
 from oneiric._files import atomic_write
@@ -54,6 +63,10 @@ class MetadataStore:
         self._root_version: int | None = None  # root.json's new symlink target, to write
         self._linked: int | None = None  # what root.json points to on disk
         self._loaded = False
+        # (role name, root version, exact bytes, trusted root bytes) -> ngclient's verified
+        # load of those bytes (payload, signed bytes, signatures)
+        self.verified: dict[tuple[str, int, bytes, bytes], Any] = {}
+        self.used: set[tuple[str, int, bytes, bytes]] = set()
 
     def load(self) -> None:
         """Read the top-level files once (a file that is missing is simply not there)."""
@@ -101,6 +114,9 @@ class MetadataStore:
             os.replace(tmp, self.dir / "root.json")
             self._linked = self._root_version
             self._root_version = None
+        for key in self.verified.keys() - self.used:  # only what this check relied on stays
+            del self.verified[key]
+        self.used.clear()
 
 
 class MemoryUpdater(Updater):
@@ -109,6 +125,23 @@ class MemoryUpdater(Updater):
     def __init__(self, store: MetadataStore, *args: Any, **kwargs: Any) -> None:
         self._store = store
         super().__init__(*args, **kwargs)
+        load = self._trusted_set._load_data
+
+        def remembered(
+            role: Any, data: bytes, delegator: Any = None, role_name: str | None = None
+        ) -> Any:
+            root = store.get("root.json")
+            if not isinstance(delegator, Root) or role is Root or root is None:
+                return load(role, data, delegator, role_name)  # roots: always in full
+            key = (role_name or role.type, delegator.version, data, root)
+            hit = store.verified.get(key)
+            if hit is None:
+                hit = load(role, data, delegator, role_name)
+                store.verified[key] = hit
+            store.used.add(key)
+            return hit
+
+        self._trusted_set._load_data = remembered
 
     def _load_local_metadata(self, rolename: str) -> bytes:
         data = self._store.get(f"{parse.quote(rolename, '')}.json")
