@@ -15,12 +15,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from itertools import accumulate, chain, compress
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import tomli as tomllib  # the stdlib's parser (same code, same errors), compiled: ~3× faster
 
 from oneiric._const import DOMAINS
+from oneiric.config.chunks import Chunk, file_chunks
 from oneiric.config.fields import _check_keys, _convert, _table, _tname
 from oneiric.config.schema import (
     DEFAULT_INCLUDE,
@@ -71,10 +74,52 @@ class _Merge:
         self.requires: dict[str, dict[str, tuple[str, ...]]] = {}
         self.requires_files: dict[tuple[str, str], str] = {}
         self.components: list[ComponentConfig] = []
-        self.where: list[str] = []  # component[N] within its own file, parallel to components
+        #: (domain, key, provider) of every component: what a selection may name
+        self.idents: set[tuple[str, str, str]] = set()
+        self.tasks: set[str] = set()  # the task keys, which workflow nodes may name
+        #: workflow entries with ``nodes`` and where they are (checked once every task is known)
+        self.flows: list[tuple[ComponentConfig, str]] = []
+        self._starts: list[int] = []  # where each file's entries begin in ``components``
         self.files: list[str] = []
 
+    @property
+    def where(self) -> list[str]:
+        """``component[N]`` (N within its own file) of each entry, parallel to components."""
+        ends = [*self._starts[1:], len(self.components)]
+        return [
+            f"component[{i}]" for a, b in zip(self._starts, ends, strict=True) for i in range(b - a)
+        ]
+
     def add(self, doc: dict[str, Any], *, file: str) -> None:
+        self._add_tables(doc, file=file)
+        self._add_components(doc.get("component", []), file=file)
+
+    def add_chunks(self, other: dict[str, Any], chunks: list[Chunk], *, file: str) -> None:
+        """:meth:`add` for a file read in chunks (``config/chunks.py``): ``other`` holds its
+        tables but ``component``, whose entries the chunks hold validated. A ConfigError here
+        may differ from the reference path's (which would report the first mistake in file
+        order): the caller loads again the reference way to report it."""
+        self._add_tables(other, file=file)
+        if not self.allow_artifacts and any(map(attrgetter("has_artifact"), chunks)):
+            raise ConfigError("'artifact' is only valid in remote manifests", file=file)
+        start = len(self.components)
+        self._starts.append(start)
+        entries = list(chain.from_iterable(map(attrgetter("comps"), chunks)))
+        idents = set(chain.from_iterable(map(attrgetter("idents"), chunks)))
+        if len(idents) != len(entries):  # within one file: the reference path says which
+            raise ConfigError("duplicate component", file=file)
+        self.components += entries
+        self.idents |= idents
+        self.tasks.update(chain.from_iterable(map(attrgetter("tasks"), chunks)))
+        with_flows = list(compress(range(len(chunks)), map(attrgetter("flows"), chunks)))
+        if with_flows:
+            offsets = [0, *accumulate(len(ch.comps) for ch in chunks)]
+            for j in with_flows:
+                for i in chunks[j].flows:
+                    n = offsets[j] + i
+                    self.flows.append((entries[n], f"component[{n}]"))
+
+    def _add_tables(self, doc: dict[str, Any], *, file: str) -> None:
         is_main = not self.files
         self.files.append(file)
         if not is_main and "include" in doc:
@@ -100,7 +145,6 @@ class _Merge:
             self.metrics[name] = _metrics_value(name, value, file=file, base=self.base)
         self._add_selections(doc.get("selections", {}), file=file)
         self._add_requires(doc.get("requires", {}), file=file)
-        self._add_components(doc.get("component", []), file=file)
 
     def _add_selections(self, raw: Any, *, file: str) -> None:
         for domain, key, provider, where in _domain_keys(raw, "selections", file=file):
@@ -125,18 +169,15 @@ class _Merge:
         at load (and so on reload), naming the capability: it would otherwise be ignored at
         run time. Providers the config does not define (entry points) are checked when the
         daemon applies the config."""
+        last: dict[tuple[str, str, str], ComponentConfig] | None = None
         for domain, keys in self.requires.items():
             for key, caps in keys.items():
                 provider = self.selections.get(domain, {}).get(key)
-                if provider is None:
+                if provider is None or (domain, key, provider) not in self.idents:
                     continue
-                named = [
-                    c
-                    for c in self.components
-                    if (c.domain, c.key, c.provider) == (domain, key, provider)
-                ]
-                if not named:
-                    continue
+                if last is None:  # built once, and only when a selection is constrained
+                    last = {(c.domain, c.key, c.provider): c for c in self.components}
+                named = [last[domain, key, provider]]
                 lacking = [cap for cap in caps if cap not in named[-1].capabilities]
                 if lacking:
                     raise ConfigError(
@@ -157,6 +198,7 @@ class _Merge:
                 path="component",
             )
         seen: dict[tuple[str, str, str], int] = {}
+        self._starts.append(len(self.components))
         for index, entry in enumerate(raw):
             where = f"component[{index}]"
             comp = _component(entry, file=file, where=where)
@@ -177,7 +219,11 @@ class _Merge:
                 )
             seen[ident] = index
             self.components.append(comp)
-            self.where.append(where)
+            self.idents.add(ident)
+            if comp.domain == "task":
+                self.tasks.add(comp.key)
+            elif comp.domain == "workflow" and "nodes" in comp.settings:
+                self.flows.append((comp, where))
 
     def result(self) -> Config:
         remote = None
@@ -197,10 +243,8 @@ class _Merge:
                 )
         warnings = self._check_selections(expect_remote=remote is not None)
         self._check_requires()
-        tasks = {c.key for c in self.components if c.domain == "task"}
-        for comp, where in zip(self.components, self.where, strict=True):
-            if comp.domain == "workflow" and "nodes" in comp.settings:
-                _check_nodes(comp.settings["nodes"], tasks, file=comp.source, where=where)
+        for comp, where in self.flows:
+            _check_nodes(comp.settings["nodes"], self.tasks, file=comp.source, where=where)
         config = Config(
             path=self.main,
             daemon=DaemonConfig(**self.daemon),
@@ -225,17 +269,18 @@ class _Merge:
         """A selection must name a provider some candidate of the key offers: a typo would
         otherwise be ignored silently (the key keeps its ranked winner). With ``[remote]``
         configured the provider may come from the manifest, so it is a warning instead."""
-        offered: dict[tuple[str, str], list[str]] = {}
-        for comp in self.components:
-            offered.setdefault((comp.domain, comp.key), []).append(comp.provider)
-        for domain, key, provider in self.providers:
-            offered.setdefault((domain, key), []).append(provider)
+        known = self.idents.union(self.providers)
+        offered: dict[tuple[str, str], list[str]] | None = None
         warnings = []
         for domain, table in self.selections.items():
             for key, provider in table.items():
-                providers = offered.get((domain, key), [])
-                if provider in providers:
+                if (domain, key, provider) in known:
                     continue
+                if offered is None:  # built once, and only to word a message
+                    offered = {}
+                    for d, k, p in (*self.idents, *self.providers):
+                        offered.setdefault((d, k), []).append(p)
+                providers = offered.get((domain, key), [])
                 have = (
                     f"its candidates are {', '.join(sorted(set(providers)))}"
                     if providers
@@ -313,15 +358,25 @@ def files_digest(path: str | os.PathLike[str], include: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _read(file: str, digest: Any = None) -> dict[str, Any]:
+def _read(file: str, digest: Any = None) -> tuple[bytes, str]:
+    """The file's bytes and text (valid UTF-8), fed to ``digest`` when given."""
     data = _read_bytes(file)
     if digest is not None:
         _digest_add(digest, file, data)
     try:
-        text = data.decode("utf-8")
+        return data, data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not valid UTF-8 (byte {exc.start})", file=file) from None
-    return _parse(text, file=file)
+
+
+def _add_file(merge: _Merge, file: str, digest: Any, *, chunked: bool) -> None:
+    data, text = _read(file, digest)
+    if chunked:
+        parts = file_chunks(file, data)
+        if parts is not None:
+            merge.add_chunks(*parts, file=file)
+            return
+    merge.add(_parse(text, file=file), file=file)
 
 
 def _dropins(base: str, include: tuple[str, ...], main: str) -> list[str]:
@@ -340,13 +395,25 @@ def load_config(
 ) -> Config:
     """Load the main file and its drop-ins; raises ``ConfigError`` on the first mistake.
     ``providers``: (domain, key, provider) registered outside the files (entry-point plugins),
-    which a selection may name."""
+    which a selection may name.
+
+    Files are read in chunks (``config/chunks.py``): what did not change since the last load
+    of the same path is neither parsed nor validated again. A mistake is always reported by
+    the reference path (one parse per file, entries in order), so errors are the same."""
     main = os.path.abspath(os.fspath(path))
+    providers = tuple(providers)
+    try:
+        return _load(main, providers, chunked=True)
+    except ConfigError:
+        return _load(main, providers, chunked=False)
+
+
+def _load(main: str, providers: Iterable[tuple[str, str, str]], *, chunked: bool) -> Config:
     merge = _Merge(main, providers)
     h = hashlib.blake2b(digest_size=16)
-    merge.add(_read(main, h), file=main)
+    _add_file(merge, main, h, chunked=chunked)
     for dropin in _dropins(merge.base, merge.include, main):
-        merge.add(_read(dropin, h), file=dropin)
+        _add_file(merge, dropin, h, chunked=chunked)
     return msgspec.structs.replace(merge.result(), digest=h.hexdigest())
 
 

@@ -1,0 +1,212 @@
+"""Reloads in O(what changed): the chunked config loader (``config/chunks.py``) and the candidate
+delta (``runtime/delta.py``) give exactly what the reference paths give, never serve a stale
+entry, and do work proportional to the edit, counted in calls (not timed).
+
+The reference paths are the ones the incremental ones replace: one parse of each whole file
+with its entries validated in order (``loader._load(chunked=False)``), and
+``Registry.replace_sources`` with every candidate of the new config.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import oneiric.config.chunks as chunks_mod
+from oneiric.config import Config, load_config
+from oneiric.config.loader import _load
+from oneiric.errors import ConfigError
+
+pytestmark = pytest.mark.anyio
+
+
+def entry(i: int, provider: str = "a", *, extra: str = "") -> str:
+    return (
+        "[[component]]\n"
+        'domain = "adapter"\n'
+        f'key = "k{i}"\n'
+        f'provider = "{provider}"\n'
+        'factory = "components:Thing"\n'
+        f"priority = {i % 7}\n"
+        f"{extra}"
+    )
+
+
+def big(n: int, *, tail: str = "") -> str:
+    head = '[daemon]\nstop_timeout = "5s"\nwatch = false\n\n'
+    return head + "".join(entry(i) for i in range(n)) + tail
+
+
+def reference(path: Path) -> Config:
+    return _load(str(path.resolve()), (), chunked=False)
+
+
+def same_as_reference(path: Path) -> Config | str:
+    """``load_config``'s outcome, checked against the reference path's: the same Config, or
+    the same error (returned as its text)."""
+    try:
+        want: Config | str = reference(path)
+    except ConfigError as exc:
+        want = str(exc)
+    try:
+        got: Config | str = load_config(path)
+    except ConfigError as exc:
+        got = str(exc)
+    assert got == want
+    return got
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    chunks_mod.forget()
+
+
+# -- the chunked loader ----------------------------------------------------------------------
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the ``[[component]]`` entries the chunked loader validates."""
+    seen: list[str] = []
+    real = chunks_mod._component
+
+    def spy(raw: Any, *, file: str, where: str) -> Any:
+        seen.append(str(raw.get("key")) if isinstance(raw, dict) else "?")
+        return real(raw, file=file, where=where)
+
+    monkeypatch.setattr(chunks_mod, "_component", spy)
+    return seen
+
+
+def test_a_one_entry_edit_validates_that_entry_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(500))
+    seen = counting(monkeypatch)
+    first = load_config(path)
+    assert len(seen) == 500 and len(first.components) == 500
+    seen.clear()
+    path.write_text(
+        big(500).replace('key = "k250"\nprovider = "a"', 'key = "k250"\nprovider = "z"')
+    )
+    second = load_config(path)
+    assert seen == ["k250"]  # one of 500
+    assert second == reference(path)
+    # the entries that did not change are the very objects of the last load
+    same = [a is b for a, b in zip(first.components, second.components, strict=True)]
+    assert same.count(False) == 1 and not same[250]
+    assert second.components[250].provider == "z"
+
+
+def test_the_same_bytes_in_another_file_are_that_files_own_entries(tmp_path: Path) -> None:
+    text = big(20)
+    a = tmp_path / "a" / "oneiricd.toml"
+    b = tmp_path / "b" / "oneiricd.toml"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text(text)
+    ca, cb = load_config(a), load_config(b)
+    assert {c.source for c in ca.components} == {str(a)}
+    assert {c.source for c in cb.components} == {str(b)}
+    assert cb == reference(b)
+
+
+def test_edits_removals_additions_and_an_error_then_its_fix(tmp_path: Path) -> None:
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(50))
+    load_config(path)
+    # one field of one entry
+    path.write_text(big(50).replace("priority = 3\n", "priority = 30\n", 1))
+    cfg = same_as_reference(path)
+    assert isinstance(cfg, Config) and cfg.components[3].priority == 30
+    # an entry removed, another added at the end
+    path.write_text(big(50).replace(entry(7), "") + entry(99))
+    cfg = same_as_reference(path)
+    assert isinstance(cfg, Config)
+    assert [c.key for c in cfg.components] == [f"k{i}" for i in range(50) if i != 7] + ["k99"]
+    # a mistake in one entry: the error of the reference path, with that entry's index
+    broken = big(50).replace('key = "k20"\nprovider = "a"', 'key = "k20"\nprovider = 5')
+    path.write_text(broken)
+    err = same_as_reference(path)
+    assert isinstance(err, str) and "component[20].provider" in err
+    # a TOML syntax error: its line and column in the whole file
+    path.write_text(big(50).replace("priority = 4\n", "priority = \n", 1))
+    err = same_as_reference(path)
+    assert isinstance(err, str) and "invalid TOML" in err and "line " in err
+    # fixed: the new content, nothing left over from the broken versions
+    path.write_text(big(50))
+    assert same_as_reference(path) == reference(path)
+
+
+def test_a_duplicate_across_chunks_is_the_reference_error(tmp_path: Path) -> None:
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(10))
+    load_config(path)
+    path.write_text(big(10) + entry(3))
+    err = same_as_reference(path)
+    assert isinstance(err, str) and "duplicate component" in err and "component[10]" in err
+
+
+# Fragments a file is made of: plain entries, and every shape that must not be cut or merged
+# naively (sub-tables of an entry, a cut line inside a multi-line string, a header with a
+# comment, tables after the entries, a table defined twice across parts, broken ones).
+FRAGMENTS = [
+    entry,
+    lambda i: entry(i, "b"),
+    lambda i: entry(i, extra="settings = { max_entries = 5 }\n"),
+    lambda i: entry(i) + "[component.settings]\nmax_entries = 7\n",
+    lambda i: entry(i, extra="settings = { note = '''\n[[component]]\nx'''}\n"),
+    lambda i: entry(i, extra='settings = { note = """\n[[component]]\n""" }\n'),
+    lambda i: entry(i).replace("[[component]]\n", "[[component]]  # header with a comment\n"),
+    lambda i: entry(i) + '[selections.adapter]\nk0 = "a"\n',
+    lambda i: entry(i) + '[selections.adapter]\nk1 = "b"\n',
+    lambda i: entry(i) + '[daemon]\nlog_level = "debug"\n',
+    lambda i: entry(i) + "[requires.adapter]\nk2 = []\n",
+    lambda i: entry(i).replace('factory = "components:Thing"\n', ""),
+    lambda i: entry(i, extra="bogus = 1\n"),
+    lambda i: entry(i, extra="priority = \n"),
+    lambda i: entry(i).replace(f'key = "k{i}"', 'key = "k0"'),
+    lambda i: "[[component]]\n",
+    lambda i: "x = [\n[[component]]\n]\n",
+    lambda i: entry(i).replace("\n", "\r\n"),
+]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    versions=st.lists(
+        st.lists(st.integers(0, len(FRAGMENTS) - 1), min_size=0, max_size=12),
+        min_size=2,
+        max_size=6,
+    ),
+    plain=st.integers(5, 30),
+)
+def test_any_sequence_of_edits_loads_as_the_reference_path(
+    tmp_path: Path, versions: list[list[int]], plain: int
+) -> None:
+    """Whatever a file becomes from one load to the next, the chunked load is the reference
+    load: the same Config or the same error."""
+    chunks_mod.forget()
+    path = tmp_path / "oneiricd.toml"
+    rng = random.Random(len(versions) * 1000 + plain)
+    for version in versions:
+        parts = [entry(i) for i in range(plain)]
+        for n, pick in enumerate(version):
+            parts.insert(rng.randrange(len(parts) + 1), FRAGMENTS[pick](100 + n))
+        path.write_text("[daemon]\nwatch = false\n" + "".join(parts))
+        same_as_reference(path)
+
+
+def test_a_file_with_crlf_line_ends_loads_whole(tmp_path: Path) -> None:
+    path = tmp_path / "oneiricd.toml"
+    path.write_bytes(big(5).replace("\n", "\r\n").encode())
+    assert same_as_reference(path) == reference(path)
