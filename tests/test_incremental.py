@@ -10,17 +10,29 @@ with its entries validated in order (``loader._load(chunked=False)``), and
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import oneiric.config.chunks as chunks_mod
+import oneiric.runtime.delta as delta_mod
 from oneiric.config import Config, load_config
 from oneiric.config.loader import _load
 from oneiric.errors import ConfigError
+from oneiric.reload import Reloader, candidates_of, timeouts_of
+from oneiric.runtime.core import Runtime
+from oneiric.runtime.delta import Snapshot, plan
+from oneiric.runtime.intent import IntentStore
+from oneiric.runtime.registry import Registry
+from oneiric.runtime.reporter import HealthReporter, LoadedConfig
+from oneiric.systemd import Notifier
 
 pytestmark = pytest.mark.anyio
 
@@ -210,3 +222,159 @@ def test_a_file_with_crlf_line_ends_loads_whole(tmp_path: Path) -> None:
     path = tmp_path / "oneiricd.toml"
     path.write_bytes(big(5).replace("\n", "\r\n").encode())
     assert same_as_reference(path) == reference(path)
+
+
+# -- the candidate delta ---------------------------------------------------------------------
+
+
+def registry_state(reg: Registry) -> dict[Any, Any]:
+    return {ck: {i: (r.candidate, r.seq) for i, r in e.items()} for ck, e in reg._by_key.items()}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(["edit", "remove", "add", "move", "plugin"]), st.integers(0, 40)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_delta_leaves_the_registry_as_replace_sources_does(
+    tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[str, int]]
+) -> None:
+    """Same candidates, same seqs (registration order), same changed keys, for any edit."""
+    chunks_mod.forget()
+    path = tmp_path_factory.mktemp("d") / "oneiricd.toml"
+    items = [entry(i) for i in range(40)]
+    path.write_text("".join(items))
+    old = load_config(path)
+    sources = {old.path}
+    a, b = Registry(), Registry()
+    for reg in (a, b):
+        reg.replace_sources(sources, candidates_of(old))
+    extra_old: list[Any] = []
+    for step, (kind, n) in enumerate(edits):
+        i = n % max(len(items), 1)
+        if kind == "edit" and items:
+            items[i] = items[i].replace("priority = ", "priority = 1")
+        elif kind == "remove" and items:
+            del items[i]
+        elif kind == "add":
+            items.insert(i, entry(1000 + step, "c"))
+        elif kind == "move" and items:
+            items.append(items.pop(i))
+        path.write_text("".join(items))
+        new = load_config(path)
+        if kind == "plugin":  # another source's candidates change too
+            extra_new = [
+                msgspec.structs.replace(c, source="plug") for c in candidates_of(new)[: n % 3]
+            ]
+        else:
+            extra_new = extra_old
+        srcs = sources | {"plug"}
+        snap = Snapshot(gens={s: b.generation(s) for s in srcs}, selections={}, requires={})
+        delta = plan(
+            snap,
+            srcs,
+            old.components,
+            new.components,
+            old_extra=extra_old,
+            new_extra=extra_new,
+            selections={},
+            requires={},
+        )
+        want = a.replace_sources(srcs, [*candidates_of(new), *extra_new])
+        got = b.apply_delta(delta.drops, delta.stores)
+        assert got == want
+        assert registry_state(b) == registry_state(a) and b._seq == a._seq
+        old, extra_old = new, extra_new
+
+
+# -- the reloader: O(changed) on the event loop -----------------------------------------------
+
+
+@asynccontextmanager
+async def reloader(path: Path) -> AsyncIterator[Reloader]:
+    config = load_config(path)
+    loaded = LoadedConfig(config, loaded_at=time.time())
+    store = IntentStore(path.parent / "intent.json")
+    store.load()
+    async with Runtime(intent=store, timeouts=timeouts_of(config)) as rt:
+        health = HealthReporter(
+            rt, loaded, path=str(path.parent / "health.json"), started_at=time.time()
+        )
+        rel = Reloader(
+            rt, loaded, config_path=config.path, health=health, notifier=Notifier.from_environ({})
+        )
+        await rel.activate()
+        yield rel
+
+
+async def test_a_one_key_reload_converts_and_replaces_only_that_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 300
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(n))
+    async with reloader(path) as rel:
+        rt = rel.rt
+        converted: list[str] = []
+        real_of = delta_mod.candidate_of
+
+        def spy_of(c: Any, artifact: Any = None) -> Any:
+            converted.append(c.key)
+            return real_of(c, artifact)
+
+        whole: list[int] = []
+        real_replace = Registry.replace_sources
+
+        def spy_replace(self: Registry, sources: Any, candidates: Any) -> Any:
+            whole.append(1)
+            return real_replace(self, sources, candidates)
+
+        monkeypatch.setattr(delta_mod, "candidate_of", spy_of)
+        monkeypatch.setattr(Registry, "replace_sources", spy_replace)
+        path.write_text(big(n, tail='[selections.adapter]\nk7 = "a"\n').replace(entry(9), ""))
+        result = await rel.reload(trigger="test", force=False, notify=False)
+        assert converted == [] and whole == []  # k9's entry dropped; nothing else converted
+        assert sorted(result.changed) == ["adapter/k7", "adapter/k9"]
+        path.write_text(big(n).replace('key = "k5"\nprovider = "a"', 'key = "k5"\nprovider = "z"'))
+        result = await rel.reload(trigger="test", force=False, notify=False)
+        assert sorted(converted) == ["k5", "k9"] and whole == []  # k9 is back
+        assert sorted(result.changed) == ["adapter/k5", "adapter/k7", "adapter/k9"]
+        assert rt.registry.get("adapter", "k5", "z") is not None
+        assert rt.registry.get("adapter", "k5", "a") is None
+        assert rt.registry.ranked("adapter", "k9") != []
+        assert rt.selections == {}
+
+
+async def test_a_delta_against_a_runtime_that_moved_is_refused_and_the_set_applied_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(20))
+    async with reloader(path) as rel:
+        rt = rel.rt
+        # someone else writes under the config file's source between two reloads
+        rt.registry.register(msgspec.structs.replace(candidates_of(rel.config)[0], provider="x"))
+        path.write_text(big(20).replace("priority = 3\n", "priority = 9\n", 1))
+        refused: list[bool] = []
+        real = Runtime.apply_delta
+
+        def spy(self: Runtime, delta: Any) -> Any:
+            out = real(self, delta)
+            refused.append(out is None)
+            return out
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Runtime, "apply_delta", spy)
+            await rel.reload(trigger="test", force=False, notify=False)
+        assert refused == [True]
+        assert rt.registry.get("adapter", "k0", "x") is None  # the whole set, as loaded
+        assert rt.registry.get("adapter", "k3", "a") is not None
+        assert rt.registry.get("adapter", "k3", "a").candidate.priority == 9  # type: ignore[union-attr]
+        reg = Registry()
+        reg.replace_sources({rel.config.path}, candidates_of(rel.config))
+        assert {ck: [r.candidate for r in rt.registry.ranked(*ck)] for ck in reg.keys(None)} == {
+            ck: [r.candidate for r in reg.ranked(*ck)] for ck in reg.keys(None)
+        }

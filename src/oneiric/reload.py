@@ -27,6 +27,7 @@ from oneiric.errors import ConfigError
 from oneiric.plugins import PluginScan, discover, log_scan
 from oneiric.runtime.candidates import candidate_of
 from oneiric.runtime.core import ComponentKey, Runtime, Timeouts
+from oneiric.runtime.delta import Delta, Snapshot, plan
 from oneiric.runtime.health import PluginHealth
 from oneiric.runtime.registry import Candidate, requires_errors
 from oneiric.runtime.reporter import HealthReporter, LoadedConfig
@@ -102,12 +103,27 @@ def load_with_plugins(path: str) -> tuple[Config, PluginScan]:
     config = load_config(
         path, providers=[(c.domain, c.key, c.provider) for c in plugins.candidates]
     )
-    errors = requires_errors(
-        [*candidates_of(config), *plugins.candidates], config.selections, config.requires
-    )
-    if errors:
-        raise ConfigError("; ".join(errors), file=config.path, path="requires")
+    if config.requires:
+        errors = requires_errors(
+            [*_required_candidates(config), *plugins.candidates],
+            config.selections,
+            config.requires,
+        )
+        if errors:
+            raise ConfigError("; ".join(errors), file=config.path, path="requires")
     return config, plugins
+
+
+def _required_candidates(config: Config) -> list[Candidate]:
+    """The candidates of the keys a ``[requires]`` rule names (the only ones it reads)."""
+    keys = {(d, k) for d, table in config.requires.items() for k in table}
+    return [candidate_of(c) for c in config.components if (c.domain, c.key) in keys]
+
+
+def sources_of(config: Config, plugins: PluginScan) -> set[str]:
+    """The candidate sources a config and a plugin scan own: every file read (a file with
+    no ``[[component]]`` owns none, harmlessly) and the plugins' distributions."""
+    return {config.path, *config.files} | plugins.sources
 
 
 def plugin_health(scan: PluginScan) -> PluginHealth:
@@ -153,6 +169,9 @@ class Reloader:
         self._closed = False
         #: the remote manifest sync, when [remote] was configured at boot (set by the daemon)
         self.remote: RemoteSync | None = None
+        #: what this reloader last put into the runtime (config, plugins) and the runtime's
+        #: state right after: the next reload's change is worked out against it, off the loop
+        self._applied: tuple[Config, PluginScan, Snapshot] | None = None
 
     @property
     def config(self) -> Config:
@@ -170,12 +189,14 @@ class Reloader:
     async def activate(self) -> None:
         """Apply the config the daemon started with (start-up, before ``READY=1``)."""
         config = self.config
+        sources = sources_of(config, self.plugins)
         keys = self.rt.apply_candidates(
-            {c.source for c in config.components} | {config.path} | self.plugins.sources,
+            sources,
             [*candidates_of(config), *self.plugins.candidates],
             config.selections,
             config.requires,
         )
+        self._applied = (config, self.plugins, self.rt.snapshot(sources))
         await self.rt.reconcile_many(keys)
 
     async def reload(
@@ -196,13 +217,7 @@ class Reloader:
                 self.notifier.reloading()
             try:
                 try:
-                    same = await anyio.to_thread.run_sync(self._same_files)
-                    if same is not None:  # byte for byte what is running: no parse at all
-                        new, plugins = self.config, same
-                    else:
-                        new, plugins = await anyio.to_thread.run_sync(
-                            load_with_plugins, self.config_path
-                        )
+                    new, plugins, delta = await anyio.to_thread.run_sync(self._prepare)
                 except ConfigError as exc:
                     self.rt.history.record(
                         "reload",
@@ -220,7 +235,7 @@ class Reloader:
                 # Shielded: a config is applied whole even if the requester goes away (each
                 # swap inside is bounded by the activation and stop timeouts).
                 with anyio.CancelScope(shield=True):
-                    result = await self.apply(new, force=force, plugins=plugins)
+                    result = await self.apply(new, force=force, plugins=plugins, delta=delta)
                 summary = summarize(result)
                 log.log(
                     logging.WARNING if result.failed else logging.INFO,
@@ -240,6 +255,31 @@ class Reloader:
                 if notify and not self._closed:  # never READY=1 after STOPPING=1
                     health.set_state(previous_state if previous_state != "reloading" else "running")
                     self.notifier.ready(health.status_line())
+
+    def _prepare(self) -> tuple[Config, PluginScan, Delta | None]:
+        """The worker thread's part of a reload (blocking): the running config when the files
+        are byte for byte what it was read from (no parse at all); else the new config, its
+        plugin scan and the change it makes to the runtime's candidates (None when there is
+        nothing to compare with: then it is applied whole)."""
+        same = self._same_files()
+        if same is not None:
+            return self.config, same, None
+        new, plugins = load_with_plugins(self.config_path)
+        applied = self._applied
+        if applied is None:
+            return new, plugins, None
+        old, old_plugins, base = applied
+        delta = plan(
+            base,
+            sources_of(old, old_plugins) | sources_of(new, plugins),
+            old.components,
+            new.components,
+            old_extra=old_plugins.candidates,
+            new_extra=plugins.candidates,
+            selections=new.selections,
+            requires=new.requires,
+        )
+        return new, plugins, delta
 
     def _same_files(self) -> PluginScan | None:
         """The plugin scan, when the config files hash the same as the running config's and
@@ -274,10 +314,18 @@ class Reloader:
         return changed
 
     async def apply(
-        self, new: Config, *, force: bool, plugins: PluginScan | None = None
+        self,
+        new: Config,
+        *,
+        force: bool,
+        plugins: PluginScan | None = None,
+        delta: Delta | None = None,
     ) -> ReloadResult:
         """Make ``new`` the running config (with ``plugins``, the entry-point plugins scanned
-        with it) and reconcile the keys it changes."""
+        with it) and reconcile the keys it changes; ``delta``, the change worked out in the
+        worker thread against what this reloader applied last, makes that O(changed) on the
+        event loop (it is re-checked here, and the sources are replaced whole if it is no
+        longer valid)."""
         rt = self.rt
         old = self.config
         boot = self.boot
@@ -299,27 +347,35 @@ class Reloader:
         if new is old and (plugins is None or plugins == self.plugins):
             keys: set[ComponentKey] = set()  # the same files and plugins: nothing to re-rank
         else:
-            sources = {c.source for c in old.components} | {c.source for c in new.components}
-            sources |= {old.path, new.path} | self.plugins.sources
+            sources = sources_of(old, self.plugins)
             if plugins is not None:
                 if plugins != self.plugins:
                     log_scan(plugins)
                 self.plugins = plugins
-                sources |= plugins.sources
                 self.loaded.plugins = plugin_health(plugins)
-            keys = rt.apply_candidates(
-                sources,
-                [*candidates_of(new), *self.plugins.candidates],
-                new.selections,
-                new.requires,
-            )
+            sources |= sources_of(new, self.plugins)
+            delta_keys = rt.apply_delta(delta) if delta is not None else None
+            if delta_keys is not None:
+                keys = delta_keys
+            else:
+                if delta is not None:
+                    log.debug("reload: the runtime moved since the change was worked out")
+                keys = rt.apply_candidates(
+                    sources,
+                    [*candidates_of(new), *self.plugins.candidates],
+                    new.selections,
+                    new.requires,
+                )
+            self._applied = (new, self.plugins, rt.snapshot(sources_of(new, self.plugins)))
         self.loaded.config = new
         self.loaded.loaded_at = time.time()
         self.loaded.error = None
         for cb in self.listeners:
             cb(new)
         # a forced reload (SIGHUP, `oneiricctl reload`) also retries failed swaps of unchanged keys
-        retry = {k for k, st in rt.states.items() if force and st.failed_target is not None}
+        retry = (
+            {k for k, st in rt.states.items() if st.failed_target is not None} if force else set()
+        )
         outcomes = await rt.reconcile_many(keys | retry, force=force)
         return ReloadResult(
             changed=sorted(str(ck) for ck in keys),

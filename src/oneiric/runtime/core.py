@@ -36,6 +36,7 @@ from oneiric._changes import ChangeCounter
 from oneiric.errors import MissingCapability, NotDurable, NotFound
 from oneiric.runtime import idle, status
 from oneiric.runtime.candidates import Candidate, Explanation, Resolution
+from oneiric.runtime.delta import Delta, Snapshot
 from oneiric.runtime.desired import DesiredState
 from oneiric.runtime.health import Admin, ComponentHealth
 from oneiric.runtime.history import History
@@ -467,6 +468,24 @@ class Runtime(ChangeCounter):
         changed = self._wanted.apply(
             sources, candidates, selections, requires, remote_selections=remote_selections
         )
+        self._known = None  # the registry's keys may have changed
+        for ck in changed:
+            self._ensure(ck).touch()  # its winner may differ: a new status row
+        self.bump()
+        return changed
+
+    def snapshot(self, sources: Iterable[str]) -> Snapshot:
+        """The state a :class:`~oneiric.runtime.delta.Delta` for ``sources`` is computed
+        against (take it right after applying them)."""
+        return self._wanted.snapshot(sources)
+
+    def apply_delta(self, delta: Delta) -> set[ComponentKey] | None:
+        """:meth:`apply_candidates` for a change worked out off the loop
+        (:func:`oneiric.runtime.delta.plan`), in O(what changed); None (nothing applied) when
+        the sources or the config's tables moved since its snapshot."""
+        changed = self._wanted.apply_delta(delta)
+        if changed is None:
+            return None
         self._known = None  # the registry's keys may have changed
         for ck in changed:
             self._ensure(ck).touch()  # its winner may differ: a new status row

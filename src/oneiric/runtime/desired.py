@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from oneiric.runtime.candidates import Candidate, Resolution
+from oneiric.runtime.delta import Delta, Snapshot, diff_tables
 from oneiric.runtime.intent import IntentStore
 from oneiric.runtime.keys import ComponentKey
 from oneiric.runtime.registry import Registry
@@ -91,13 +92,33 @@ class DesiredState:
             self.remote_selections = _replace(self.remote_selections, remote_selections, changed)
         if requires is not None:
             new_req = {d: dict(m) for d, m in requires.items()}
-            for d in set(new_req) | set(self.requires):
-                old_r, new_r = self.requires.get(d, {}), new_req.get(d, {})
-                for k in set(old_r) | set(new_r):
-                    if old_r.get(k) != new_r.get(k):
-                        changed.add(ComponentKey(d, k))
+            diff_tables(self.requires, new_req, changed)
             self.requires = new_req
         return changed
+
+    def snapshot(self, sources: Iterable[str]) -> Snapshot:
+        """What a :class:`Delta` for ``sources`` and the config's tables is computed against."""
+        reg = self.registry
+        return Snapshot(
+            gens={s: reg.generation(s) for s in sources},
+            selections=self.selections,
+            requires=self.requires,
+        )
+
+    def apply_delta(self, delta: Delta) -> set[ComponentKey] | None:
+        """:meth:`apply` in O(changed), for a delta computed off the loop: the keys whose
+        desired provider may have changed, or None (nothing touched) when the state moved
+        since the delta's snapshot; then apply the whole set instead."""
+        base = delta.base
+        reg = self.registry
+        if self.selections is not base.selections or self.requires is not base.requires:
+            return None
+        if any(reg.generation(s) != base.gens.get(s, 0) for s in delta.sources):
+            return None
+        changed = reg.apply_delta(delta.drops, delta.stores)
+        self.selections = delta.selections
+        self.requires = delta.requires
+        return changed | delta.changed
 
 
 def _replace(
@@ -107,9 +128,5 @@ def _replace(
 ) -> dict[str, dict[str, str]]:
     """The new selections; adds every key whose selection differs to ``changed``."""
     new_sel = {d: dict(m) for d, m in new.items()}
-    for d in set(new_sel) | set(old):
-        old_m, new_m = old.get(d, {}), new_sel.get(d, {})
-        for k in set(old_m) | set(new_m):
-            if old_m.get(k) != new_m.get(k):
-                changed.add(ComponentKey(d, k))
+    diff_tables(old, new_sel, changed)
     return new_sel

@@ -63,6 +63,8 @@ class Registry:
         self._by_key: dict[ComponentKey, dict[Ident, Ranked]] = {}
         self._by_source: dict[str, set[Ident]] = {}
         self._count = 0
+        #: per source, how many times its candidates changed (a delta is checked against it)
+        self._gens: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -128,11 +130,33 @@ class Registry:
         )
         return changed
 
+    def generation(self, source: str) -> int:
+        """How many times ``source``'s candidates changed (0: never written)."""
+        return self._gens.get(source, 0)
+
+    def apply_delta(self, drops: Iterable[Ident], stores: Iterable[Candidate]) -> set[ComponentKey]:
+        """Drop ``drops``, then add or replace ``stores`` in order (an identical one is left
+        as it is): O(len(drops) + len(stores)). With a delta computed against this registry's
+        current content (``oneiric.runtime.delta``), the result and the returned keys are
+        :meth:`replace_sources`'s."""
+        changed: set[ComponentKey] = set()
+        for ident in drops:
+            if self._drop(ident):
+                changed.add(_ck(ident))
+        for c in stores:
+            ident = identity(c)
+            old = self._lookup(ident)
+            if old is None or old.candidate != c:
+                self._store(ident, c)
+                changed.add(_ck(ident))
+        return changed
+
     def _lookup(self, ident: Ident) -> Ranked | None:
         entries = self._by_key.get(_ck(ident))
         return None if entries is None else entries.get(ident)
 
     def _store(self, ident: Ident, candidate: Candidate) -> None:
+        self._gens[ident[3]] = self._gens.get(ident[3], 0) + 1
         self._seq += 1
         entries = self._by_key.setdefault(_ck(ident), {})
         if ident not in entries:
@@ -144,6 +168,7 @@ class Registry:
         entries = self._by_key.get(_ck(ident))
         if entries is None or entries.pop(ident, None) is None:
             return False
+        self._gens[ident[3]] = self._gens.get(ident[3], 0) + 1
         if not entries:
             del self._by_key[_ck(ident)]
         idents = self._by_source[ident[3]]
