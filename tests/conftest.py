@@ -36,6 +36,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("anyio_backend", BACKENDS)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_fake_components() -> None:
+    """Every test starts with the fake components' shared state empty (the gates, calls and
+    counters of tests/components.py, domain_components.py and watch_components.py)."""
+    import components
+    import domain_components
+    import watch_components
+
+    components.reset()
+    domain_components.reset()
+    watch_components.reset()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _remove_short_dirs() -> Iterator[None]:
     """Directories made by harness.make_dir() outlive their test on purpose (tests read the

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import components as comp
 from harness import make_dir, running_daemon
 from oneiric.config import load_config
 from oneiric.control.client import RemoteError
@@ -45,11 +44,6 @@ factory = "components:Thing"
 capabilities = ["ttl"]
 settings = { name = "scratch" }
 """
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
 
 
 def _load(tmp_path: Path, text: str) -> ConfigError:

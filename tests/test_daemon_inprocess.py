@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import components as comp
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon
 from harness import make_dir, running_daemon
 from oneiric.control.client import RemoteError
 from oneiric.runtime.health import read_health
@@ -12,34 +12,7 @@ from waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
-CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-watch = false
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = { name = "a" }
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = { name = "b" }
-
-[selections.adapter]
-cache = "a"
-"""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
+CONFIG = daemon(drain_timeout="5s", stop_timeout="5s", watch=False) + CACHE_A_B + SELECT_CACHE_A
 
 
 async def test_status_pause_swap_parked_resume() -> None:

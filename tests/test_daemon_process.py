@@ -18,42 +18,29 @@ from pathlib import Path
 
 import pytest
 
+import configs
+
 VENV_BIN = Path(sys.executable).parent
 TESTS = Path(__file__).parent
 ONEIRICD = str(VENV_BIN / "oneiricd")
 ONEIRICCTL = str(VENV_BIN / "oneiricctl")
 
-CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "10s"
-health_interval = "1h"
-watch = false
 
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = {{ name = "a" }}
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = {{ name = "b" }}
-
-[[component]]
-domain = "adapter"
-key = "holder"
-provider = "h"
-factory = "components:LeaseHolder"
-settings = {{ target = "adapter/cache", control = "{dir}/hold.sock" }}
-
-[selections.adapter]
-cache = "a"
-"""
+def config(d: Path) -> str:
+    """adapter/cache (a selected, b) and adapter/holder, a LeaseHolder on it controlled over
+    ``d/hold.sock``."""
+    return (
+        configs.daemon(drain_timeout="5s", stop_timeout="10s", health_interval="1h", watch=False)
+        + configs.CACHE_A_B
+        + configs.component(
+            "adapter",
+            "holder",
+            "h",
+            "components:LeaseHolder",
+            {"target": "adapter/cache", "control": f"{d}/hold.sock"},
+        )
+        + configs.SELECT_CACHE_A
+    )
 
 
 # the test environment's site-packages (whatever the venv is called: .venv, .venv-3.13, …)
@@ -141,7 +128,7 @@ def env_for(d: Path, notify: str) -> dict[str, str]:
 def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="on", dir="/tmp"))
     os.chmod(d, 0o755)
-    (d / "oneiricd.toml").write_text(CONFIG.format(dir=d))
+    (d / "oneiricd.toml").write_text(config(d))
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

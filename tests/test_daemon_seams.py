@@ -19,7 +19,7 @@ import anyio
 import msgspec
 import pytest
 
-import components as comp
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon
 from harness import make_dir, running_daemon
 from oneiric.config import load_config
 from oneiric.control.peers import Peer
@@ -46,35 +46,9 @@ from waiting import wait_until
 pytestmark = pytest.mark.anyio
 both = pytest.mark.both_backends  # the parts alone run on asyncio and trio
 
-CONFIG = """
-[daemon]
-stop_timeout = "5s"
-watch = false
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = { name = "a" }
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = { name = "b" }
-
-[selections.adapter]
-cache = "a"
-"""
+CONFIG = daemon(stop_timeout="5s", watch=False) + CACHE_A_B + SELECT_CACHE_A
 
 PEER = Peer(pid=os.getpid(), uid=os.getuid(), gid=os.getgid(), role="admin")
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
 
 
 @dataclass

@@ -63,11 +63,6 @@ def received(name: str) -> list[Any]:
     return [data for who, _topic, data, _id in dc.RECEIVED if who == name]
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    dc.reset()
-
-
 async def emit(h: Harness, topic: str, data: Any = None) -> Any:
     return await h.call("emit", topic=topic, data=data)
 

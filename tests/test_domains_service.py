@@ -46,8 +46,7 @@ def status(h: Harness, key: str = "s") -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    dc.reset()
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service, "DEFAULT_BACKOFF", BackoffPolicy(initial=0, maximum=0))
 
 

@@ -49,11 +49,6 @@ def status(h: Harness, key: str = "t") -> Any:
     return h.rt.component_health(h.rt.state("task", key))
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    dc.reset()
-
-
 async def run(h: Harness, key: str = "t", payload: Any = None, wait: bool = True) -> Any:
     return await h.call("run", domain="task", key=key, payload=payload, wait=wait)
 

@@ -76,11 +76,6 @@ def status(h: Harness, key: str) -> Any:
     return h.rt.component_health(h.rt.state("workflow", key))
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    dc.reset()
-
-
 async def run(h: Harness, key: str, payload: Any = None, wait: bool = True) -> Any:
     return await h.call("run", domain="workflow", key=key, payload=payload, wait=wait)
 

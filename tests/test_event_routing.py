@@ -40,11 +40,6 @@ settings = {{ name = "{key}" }}
 {lines}"""
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    dc.reset()
-
-
 def got(name: str) -> list[Any]:
     return [data for who, _t, data, _id in dc.RECEIVED if who == name]
 

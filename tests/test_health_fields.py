@@ -7,54 +7,21 @@ from typing import Any
 
 import pytest
 
-import components as comp
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon, thing
 from harness import make_dir, running_daemon
 from oneiric.runtime.health import ComponentHealth, summarize_domains
 
 pytestmark = pytest.mark.anyio
 
-CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-{watch}
 
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = {{ name = "a" }}
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = {{ name = "b" }}
-
-[[component]]
-domain = "adapter"
-key = "broken"
-provider = "x"
-factory = "components:Thing"
-settings = {{ name = "x", fail = "start" }}
-
-[[component]]
-domain = "adapter"
-key = "other"
-provider = "o"
-factory = "components:Thing"
-settings = {{ name = "o" }}
-
-[selections.adapter]
-cache = "a"
-"""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
+def config(**daemon_settings: object) -> str:
+    return (
+        daemon(drain_timeout="5s", stop_timeout="5s", **daemon_settings)
+        + CACHE_A_B
+        + thing("adapter", "broken", "x", fail="start")
+        + thing("adapter", "other", "o")
+        + SELECT_CACHE_A
+    )
 
 
 def test_summary_counts_each_state_once() -> None:
@@ -94,7 +61,7 @@ def vars_of(s: Any) -> dict[str, Any]:
 
 
 async def test_status_and_health_file_carry_domains_watcher_and_percentiles() -> None:
-    async with running_daemon(CONFIG.format(watch=""), directory=make_dir()) as h:
+    async with running_daemon(config(), directory=make_dir()) as h:
         await h.call("pause", domain="adapter", key="other")
         for provider in ("b", "a", "b"):
             await h.call("swap", domain="adapter", key="cache", provider=provider)
@@ -126,6 +93,6 @@ async def test_status_and_health_file_carry_domains_watcher_and_percentiles() ->
 
 
 async def test_watcher_state_says_off_when_watch_is_false() -> None:
-    async with running_daemon(CONFIG.format(watch="watch = false"), directory=make_dir()) as h:
+    async with running_daemon(config(watch=False), directory=make_dir()) as h:
         watcher = (await h.call("status"))["watcher"]
         assert watcher["state"] == "off" and watcher["directories"] == []

@@ -17,6 +17,7 @@ from typing import TextIO
 
 import pytest
 
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon
 from oneiric.logging_setup import LEVELS, configure_logging, fields
 
 # 2026-11-25T10:00:00.123Z in UTC
@@ -299,29 +300,9 @@ def test_watchfiles_chatter_is_not_logged() -> None:
 
 # --- the call sites: a real daemon's records carry their fields ----------------------------
 
-SWAP_CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-watch = false
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = { name = "a" }
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = { name = "b" }
-
-[selections.adapter]
-cache = "a"
-"""
+SWAP_CONFIG = (
+    daemon(drain_timeout="5s", stop_timeout="5s", watch=False) + CACHE_A_B + SELECT_CACHE_A
+)
 
 
 class JournalReader:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import components as comp
 from harness import make_dir, running_daemon
 from oneiric.cli.oneiricctl import cli
 from remote_repo import StaticServer, manifest, remote_config, thing
@@ -142,7 +141,6 @@ def test_manifest_help_does_not_load_tuf() -> None:
 
 @pytest.mark.anyio
 async def test_publish_rotate_recover_steers_a_real_daemon(repo: Path, tmp_path: Path) -> None:
-    comp.reset()
     root = tmp_path / "root.json"
     root.write_bytes((repo / "metadata" / "1.root.json").read_bytes())
     os.chmod(root, 0o644)

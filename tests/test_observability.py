@@ -11,56 +11,24 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import components as comp
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon, thing
 from harness import make_dir, running_daemon
 from waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]  # history: asyncio and trio
 
-CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-health_interval = "1s"
-watch = false
-{extra}
 
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = {{ name = "a" }}
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = {{ name = "b" }}
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "bad"
-factory = "components:Thing"
-settings = {{ name = "bad", fail = "start" }}
-
-[[component]]
-domain = "adapter"
-key = "other"
-provider = "o"
-factory = "components:Thing"
-settings = {{ name = "o" }}
-
-[selections.adapter]
-cache = "a"
-"""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
+def config(extra: str = "") -> str:
+    """adapter/cache (a selected, b, and bad, which cannot start) and adapter/other;
+    ``extra`` goes after the [daemon] table."""
+    return (
+        daemon(drain_timeout="5s", stop_timeout="5s", health_interval="1s", watch=False)
+        + extra
+        + CACHE_A_B
+        + thing("adapter", "cache", "bad", fail="start")
+        + thing("adapter", "other", "o")
+        + SELECT_CACHE_A
+    )
 
 
 def families(text: str) -> dict[str, Any]:
@@ -86,7 +54,7 @@ class StopFollowing(Exception):
 
 
 async def test_history_records_swaps_rollbacks_intents_and_reloads() -> None:
-    async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
+    async with running_daemon(config(), directory=make_dir()) as h:
         await h.call("pause", domain="adapter", key="cache", note="redis failover")
         await h.call("resume", domain="adapter", key="cache")
         await h.call("swap", domain="adapter", key="cache", provider="b")
@@ -133,29 +101,13 @@ async def test_history_records_swaps_rollbacks_intents_and_reloads() -> None:
         assert (await h.call("status"))["recent_events"] is None
 
 
-ROTATING = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-watch = false
-
-[[component]]
-domain = "adapter"
-key = "k{n}"
-provider = "a"
-factory = "components:Thing"
-settings = {{ name = "k{n}" }}
-{failing}
-"""
-
-FAILING = """
-[[component]]
-domain = "adapter"
-key = "f{n}"
-provider = "a"
-factory = "components:Thing"
-settings = {{ name = "f{n}", fail = "start" }}
-"""
+def rotating(n: int) -> str:
+    """Round ``n``: adapter/kN served, adapter/fN failing to start (the previous round's gone)."""
+    return (
+        daemon(drain_timeout="5s", stop_timeout="5s", watch=False)
+        + thing("adapter", f"k{n}", "a")
+        + thing("adapter", f"f{n}", "a", fail="start")
+    )
 
 
 async def test_the_per_key_history_of_removed_keys_is_dropped() -> None:
@@ -163,11 +115,11 @@ async def test_the_per_key_history_of_removed_keys_is_dropped() -> None:
     per-key history bounded: a removed key's tail goes once nothing of it serves or retires;
     its entries stay in the ring (``events``)."""
     rounds = 6
-    cfg = ROTATING.format(n=0, failing=FAILING.format(n=0))
+    cfg = rotating(0)
     async with running_daemon(cfg, directory=make_dir()) as h:
         history = h.rt.history
         for n in range(1, rounds):
-            h.write_config(ROTATING.format(n=n, failing=FAILING.format(n=n)))
+            h.write_config(rotating(n))
             await h.call("reload")
             # the previous round's served key retires in the background
             await h.wait_for(lambda n=n: not history.of_key(f"adapter/k{n - 1}"))
@@ -182,7 +134,7 @@ async def test_the_per_key_history_of_removed_keys_is_dropped() -> None:
 
 
 async def test_follow_streams_new_entries_as_they_happen() -> None:
-    async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
+    async with running_daemon(config(), directory=make_dir()) as h:
         got: list[dict[str, Any]] = []
         backlog_seen, pause_seen = threading.Event(), threading.Event()
 
@@ -207,7 +159,7 @@ async def test_follow_streams_new_entries_as_they_happen() -> None:
 
 
 async def test_metrics_parse_with_prometheus_client_and_count_what_happened() -> None:
-    async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
+    async with running_daemon(config(), directory=make_dir()) as h:
         await h.call("pause", domain="adapter", key="other")
         await h.call("swap", domain="adapter", key="cache", provider="b")
         with pytest.raises(Exception, match="cannot start"):
@@ -235,7 +187,7 @@ async def test_textfile_is_written_for_node_exporter() -> None:
     directory = make_dir()
     textfile = directory / "node" / "oneiric.prom"
     extra = f'\n[metrics]\ntextfile = "{textfile}"\n'
-    async with running_daemon(CONFIG.format(extra=extra), directory=directory) as h:
+    async with running_daemon(config(extra), directory=directory) as h:
 
         def written() -> bool:
             try:
@@ -261,7 +213,7 @@ async def test_follow_never_skips_entries_recorded_while_a_send_waits() -> None:
     from oneiric.control.protocol import EventsRequest
     from oneiric.streams import follow_events
 
-    async with running_daemon(CONFIG.format(extra=""), directory=make_dir()) as h:
+    async with running_daemon(config(), directory=make_dir()) as h:
         history = h.rt.history
         health = h.daemon.health
         assert health is not None

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import components as comp
 from harness import make_dir, running_daemon
 from oneiric.plugins import discover
 
@@ -63,7 +62,6 @@ def site(monkeypatch: pytest.MonkeyPatch) -> Path:
     path = make_dir() / "site"
     path.mkdir()
     monkeypatch.syspath_prepend(str(path))
-    comp.reset()
     return path
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import components as comp
 from harness import Harness, make_dir, running_daemon
 from oneiric.remote import publish
 from remote_repo import (
@@ -37,11 +36,6 @@ pytestmark = pytest.mark.anyio
 ALLOW = '["oneiric.builtin.", "components."]'
 V1 = manifest(thing("cache", "a"), thing("cache", "b"), select={"cache": "a"})
 V2 = manifest(thing("cache", "a"), thing("cache", "b"), select={"cache": "b"})
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
 
 
 @dataclass

@@ -42,11 +42,6 @@ def cand(
     )
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
-
-
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     store = IntentStore(tmp_path / "intent.json")

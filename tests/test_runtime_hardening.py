@@ -34,11 +34,6 @@ def serving(rt: Runtime) -> str | None:
     return None if cur is None else cur.provider
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
-
-
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     store = IntentStore(tmp_path / "intent.json")

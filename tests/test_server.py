@@ -192,6 +192,21 @@ class Raw:
 # --- request/reply ---------------------------------------------------------------------------
 
 
+async def reached(event: anyio.Event) -> None:
+    """Wait for the handler to get there (bounded generously: the machine may be loaded)."""
+    with anyio.fail_after(WAIT):
+        await event.wait()
+
+
+async def serves_a_new_connection(path: str) -> bool:
+    """Whether a fresh connection gets its ``ping`` answered: the server still serves."""
+    conn = await Raw.open(path)
+    try:
+        return bool((await conn.call({"id": 1, "op": "ping"}))["ok"] is True)
+    finally:
+        await conn.aclose()
+
+
 @pytest.mark.anyio
 async def test_ping_reports_admin_peer_credentials() -> None:
     async with running_server(FakeHandler()) as path:
@@ -323,14 +338,12 @@ async def test_client_closing_cancels_its_requests(read_events_first: bool) -> N
     async with running_server(handler) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "watch"})
-        with anyio.fail_after(WAIT):
-            await handler.streaming.wait()
+        await reached(handler.streaming)
         if read_events_first:
             assert (await conn.recv())["event"] == {"n": 1}
             assert (await conn.recv())["event"] == {"n": 2}
         await conn.aclose()
-        with anyio.fail_after(WAIT):
-            await handler.cancelled.wait()
+        await reached(handler.cancelled)
         assert not handler.gate.is_set()
 
 
@@ -341,8 +354,7 @@ async def test_half_closed_client_still_gets_its_reply() -> None:
     async with running_server(handler) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "run", "domain": "task", "key": "job"})
-        with anyio.fail_after(WAIT):
-            await handler.running.wait()
+        await reached(handler.running)
         await conn.stream.send_eof()
         handler.gate.set()
         assert await conn.recv() == {"id": 1, "ok": True, "result": {"ran": "job"}}
@@ -376,12 +388,10 @@ async def test_half_closed_client_work_ends_once_the_peer_is_gone() -> None:
     async with running_server(handler, idle_timeout=0.2) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "run", "domain": "task", "key": "job"})
-        with anyio.fail_after(WAIT):
-            await handler.running.wait()
+        await reached(handler.running)
         await conn.stream.send_eof()
         await conn.aclose()  # now closed entirely: nobody will read the reply
-        with anyio.fail_after(WAIT):
-            await handler.cancelled.wait()
+        await reached(handler.cancelled)
 
 
 @pytest.mark.anyio
@@ -390,15 +400,11 @@ async def test_write_to_dead_peer_drops_only_that_connection() -> None:
     async with running_server(handler) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "watch"})
-        with anyio.fail_after(WAIT):
-            await handler.streaming.wait()
+        await reached(handler.streaming)
         conn.raw.shutdown(socket.SHUT_RD)  # the next write from the daemon gets EPIPE
         handler.gate.set()
-        with anyio.fail_after(WAIT):
-            await handler.cancelled.wait()
-        other = await Raw.open(path)
-        assert (await other.call({"id": 1, "op": "ping"}))["ok"] is True
-        await other.aclose()
+        await reached(handler.cancelled)
+        assert await serves_a_new_connection(path)
         await conn.aclose()
 
 
@@ -419,11 +425,8 @@ async def test_peer_that_stops_reading_is_dropped() -> None:
     async with running_server(handler, idle_timeout=0.2) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "run", "domain": "task", "key": "flood"})
-        with anyio.fail_after(WAIT):
-            await handler.cancelled.wait()  # its send blocked past the timeout
-        other = await Raw.open(path)
-        assert (await other.call({"id": 1, "op": "ping"}))["ok"] is True
-        await other.aclose()
+        await reached(handler.cancelled)  # its send blocked past the timeout
+        assert await serves_a_new_connection(path)
         await conn.aclose()
 
 
@@ -433,8 +436,7 @@ async def test_idle_connection_is_closed_but_a_streaming_one_is_not() -> None:
     async with running_server(handler, idle_timeout=0.1) as path:
         streaming = await Raw.open(path)
         await streaming.send({"id": 1, "op": "watch"})
-        with anyio.fail_after(WAIT):
-            await handler.streaming.wait()
+        await reached(handler.streaming)
         idle = await Raw.open(path)  # connected after the stream's last input
         await idle.wait_eof()
         # The streaming connection outlived a full idle period; it still answers.
@@ -606,11 +608,9 @@ async def test_cancelled_mutating_request_is_audited(caplog: pytest.LogCaptureFi
     async with running_server(handler) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "run", "domain": "workflow", "key": "etl"})
-        with anyio.fail_after(WAIT):
-            await handler.running.wait()
+        await reached(handler.running)
         await conn.aclose()
-        with anyio.fail_after(WAIT):
-            await handler.cancelled.wait()
+        await reached(handler.cancelled)
     audit = [r.getMessage() for r in caplog.records if r.name == "oneiric.audit"]
     # accepted when dispatched (it may already have taken effect), then how it ended
     assert audit == [
@@ -880,9 +880,7 @@ async def test_serve_accepts_a_socket_handed_over_as_is() -> None:
             await tg.start(
                 partial(serve, inherited, FakeHandler(), admin_group=None, idle_timeout=5)
             )
-            conn = await Raw.open(path)
-            assert (await conn.call({"id": 1, "op": "ping"}))["ok"] is True
-            await conn.aclose()
+            assert await serves_a_new_connection(path)
             tg.cancel_scope.cancel()
         assert inherited.fileno() == -1  # serve() owned and closed it
 

@@ -41,11 +41,6 @@ cache = "a"
 """
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
-
-
 def row(h: Harness) -> dict[str, object]:
     [c] = h.rt.components("adapter", "cache")
     return {f: getattr(c, f) for f in ("provider", "last_error", "failed_swaps", "swaps")}

@@ -26,7 +26,15 @@ import anyio
 import pytest
 
 from oneiric.control import peers as peers_mod
-from test_server import NOBODY, WAIT, FakeHandler, Raw, run_as_nobody, running_server
+from test_server import (
+    NOBODY,
+    FakeHandler,
+    Raw,
+    reached,
+    run_as_nobody,
+    running_server,
+    serves_a_new_connection,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]  # control protocol: asyncio and trio
 
@@ -73,8 +81,7 @@ async def test_a_half_closed_client_gets_its_reply_after_idle_timeout() -> None:
     async with running_server(handler, idle_timeout=0.2) as path:
         conn = await Raw.open(path)
         await conn.send({"id": 1, "op": "run", "domain": "task", "key": "job"})
-        with anyio.fail_after(WAIT):
-            await handler.running.wait()
+        await reached(handler.running)
         await conn.stream.send_eof()  # like `echo '{...}' | socat - UNIX-CONNECT:...`
         # a witness of the server's clock: a connection opened after the half-close, closed
         # for idleness — by then idle_timeout has passed for the half-closed one too
@@ -223,9 +230,7 @@ async def test_refusals_are_logged_at_a_bounded_rate(
             async with peer(60001, path, "churn", 300) as churn:
                 assert (await churn.report())["connects"] == 300
                 await churn.close()
-            root = await Raw.open(path)  # root is still served at once
-            assert (await root.call({"id": 1, "op": "ping"}))["ok"] is True
-            await root.aclose()
+            assert await serves_a_new_connection(path)  # root is still served at once
             await holder.close()
     refusals = [r for r in caplog.records if "refus" in r.getMessage()]
     assert 1 <= len(refusals) <= 3, [r.getMessage() for r in refusals]

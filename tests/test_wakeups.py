@@ -11,7 +11,6 @@ from typing import Any
 import anyio
 import pytest
 
-import components as comp
 from oneiric.domains._base import set_extras, wait_until
 from oneiric.runtime import idle, status
 from oneiric.runtime.core import Runtime, Timeouts
@@ -34,11 +33,6 @@ def cand(key: str, provider: str, priority: int = 0) -> Candidate:
         settings={"name": provider},
         source="test",
     )
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
 
 
 @pytest.fixture

@@ -138,12 +138,6 @@ async def processed(h: Harness, save: Callable[[], None]) -> None:
     await wait_until(lambda: w.reloads > before and w.settled, w)
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
-    wc.reset()
-
-
 @pytest.fixture(autouse=True, params=["inotify", "watchfiles"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each file watcher in turn (inotify is the default on Linux, watchfiles elsewhere)."""

@@ -51,11 +51,6 @@ settings.nodes = {nodes}
 {extra}"""
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    dc.reset()
-
-
 def test_node_retry_errors_name_the_node(tmp_path: Path) -> None:
     text = task("a") + workflow("wf", '[{ id = "n", task = "a", retry = { attempts = -1 } }]')
     (tmp_path / "c.toml").write_text(text)
