@@ -8,9 +8,9 @@ and urllib3), imported inside each command so every other command stays import-l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +18,8 @@ from oneiric._durations import parse_duration
 from oneiric.cli import render
 from oneiric.cli._ctl import Ctl, json_option, pass_ctl
 from oneiric.cli._ctl_errors import fail
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _expires(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -30,6 +32,22 @@ def _expires(ctx: click.Context, param: click.Parameter, value: str | None) -> f
     if seconds <= 0:
         raise click.BadParameter("must be longer than zero")
     return seconds
+
+
+#: REPO, an existing repository directory (every command but init, which makes it)
+_REPO = click.argument("repo", type=click.Path(exists=True, file_okay=False))
+
+
+def _files(flag: str, dest: str, metavar: str, help_text: str) -> Callable[[_F], _F]:
+    """A repeatable option naming existing files (key files, wheels)."""
+    return click.option(
+        flag,
+        dest,
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        metavar=metavar,
+        help=help_text,
+    )
 
 
 _EXPIRES = click.option(
@@ -139,24 +157,20 @@ Targets are signed with --key files, else every REPO/keys/targets.N.key;
 snapshot and timestamp with REPO/keys. Hosts pick it up on their next refresh
 (or at once with `oneiricctl sync`)."""
 )
-@click.argument("repo", type=click.Path(exists=True, file_okay=False))
+@_REPO
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", "target", metavar="TARGET", help="Target name (default: FILE's name).")
-@click.option(
+@_files(
     "--artifact",
     "artifacts",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="WHEEL",
-    help="A pure-Python wheel to publish as a target named after its file (repeatable).",
+    "WHEEL",
+    "A pure-Python wheel to publish as a target named after its file (repeatable).",
 )
-@click.option(
+@_files(
     "--key",
     "keys",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="KEYFILE",
-    help="Targets key to sign with (repeatable; default: REPO/keys/targets.*.key).",
+    "KEYFILE",
+    "Targets key to sign with (repeatable; default: REPO/keys/targets.*.key).",
 )
 @_EXPIRES
 @json_option
@@ -233,29 +247,15 @@ Examples:
 Added key files are copied into REPO/keys; removed ones move to REPO/keys/retired.
 Hosts follow on their next refresh: no host needs touching."""
 )
-@click.argument("repo", type=click.Path(exists=True, file_okay=False))
+@_REPO
 @click.option(
     "--role",
     required=True,
     type=click.Choice(["root", "targets", "snapshot", "timestamp"]),
     help="Whose keys change.",
 )
-@click.option(
-    "--add",
-    "add",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="KEYFILE",
-    help="A private key to trust for ROLE (repeatable).",
-)
-@click.option(
-    "--remove",
-    "remove",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="KEYFILE",
-    help="A private key of ROLE to revoke (repeatable).",
-)
+@_files("--add", "add", "KEYFILE", "A private key to trust for ROLE (repeatable).")
+@_files("--remove", "remove", "KEYFILE", "A private key of ROLE to revoke (repeatable).")
 @click.option("--threshold", type=int, help="New signature threshold for ROLE.")
 @_EXPIRES
 @json_option
@@ -313,7 +313,7 @@ Examples:
 
 Exits 1 when the repository or the manifest would be rejected by hosts."""
 )
-@click.argument("repo", type=click.Path(exists=True, file_okay=False))
+@_REPO
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--root",
@@ -352,7 +352,7 @@ def verify(
 
 
 @manifest.command(epilog="Example:\n\n  oneiricctl --json manifest status /srv/fleet | jq .roles")
-@click.argument("repo", type=click.Path(exists=True, file_okay=False))
+@_REPO
 @json_option
 @pass_ctl
 def status(ctl: Ctl, repo: str) -> None:
