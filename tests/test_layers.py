@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "=control",  # the packages' __init__s import nothing
             "=remote",
             "control.client",
+            "control.wirejson",
             "remote.artifacts",
         ],
     ),

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fake_daemon import FakeDaemon
-from oneiric.cli import oneiricctl, render
+from oneiric.cli import _ctl_base, oneiricctl, render
 from oneiric.cli.oneiricctl import cli
 
 NOW = time.time()
@@ -127,7 +127,7 @@ def dead_pid() -> int:
 @pytest.fixture(autouse=True)
 def _pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative times ("5m00s ago") are rendered against the same NOW the documents use."""
-    monkeypatch.setattr(oneiricctl, "_now", lambda: NOW)
+    monkeypatch.setattr(_ctl_base, "now", lambda: NOW)
 
 
 @pytest.fixture
@@ -1330,14 +1330,15 @@ def test_ping_and_status_run_without_heavy_imports(fake: FakeDaemon) -> None:
         assert out.startswith("oneiricd ")
 
 
-def test_status_loads_only_the_readers_commands(fake: FakeDaemon) -> None:
-    """Subcommand modules are imported when their command runs, not all at start-up."""
-    fake.on("status", DOC)
+def test_a_command_loads_only_its_own_module(fake: FakeDaemon) -> None:
+    """Subcommand modules are imported when their command runs, not all at start-up (and the
+    hot commands, run without click, load none: tests/test_ctl_fast.py)."""
+    fake.on("list", {"candidates": []})
     base = _no_cov()
     for name in CLEAN_ENV:
         base.pop(name, None)
     proc = subprocess.run(
-        [sys.executable, "-c", _RUN_MAIN, "--socket", fake.path, "status"],
+        [sys.executable, "-c", _RUN_MAIN, "--socket", fake.path, "list"],
         capture_output=True,
         text=True,
         check=False,
@@ -1346,7 +1347,7 @@ def test_status_loads_only_the_readers_commands(fake: FakeDaemon) -> None:
     assert proc.returncode == 0, proc.stderr
     report = next(line for line in proc.stderr.splitlines() if line.startswith("IMPORTED "))
     loaded = {m for m in report.split()[1:] if m.startswith("oneiric.cli.ctl_")}
-    assert loaded == {"oneiric.cli.ctl_read"}
+    assert loaded == {"oneiric.cli.ctl_group", "oneiric.cli.ctl_read"}
 
 
 def test_daemon_down_without_health_file_skips_the_health_reader(rundir: Path) -> None:

@@ -10,13 +10,15 @@ The public API for component authors is deliberately small::
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
 from oneiric._const import DOMAINS, VERSION
 
+# oneiricctl imports this package on every run: no typing, functools or collections.abc here
+# at run time (together ~1× the bare interpreter's start-up).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from oneiric.domains.event import Event
     from oneiric.runtime.core import Runtime
     from oneiric.runtime.leases import Lease
@@ -52,21 +54,24 @@ def use(
     paused or draining the lease waits (or raises :class:`oneiric.errors.Paused` with
     ``wait=False``); ``timeout`` bounds the wait (:class:`oneiric.errors.Timeout`).
     """
+    runtime = (_current_runtime or _import_current_runtime)()
     if capabilities:
-        return _current_runtime()().use(
-            domain, key, wait=wait, timeout=timeout, capabilities=capabilities
-        )
-    return _current_runtime()().use(domain, key, wait=wait, timeout=timeout)
+        return runtime.use(domain, key, wait=wait, timeout=timeout, capabilities=capabilities)
+    return runtime.use(domain, key, wait=wait, timeout=timeout)
 
 
-@functools.cache
-def _current_runtime() -> Callable[[], Runtime]:
-    """``current_runtime``, imported on the first ``use`` (not at import time: oneiricctl
-    imports this package without anyio) and kept: an import statement per lease costs more
-    than the lease."""
+_current_runtime: Callable[[], Runtime] | None = None
+
+
+def _import_current_runtime() -> Runtime:
+    """The running runtime, through ``current_runtime``, imported on the first ``use`` (not at
+    import time: oneiricctl imports this package without anyio) and kept in
+    ``_current_runtime``: an import statement per lease costs more than the lease."""
+    global _current_runtime  # noqa: PLW0603 -- a cache of one import
     from oneiric.runtime.core import current_runtime
 
-    return current_runtime
+    _current_runtime = current_runtime
+    return current_runtime()
 
 
 async def emit(topic: str, data: Any = None) -> dict[str, list[str]]:

@@ -1,11 +1,28 @@
-"""Names shared by every layer."""
+"""Names shared by every layer.
+
+oneiricctl imports this module on every run, so it imports nothing at run time: no
+:mod:`typing` (``Domain`` is built on first use, by :func:`__getattr__`) and no :mod:`re` (the
+topic pattern is compiled on first use).
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Final, Literal
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    import re
+    from typing import Final, Literal
 
-Domain = Literal["adapter", "service", "task", "event", "workflow"]
+    Domain = Literal["adapter", "service", "task", "event", "workflow"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Domain":  # msgspec reads it at run time (control.protocol)
+        from typing import Literal
+
+        return Literal["adapter", "service", "task", "event", "workflow"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 DOMAINS: Final[tuple[str, ...]] = ("adapter", "service", "task", "event", "workflow")
 VERSION: Final = "0.1.0"
 
@@ -28,12 +45,16 @@ MAX_NAME: Final = 128
 # request) apply the same rule. Glob characters belong in a handler's ``topics``, not here.
 TOPIC_PATTERN: Final = r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*"
 MAX_TOPIC: Final = 256
-_TOPIC = re.compile(TOPIC_PATTERN)
+_TOPIC: list[re.Pattern[str]] = []  # compiled on first use
 
 
 def topic_problem(topic: object) -> str | None:
     """What is wrong with ``topic`` as an event topic, or None when it is a valid one."""
-    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
+    if not _TOPIC:
+        import re
+
+        _TOPIC.append(re.compile(TOPIC_PATTERN))
+    if not isinstance(topic, str) or not _TOPIC[0].fullmatch(topic):
         return (
             f"invalid topic {topic!r}: use letters, digits and '_', separated by '.', ':', '/' "
             "or '-' (like user.created); glob characters belong in a handler's topics"

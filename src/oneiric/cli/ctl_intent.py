@@ -2,19 +2,15 @@
 provider override ``swap``.
 
 ``drain`` streams progress events before its reply; Ctrl-C stops this client waiting, never
-the drain itself.
+the drain itself. The bodies of ``pause``, ``resume`` and ``drain`` are
+:mod:`oneiric.cli._ctl_hot`'s, shared with the click-free fast path.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import click
 
-from oneiric.cli import render
+from oneiric.cli import _ctl_hot, render
 from oneiric.cli._ctl import (
     DOMAIN,
     WAITING_TIMEOUT,
@@ -24,10 +20,8 @@ from oneiric.cli._ctl import (
     json_option,
     output,
     pass_ctl,
-    stream,
 )
-from oneiric.cli._ctl_errors import errors, fail
-from oneiric.control.client import RemoteError
+from oneiric.cli._ctl_errors import errors
 
 
 def _intent_target(verb: str, domain: str | None, key: str | None, everything: bool) -> str:
@@ -63,9 +57,7 @@ def pause(
 ) -> None:
     """Close admission for a KEY, a whole DOMAIN, or everything."""
     target = _intent_target("pause", domain, key, everything)
-    with errors(ctl, "pause"):
-        result = call(ctl, "pause", domain=domain, key=key, note=note)
-    output(ctl, result, render.render_intent(result, "paused", target))
+    _ctl_hot.pause(ctl, domain, key, note, target, click.echo)
 
 
 @click.command(
@@ -86,51 +78,7 @@ parked swaps."""
 def resume(ctl: Ctl, domain: str | None, key: str | None, everything: bool) -> None:
     """Lift a pause or drain from a KEY, a DOMAIN, or (with --all) everything."""
     target = _intent_target("resume", domain, key, everything)
-    with errors(ctl, "resume"):
-        result = call(
-            ctl, "resume", read_timeout=ctl.read_timeout(WAITING_TIMEOUT), domain=domain, key=key
-        )
-    output(ctl, result, render.render_intent(result, "resumed", target))
-
-
-@contextmanager
-def _stop_waiting(ctl: Ctl, what: str, progress: _Progress) -> Iterator[None]:
-    """Ctrl-C stops the client waiting, not the operation: say so, and exit 1."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        progress.finish()
-        fail(ctl, "interrupted", f"stopped waiting; {what} (resume to reopen)")
-
-
-class _Progress:
-    """Drain progress on stderr: one line rewritten in place on a terminal; otherwise one line
-    per change, so logs stay short."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last: Any = object()
-        self.open_line = False
-
-    def __call__(self, event: Any) -> None:
-        if not self.enabled or not isinstance(event, dict):
-            return
-        if event.get("type", "progress") != "progress":
-            return
-        line = render.drain_progress(event)
-        if self.tty:  # written raw: click.echo would strip the escape off a non-tty
-            sys.stderr.write("\r\x1b[K" + line)
-            sys.stderr.flush()
-            self.open_line = True
-        elif event.get("in_flight") != self.last:
-            self.last = event.get("in_flight")
-            click.echo(line, err=True)
-
-    def finish(self) -> None:
-        if self.open_line:
-            click.echo("", err=True)
-            self.open_line = False
+    _ctl_hot.resume(ctl, domain, key, target, click.echo)
 
 
 @click.command(
@@ -167,36 +115,9 @@ def drain(
     no_wait: bool,
 ) -> None:
     """Pause, then wait for in-flight work to finish (no argument: everything)."""
-    target = render.target_name(domain, key)
-    progress = _Progress(enabled=not ctl.json)
-    with errors(ctl, "drain"), _stop_waiting(ctl, f"{target} stays draining", progress):
-        try:
-            result = stream(
-                ctl,
-                "drain",
-                progress,
-                domain=domain,
-                key=key,
-                note=note,
-                timeout=drain_timeout,
-                wait=not no_wait,
-            )
-        except RemoteError as exc:
-            progress.finish()
-            if exc.code != "timeout" or not isinstance(exc.detail, dict):
-                raise
-            fail(
-                ctl,
-                "timeout",
-                render.drain_timeout_message(exc.detail, drain_timeout),
-                detail=exc.detail,
-                hints=[
-                    f"{target} stays draining; run drain again to keep waiting, "
-                    "or resume to reopen it"
-                ],
-            )
-    progress.finish()
-    output(ctl, result, render.render_drain(result, target))
+    code = _ctl_hot.drain(ctl, domain, key, note, drain_timeout, no_wait, click.echo)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @click.command(

@@ -3,7 +3,8 @@
 
 ``status`` falls back to the daemon's last health snapshot when the socket does not answer, and
 ``health`` reads that file directly. The health reader needs msgspec (~10 ms), so it is imported
-only on the paths that read an existing health file.
+only on the paths that read an existing health file. The bodies of ``status`` and ``ping`` are
+:mod:`oneiric.cli._ctl_hot`'s, shared with the click-free fast path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from oneiric._const import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_PERMISSION
-from oneiric.cli import render
+from oneiric.cli import _ctl_hot, render
 from oneiric.cli._ctl import (
     DOMAIN,
     Ctl,
@@ -26,52 +27,7 @@ from oneiric.cli._ctl import (
     pass_ctl,
     stream,
 )
-from oneiric.cli._ctl_errors import errors, fail, not_running, not_running_hint
-from oneiric.control.client import DaemonNotRunning
-
-
-def _no_health_file(path: str) -> bool:
-    """True only when ``path`` certainly does not exist: then the health reader (and msgspec,
-    ~10 ms) need not be imported to say so. Any other error is left for the reader to report."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return False
-
-
-def _stale_fallback(
-    ctl: Ctl, exc: DaemonNotRunning, domain: str | None, key: str | None
-) -> NoReturn:
-    """The daemon is down: show its last health snapshot, marked stale, then exit 3."""
-    path = default_health_file(ctl.socket, os.environ)
-    missing = [f"no health snapshot at {path} either"]
-    if _no_health_file(path):
-        not_running(ctl, exc, extra=missing, health_file=path)
-
-    import msgspec  # lazily, like the reader: only the health-file paths need them
-
-    from oneiric.runtime import health
-
-    try:
-        snapshot = health.read_health(path)
-    except FileNotFoundError:
-        not_running(ctl, exc, extra=missing, health_file=path)
-    except (OSError, ValueError) as err:
-        not_running(ctl, exc, extra=[f"cannot read {path}: {err}"], health_file=path)
-    verdict = health.judge(snapshot)
-    if snapshot.state == "stopped":
-        reason = "oneiricd stopped cleanly; this is its final snapshot"
-    else:
-        reason = verdict.reason if verdict.stale and verdict.reason else "oneiricd does not answer"
-    doc = render.filter_components(msgspec.to_builtins(snapshot), domain, key)
-    if not ctl.json:
-        now = ctl.clock()
-        click.echo(render.stale_banner(path, reason, doc, now))
-        click.echo(render.render_status(doc, now=now, live=False))
-    not_running(ctl, exc, health_file=path, stale_reason=reason, snapshot=doc)
+from oneiric.cli._ctl_errors import errors, fail, not_running_hint
 
 
 class _Screen:
@@ -127,11 +83,9 @@ def status(ctl: Ctl, domain: str | None, key: str | None, watch: bool) -> None:
         ended = result.get("ended") if isinstance(result, dict) else None
         click.echo(f"oneiricctl: watch ended: {ended or 'the daemon closed it'}", err=True)
         return
-    with errors(ctl, "status", lambda exc: _stale_fallback(ctl, exc, domain, key)):
-        doc = call(ctl, "status", domain=domain, key=key)
-    output(ctl, doc, render.render_status(doc, now=ctl.clock()))
-    if render.failing(doc):
-        raise click.exceptions.Exit(EXIT_FAILED)
+    code = _ctl_hot.status(ctl, domain, key, click.echo)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @click.command(
@@ -168,7 +122,7 @@ def health(ctl: Ctl, file_path: str | None) -> None:
             hints=[not_running_hint(ctl.socket)],
         )
 
-    if _no_health_file(path):
+    if _ctl_hot.no_health_file(path):
         missing()
 
     import msgspec  # lazily, like the reader: only the health-file paths need them
@@ -206,9 +160,7 @@ def health(ctl: Ctl, file_path: str | None) -> None:
 @pass_ctl
 def ping(ctl: Ctl) -> None:
     """Daemon version, pid, state and uptime."""
-    with errors(ctl, "ping"):
-        result = call(ctl, "ping")
-    output(ctl, result, render.render_ping(result))
+    _ctl_hot.ping(ctl, click.echo)
 
 
 @click.command(

@@ -1,11 +1,12 @@
 """A small blocking client for the control socket, used by ``oneiricctl``.
 
-It imports only ``os``, ``json``, ``time`` and ``_socket`` from the standard library — no
-msgspec, no anyio, no server code, no :mod:`typing` of its own at run time — so the CLI starts
-in little more than the interpreter's own start-up time (importing msgspec alone costs more
-than a third of oneiricctl's budget). One request is in flight at a time; the connection is
-opened lazily on the first request and reused after that. A connect that finds the daemon's
-listen backlog full (EAGAIN) is retried until the timeout.
+It imports only ``os``, ``time``, ``_socket`` and (through :mod:`oneiric.control.wirejson`)
+``_json`` from the standard library — no msgspec, no anyio, no server code, not even
+:mod:`json` (whose import alone costs ~0.7× the bare interpreter) nor :mod:`typing` at run
+time — so the CLI starts in little more than the interpreter's own start-up time. One
+request is in flight at a time; the connection is opened lazily on the first request and
+reused after that. A connect that finds the daemon's listen backlog full (EAGAIN) is retried
+until the timeout.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 # oneiricctl run. connect/settimeout/sendall/recv/close, their OSError subclasses and
 # TimeoutError are the same objects either way.
 import _socket
-import json
 import os
 import time
+
+from oneiric.control import wirejson
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def _decode_reply(line: bytes) -> dict[str, Any]:
     integer or null, ``ok`` a boolean or null, ``error`` an object (or null) whose ``code`` and
     ``message`` are strings. Unknown fields are ignored (a newer daemon may add some)."""
     try:
-        reply = json.loads(line, parse_constant=_reject_constant)
+        reply = wirejson.loads(line, _reject_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise _Unreadable(str(exc)) from exc
     if not isinstance(reply, dict):
@@ -106,8 +108,7 @@ def _encode_request(message: dict[str, Any]) -> bytes:
     """One compact request line; non-ASCII text travels as UTF-8, as the daemon writes it.
     NaN and infinities raise ``ValueError`` (they are not JSON; the daemon would refuse the
     line), anything JSON cannot express ``TypeError``."""
-    line = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return line.encode() + b"\n"
+    return wirejson.dumps(message).encode() + b"\n"
 
 
 class ControlClient:
@@ -175,11 +176,24 @@ class ControlClient:
     def call(self, op: str, **args: Any) -> Any:
         """Send one request and return its result; raises :class:`RemoteError` on an error
         reply. Events (if any) are ignored."""
-        return self._request(op, args, None, self.timeout)
+        return self._request(op, args, None, self.timeout, False)[0]
+
+    def call_raw(self, op: str, **args: Any) -> tuple[Any, bytes | None]:
+        """:meth:`call`, and the result's own bytes when they are exactly what
+        ``json.dumps(result, separators=(",", ":"), ensure_ascii=False)`` would write (else
+        None): a client printing the result as JSON prints them as they came
+        (:func:`oneiric.control.wirejson.ok_result` says when)."""
+        return self._request(op, args, None, self.timeout, True)
 
     def stream(self, op: str, on_event: Callable[[Any], None], **args: Any) -> Any:
         """Send one request, pass each streamed event to ``on_event``, return the result."""
-        return self._request(op, args, on_event, None)
+        return self._request(op, args, on_event, None, False)[0]
+
+    def stream_raw(
+        self, op: str, on_event: Callable[[Any], None], **args: Any
+    ) -> tuple[Any, bytes | None]:
+        """:meth:`stream`, and the result's own bytes as :meth:`call_raw` gives them."""
+        return self._request(op, args, on_event, None, True)
 
     def _request(
         self,
@@ -187,7 +201,8 @@ class ControlClient:
         args: dict[str, Any],
         on_event: Callable[[Any], None] | None,
         timeout: float | None,
-    ) -> Any:
+        raw: bool,
+    ) -> tuple[Any, bytes | None]:
         self.connect()
         assert self._sock is not None
         self._last_id += 1
@@ -199,7 +214,12 @@ class ControlClient:
             self._sock.sendall(line)
             self._sock.settimeout(timeout)
             while True:
-                reply = self._read_reply()
+                reply_line = self._read_line()
+                if raw:
+                    plain = wirejson.ok_result(reply_line, req_id, _reject_constant)
+                    if plain is not None:
+                        return plain
+                reply = _decode_reply(reply_line)
                 if reply.get("id") not in (req_id, None):
                     continue  # a late reply to an earlier, abandoned request
                 if "event" in reply:
@@ -207,7 +227,7 @@ class ControlClient:
                         on_event(reply["event"])
                     continue
                 if reply.get("ok"):
-                    return reply.get("result")
+                    return reply.get("result"), None
                 err = reply.get("error")
                 if err is None:
                     err = {"message": "error reply without details"}
@@ -230,16 +250,22 @@ class ControlClient:
             self.close()
             raise RemoteError("internal", f"unreadable reply from oneiricd: {exc}") from exc
 
-    def _read_reply(self) -> dict[str, Any]:
+    def _read_line(self) -> bytes:
+        """The next non-blank line. A reply can be megabytes (``status`` at 10,000 components):
+        each received chunk is searched for the newline once, not the whole buffer again."""
         assert self._sock is not None
+        searched = 0
         while True:
-            nl = self._buf.find(b"\n")
+            nl = self._buf.find(b"\n", searched)
             if nl >= 0:
-                line = bytes(self._buf[:nl])
+                with memoryview(self._buf) as view:  # one copy of the line, not two
+                    line = bytes(view[:nl])
                 del self._buf[: nl + 1]
+                searched = 0
                 if line.strip():
-                    return _decode_reply(line)
+                    return line
                 continue
+            searched = len(self._buf)
             chunk = self._sock.recv(_RECV_SIZE)
             if not chunk:
                 self.close()

@@ -50,7 +50,6 @@ from oneiric.cli.render.status import (
 )
 from oneiric.cli.render.text import (
     LOOK,
-    Doc,
     ago,
     cell,
     duration,
@@ -62,6 +61,10 @@ from oneiric.cli.render.text import (
     table,
     to_json,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from oneiric.cli.render.text import Doc
 
 __all__ = [
     "FAILING",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
 
-from oneiric.cli.render.text import Doc, cell, table, user_name
+from oneiric.cli.render.text import cell, table, user_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from oneiric.cli.render.text import Doc
 
 
 def when(at: Any) -> str:

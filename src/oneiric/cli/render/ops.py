@@ -4,11 +4,9 @@ emit, reload, ping, sync. Pure functions; see :mod:`oneiric.cli.render`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from _collections_abc import Mapping  # collections.abc without the collections package
 
 from oneiric.cli.render.text import (
-    Doc,
     ago,
     cell,
     duration,
@@ -19,6 +17,12 @@ from oneiric.cli.render.text import (
     split_table,
     table,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from oneiric.cli.render.text import Doc
 
 # --- intent / swap ---------------------------------------------------------------------------
 

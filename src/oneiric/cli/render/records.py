@@ -3,7 +3,11 @@ workflow runs (``oneiricctl events --dead``, ``replay``, ``runs``)."""
 
 from __future__ import annotations
 
-from oneiric.cli.render.text import Doc, ago, cell, table
+from oneiric.cli.render.text import ago, cell, table
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from oneiric.cli.render.text import Doc
 
 
 def render_dead_letters(result: Doc, now: float) -> str:

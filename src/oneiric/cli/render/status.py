@@ -4,11 +4,8 @@ makes the command exit 1. Pure functions; see :mod:`oneiric.cli.render`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from oneiric.cli.render.history import recent_events_lines
 from oneiric.cli.render.text import (
-    Doc,
     ago,
     cell,
     duration,
@@ -17,6 +14,12 @@ from oneiric.cli.render.text import (
     table,
     user_name,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from oneiric.cli.render.text import Doc
 
 #: Lifecycle states that make ``status``/``health`` exit 1. Paused or drained components are
 #: operator intent, not failure (SPEC §7), so ``admin`` never counts.

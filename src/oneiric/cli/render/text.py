@@ -1,14 +1,23 @@
 """The building blocks of oneiricctl's output: JSON lines, times and durations, cells,
-tables. Pure functions; see :mod:`oneiric.cli.render`."""
+tables. Pure functions; see :mod:`oneiric.cli.render`.
+
+The hot commands run without click (:mod:`oneiric.cli._ctl_fast`), and then every import
+counts: nothing here imports :mod:`typing`, :mod:`json`, :mod:`datetime` or
+:mod:`collections.abc` at run time (``json`` and ``datetime`` load when a value needs them).
+"""
 
 from __future__ import annotations
 
-import datetime as dt  # free: click imports it already
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+# The ABCs' own module, loaded by the interpreter at start-up: ``collections.abc`` re-exports
+# the same classes but imports the whole ``collections`` package first.
+from _collections_abc import Mapping
 
-Doc = Mapping[str, Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, Final, TypeAlias
+
+    Doc: TypeAlias = Mapping[str, Any]
 
 _DASH = "-"
 
@@ -17,6 +26,8 @@ def to_json(value: Any) -> str:
     """One compact JSON document on one line (the ``--json`` output unit; ``--watch`` prints
     one per line, so it must never contain a newline: ``json.dumps`` escapes newlines inside
     strings). Stdlib json, not msgspec: importing msgspec would cost more than the encoding."""
+    import json  # on first use: ~0.7× the bare interpreter, paid only by output that needs it
+
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -54,6 +65,8 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
+        import datetime as dt  # on first use: the daemon sends epoch seconds
+
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
