@@ -7,8 +7,10 @@ diff) instead of a runtime with components. The hosts of one process share a url
 connection pool (as one machine's many daemons would share nothing but the network) and the
 thread limiter.
 
-Protocol on stdout, one line per event: ``A <host> <version> <epoch>`` when a host applied a
-manifest; ``E <host> <reason>`` on a failed check. Reads ``stop`` on stdin to end.
+Protocol on stdout, one line per event: ``A <host> <version> <epoch> <due>`` when a host
+applied a manifest (``due``: when that check was scheduled to start, so the simulator's own
+lateness -- event loop, thread limiter, CPU -- shows as ``epoch - due``); ``E <host> <reason>``
+on a failed check. Reads ``stop`` on stdin to end.
 
     python bench/_fleet_light.py FIRST COUNT BASE URL ROOT REFRESH
 """
@@ -67,15 +69,17 @@ async def main(first: int, count: int, base: Path, url: str, root: str, refresh:
             host = LightHost(name, None)
             state = base / name
             source = TufSource(cfg, state / "remote", fetcher=Fetcher(pool=pool))
-            last = {"version": None}
+            last: dict[str, float | int | None] = {"version": None, "due": None}
 
             def changed(sync_ref: list[RemoteSync], name: str = name, last: dict = last) -> None:
                 h = sync_ref[0].health
                 if h.version != last["version"] and h.status == "ok":
                     last["version"] = h.version
-                    say(f"A {name} {h.version} {time.time():.3f}")
+                    due = last["due"] if last["due"] is not None else h.last_check_at
+                    say(f"A {name} {h.version} {time.time():.3f} {due:.3f}")
                 elif h.status != "ok" and h.reason:
                     say(f"E {name} {h.reason}")
+                last["due"] = h.next_check_at  # when the next check is meant to start
 
             ref: list[RemoteSync] = []
             sync = RemoteSync(

@@ -344,6 +344,7 @@ class LightFleet:
     def __init__(self, base: Path, n: int, procs: int, url: str, root: Path, refresh: float):
         self.n = n
         self.versions: dict[str, tuple[int, float]] = {}
+        self.due: dict[str, float] = {}  # host -> when its accepting check was due
         self.errors: dict[str, int] = {}
         self.lock = threading.Lock()
         self.procs: list[subprocess.Popen[str]] = []
@@ -377,8 +378,20 @@ class LightFleet:
             with self.lock:
                 if parts[0] == "A":
                     self.versions[parts[1]] = (int(parts[2]), float(parts[3]))
+                    self.due[parts[1]] = float(parts[4])
                 elif parts[0] == "E":
                     self.errors[parts[2]] = self.errors.get(parts[2], 0) + 1
+
+    def lateness(self, version: int, since: float) -> list[float]:
+        """Seconds from when each host's accepting check was due to its acceptance, for checks
+        due after ``since``: the simulator's own queueing (event loop, threads, CPU) and the
+        check itself; what a real host with its own CPU would not wait."""
+        with self.lock:
+            return sorted(
+                t - self.due[h]
+                for h, (v, t) in self.versions.items()
+                if v >= version and self.due[h] >= since
+            )
 
     def holding(self, version: int) -> list[float]:
         with self.lock:
@@ -472,6 +485,11 @@ def light_phase(
         out["converge_100pct_s"] = round(times[-1], 1)
         out["converge_goal"] = "100 % < 75 s"
         out["converge_met"] = times[-1] < 75
+        late = fleet.lateness(v2, published)
+        if late:
+            out["check_due_to_accepted_p50_s"] = round(pct(late, 0.5), 2)
+            out["check_due_to_accepted_p99_s"] = round(pct(late, 0.99), 2)
+            out["check_due_to_accepted_max_s"] = round(late[-1], 2)
         reqs, sent = ngx.traffic(published, done)
         out["publish_req_per_s"] = round(reqs / (done - published), 1)
         out["publish_bytes_per_s"] = round(sent / (done - published))
