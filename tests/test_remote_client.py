@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from securesystemslib.signer import SSlibKey
 
@@ -24,7 +26,7 @@ from oneiric.remote.apply import ApplyReport
 from oneiric.remote.client import TufSource
 from oneiric.remote.sync import RemoteSync
 from oneiric.runtime.candidates import Candidate
-from remote_repo import MEM, StaticServer, manifest, new_repo, snapshot_repo
+from remote_repo import MEM, StaticServer, make_wheel, manifest, new_repo, snapshot_repo
 
 
 def mem(provider: str) -> dict[str, Any]:
@@ -194,3 +196,37 @@ async def test_cached_manifest_targets_are_collected(repo: Repo) -> None:
     with anyio.fail_after(60):
         assert (await sync.sync_now()).outcome == "unchanged"
     assert len(list(targets.iterdir())) == 2
+
+
+@pytest.mark.anyio
+async def test_artifacts_beyond_the_previous_manifest_are_collected_unless_imported(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wheels and their unpacked directories: the current and the previous manifest's stay;
+    older ones go, except one whose directory is on the import path (a component imported
+    code from it: it may be running)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    cfg = msgspec.structs.replace(repo.config(), allow_factories=["fleetgc."])
+    state = repo.dir / "state"
+    sync = RemoteSync(cfg, state, _Host().apply, rng=random.Random(1))
+    artifacts = state / "remote" / "artifacts"
+    shas: list[str] = []
+    for n in range(1, 6):
+        d = repo.dir / f"w{n}"
+        d.mkdir()
+        wheel = make_wheel(d, "fleetgc", "1.0", {"fleetgc/__init__.py": f"class W:\n    N = {n}\n"})
+        entry = {"key": "w", "provider": "w", "factory": "fleetgc:W", "artifact": wheel.name}
+        publish.publish(
+            repo.repo, {"fleet.toml": manifest(entry)}, {wheel.name: wheel.read_bytes()}
+        )
+        info = publish.Repo.load(repo.repo).targets.signed.targets[wheel.name]
+        shas.append(info.hashes["sha256"])
+        with anyio.fail_after(60):
+            result = await sync.sync_now()
+        assert result.ok and result.outcome == "applied", result
+        if n == 3:  # version 3's code gets imported: its directory goes on the import path
+            sys.path.insert(0, str(artifacts / shas[2]))
+        kept = {*shas[-2:], *(shas[2:3] if n >= 3 else [])}
+        assert {p.name.removesuffix(".whl") for p in artifacts.iterdir()} == kept, n
+    # the imported one keeps its directory; its downloaded wheel is not needed any more
+    assert (artifacts / shas[2]).is_dir() and not (artifacts / f"{shas[2]}.whl").exists()
