@@ -280,6 +280,7 @@ def real_phase(
     log(f"starting {n} real oneiricd processes (refresh {refresh:g}s)")
     hosts = [RealHost(base / "real", i, ngx.url, root, refresh) for i in range(n)]
     out: dict[str, Any] = {"hosts": n, "refresh_s": refresh}
+    out["load_at_start"] = round(os.getloadavg()[0], 2)
     try:
         t0 = time.monotonic()
         for h in hosts:
@@ -449,6 +450,7 @@ def light_phase(
 ) -> dict[str, Any]:
     log(f"starting {n} light hosts in {procs} processes (refresh {refresh:g}s)")
     out: dict[str, Any] = {"hosts": n, "processes": procs, "refresh_s": refresh}
+    out["load_at_start"] = round(os.getloadavg()[0], 2)
     v1 = publish.Repo.load(repo).targets.signed.version
     fleet = LightFleet(light_dir(base), n, procs, ngx.url, root, refresh)
     try:
