@@ -228,6 +228,37 @@ async def test_the_reporter_writes_on_change_and_its_final_word_is_stopped() -> 
 
 
 @both
+async def test_while_starting_the_reporter_writes_on_heartbeats_and_at_ready_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Start-up changes every key in turn: the file is not rewritten for each (at 10,000 keys
+    that rewrote a 5 MB file over and over and delayed READY); the state change writes."""
+    import oneiric.runtime.reporter as reporter
+
+    writes: list[str] = []  # the state of each snapshot gathered for the file
+    real = HealthReporter._snapshot_for_file
+
+    async def counted(self: HealthReporter) -> tuple[HealthSnapshot, list[Any]]:
+        writes.append(self.state)  # on the loop, before the file is written in a thread
+        return await real(self)
+
+    monkeypatch.setattr(HealthReporter, "_snapshot_for_file", counted)
+    monkeypatch.setattr(reporter, "HEALTH_COALESCE", 0)  # a change is gathered at once
+    async with parts() as p, anyio.create_task_group() as tg:
+        await tg.start(p.health.run)
+        assert writes == ["starting"]
+        for _ in range(5):  # keys activating
+            p.rt.key_changed(p.rt.state("adapter", "cache"))
+            await anyio.wait_all_tasks_blocked()
+        assert writes == ["starting"]
+        p.health.set_state("running")
+        await wait_until(lambda: writes[-1:] == ["running"], p.health.written)
+        p.rt.key_changed(p.rt.state("adapter", "cache"))  # running: every change is written
+        await wait_until(lambda: len(writes) == 3, p.health.written)
+        tg.cancel_scope.cancel()
+
+
+@both
 async def test_a_first_health_write_that_fails_is_a_startup_error() -> None:
     async with parts() as p:
         (p.dir / "health.json").mkdir()  # cannot be replaced by a file
