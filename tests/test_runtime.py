@@ -214,6 +214,42 @@ async def test_activation_timeout_rolls_back(tmp_path: Path, stage: str) -> None
             assert inst.name == "a"
 
 
+class SyncUntilTheGate:
+    """Constructed and started synchronously; only its health gate awaits (and hangs)."""
+
+    started = 0
+    stopped = 0
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def start(self) -> None:
+        SyncUntilTheGate.started += 1
+
+    async def health(self) -> bool:
+        await anyio.Event().wait()
+        return True
+
+    def stop(self) -> None:
+        SyncUntilTheGate.stopped += 1
+
+
+async def test_the_activation_timeout_covers_an_await_after_synchronous_steps(
+    tmp_path: Path,
+) -> None:
+    """The timeout's scope is entered only at the first step that awaits (sync steps cannot be
+    interrupted anyway): a health gate that hangs after a sync start() still times out."""
+    SyncUntilTheGate.started = SyncUntilTheGate.stopped = 0
+    store = IntentStore(tmp_path / "intent.json")
+    store.load()
+    async with Runtime(intent=store, timeouts=Timeouts(activation=0.05, stop=1)) as rt:
+        await setup(rt, cand("gate", factory="test_runtime:SyncUntilTheGate"))
+        st = rt.state("adapter", "cache")
+        assert st.lifecycle == "failed"
+        assert "health gate did not finish within 0.05s" in (st.last_error or "")
+        assert SyncUntilTheGate.started == SyncUntilTheGate.stopped == 1  # nothing leaks
+
+
 async def test_initial_activation_failure_is_failed_lifecycle(rt: Runtime) -> None:
     await setup(rt, cand("bad", fail="start"))
     st = rt.state("adapter", "cache")
