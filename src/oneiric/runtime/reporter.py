@@ -187,13 +187,20 @@ class HealthReporter:
         )
 
     def status_line(self, comps: list[ComponentHealth] | None = None) -> str:
-        """One line for systemd's STATUS= (``comps``: a status already built, to reuse)."""
-        if comps is None:
-            comps = self.rt.components()
-        ready = sum(1 for c in comps if c.lifecycle == "ready")
-        paused = sum(1 for c in comps if c.admin != "active")
-        bad = sum(1 for c in comps if c.lifecycle in ("failed", "degraded"))
-        parts = [f"{self.state}: {ready}/{len(comps)} components ready"]
+        """One line for systemd's STATUS= (``comps``: a status already built, to reuse; else
+        counted from the keys' state without building their rows: at 10,000 keys building
+        them held READY for ~0.1 s)."""
+        if comps is not None:
+            lifecycles = [c.lifecycle for c in comps]
+            paused = sum(1 for c in comps if c.admin != "active")
+        else:
+            rt = self.rt
+            states = rt.selected()
+            lifecycles = [st.lifecycle for st in states]
+            paused = sum(1 for st in states if rt.admin_state(st) != "active")
+        ready = lifecycles.count("ready")
+        bad = lifecycles.count("failed") + lifecycles.count("degraded")
+        parts = [f"{self.state}: {ready}/{len(lifecycles)} components ready"]
         if paused:
             parts.append(f"{paused} paused/drained")
         if bad:
