@@ -291,3 +291,36 @@ async def test_the_stop_waits_as_long_as_the_running_configs_stop_timeout(
                 await held.wait()
             release.set()
     assert "drain budget of 0.05s passed" in caplog.text
+
+
+async def test_oneiricd_pauses_the_collector_until_ready_then_freezes_the_startup_graph() -> None:
+    """``own_process`` (oneiricd's own process): no cyclic collection walks the start-up graph
+    while it is built; at READY it is frozen out of later collections and the collector runs
+    again. A plain Daemon (in a test process, embedded) leaves the collector alone."""
+    import gc
+
+    from oneiric.daemon import Daemon, Options
+
+    d = make_dir()
+    (d / "oneiricd.toml").write_text(CONFIG)
+    options = Options(
+        config=str(d / "oneiricd.toml"),
+        socket=str(d / "s.sock"),
+        state_dir=str(d / "state"),
+        health_file=str(d / "health.json"),
+    )
+    frozen = gc.get_freeze_count()
+    try:
+        plain = Daemon(options, environ={})
+        plain.load()
+        assert gc.isenabled()
+        daemon = Daemon(options, environ={}, own_process=True)
+        daemon.load()
+        assert not gc.isenabled()
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            assert gc.isenabled() and gc.get_freeze_count() > frozen
+            daemon.request_stop()
+    finally:
+        gc.unfreeze()  # give the test process its collector back as it was
+        gc.enable()

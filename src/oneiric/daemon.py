@@ -18,6 +18,7 @@ this module; what stays here is the order of things, signals and ``sd_notify``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -89,6 +90,24 @@ def prepare_dirs(paths: ResolvedPaths) -> None:
         ) from exc
 
 
+def pause_gc_until_ready() -> None:
+    """Start-up builds one big, long-lived object graph (the config, the candidates, a state
+    and an instance per key) and almost no garbage (~100 unreachable objects at 10,000 keys).
+    The cyclic collector would walk that growing graph again and again for nothing: at 10,000
+    keys 7 full collections cost ~0.5 s of a 1.3 s start. So it is off until READY."""
+    gc.disable()
+
+
+def resume_gc_after_ready() -> None:
+    """READY: move everything alive now out of the collector's reach for good (``gc.freeze``:
+    later collections skip the start-up graph, so they stay short at 10,000 keys; objects in
+    it are still freed by reference counting when they go) and turn the collector back on.
+    The price: start-up objects that later become *cyclic* garbage are never collected, at
+    most the start-up graph once over."""
+    gc.freeze()
+    gc.enable()
+
+
 class Daemon:
     """Composes everything. ``await tg.start(daemon.run)`` returns once READY.
 
@@ -96,8 +115,16 @@ class Daemon:
     ``reloader``, ``health``, ``domains`` and ``watcher`` (None before they exist).
     """
 
-    def __init__(self, options: Options, *, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        *,
+        environ: dict[str, str] | None = None,
+        own_process: bool = False,
+    ) -> None:
         self.options = options
+        #: the process is this daemon's alone (oneiricd): it may tune the garbage collector
+        self.own_process = own_process
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier.from_environ(self.environ)
         self.started_at = time.time()
@@ -130,6 +157,8 @@ class Daemon:
     # -- start-up --------------------------------------------------------------------------------
     def load(self) -> Config:
         """Load config and resolve paths (blocking). Raises StartupError(78)."""
+        if self.own_process:
+            pause_gc_until_ready()
         path = default_paths(
             config=self.options.config,
             socket=None,
@@ -279,6 +308,8 @@ class Daemon:
             health.set_state("running")
             line = health.status_line()
             self.notifier.ready(line)
+            if self.own_process:
+                resume_gc_after_ready()
             log.info("oneiricd %s ready (pid %d): %s", VERSION, os.getpid(), line)
             task_status.started(self)
             await self._stop.wait()

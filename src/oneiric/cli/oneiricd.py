@@ -89,7 +89,8 @@ def cli(
 ) -> None:
     """Run the oneiric host daemon in the foreground."""
     daemon = Daemon(
-        Options(config=config, socket=socket_path, state_dir=state_dir, health_file=health_file)
+        Options(config=config, socket=socket_path, state_dir=state_dir, health_file=health_file),
+        own_process=True,
     )
     try:
         cfg = daemon.load()
