@@ -2,9 +2,10 @@
 
 One real oneiricd hosts every fault at once — an async factory that never returns, hangs in
 start / stop / health, ``sys.exit()`` in a task, an event handler, a health probe and at import,
-a plain ``run()`` that ignores stop, a thread a component leaks, and code that blocks the event
-loop (the watchdog must notice) — and must come up, keep serving, report each fault, and stop
-within its bounds, exiting 1 and naming what it abandoned. Then every kind of config error must
+a module that hangs at import (the event loop must not), a plain ``run()`` that ignores stop, a
+thread a component leaks, and code that blocks the event loop (the watchdog must notice) — and
+must come up, keep serving, report each fault, and stop within its bounds, exiting 1 and naming
+what it abandoned. Then every kind of config error must
 be refused with the file named (78 at start and for ``--check``; the running config kept on
 reload).
 """
@@ -56,6 +57,7 @@ watch = false
             "adapter", "health_exit", "hostile_components:Leaver", 'settings = { where = "health" }'
         )
         + comp("adapter", "import_exit", "hostile_exit_at_import:Never")
+        + comp("adapter", "import_hang", "hostile_import_gate:Slow")
         + comp("adapter", "leaker", "hostile_components:ThreadLeaker")
         + comp("task", "exit", "hostile_components:Leaver")
         + comp(
@@ -78,11 +80,16 @@ def watchdog_pings(daemon: object, since: float) -> int:
     return sum(1 for t, m in daemon.messages if t >= since and "WATCHDOG=1" in m)  # type: ignore[attr-defined]
 
 
-def test_every_component_fault_at_once() -> None:
+def test_every_component_fault_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     with fresh_dir() as d:
         os.mkfifo(d / "block")
         os.mkfifo(d / "blocked")
         ack = os.open(d / "blocked", os.O_RDONLY | os.O_NONBLOCK)
+        # a module that hangs at import (tests/hostile_import_gate.py): never let go
+        os.mkfifo(d / "importing")
+        os.mkfifo(d / "gate")
+        importing = os.open(d / "importing", os.O_RDONLY | os.O_NONBLOCK)
+        monkeypatch.setenv("ONEIRIC_IMPORT_GATE", str(d))
         (d / "oneiricd.toml").write_text(faults(d))
         with running(d, watchdog_usec=400_000) as daemon:
             with ControlClient(daemon.socket, timeout=60) as c:
@@ -94,7 +101,12 @@ def test_every_component_fault_at_once() -> None:
                     "hang_health",
                     "health_exit",
                     "import_exit",
+                    "import_hang",
                 }
+                assert (
+                    "importing module 'hostile_import_gate' did not finish within 1s"
+                    in (rows["import_hang"]["last_error"])
+                )
                 assert rows["cache"]["lifecycle"] == "ready"
                 with pytest.raises(RemoteError) as err:
                     c.call("run", domain="task", key="exit")
@@ -124,11 +136,13 @@ def test_every_component_fault_at_once() -> None:
         assert "service/stubborn: StubbornService.run()" in err_text
         assert "leaked-by-component" in err_text
         assert "hang_stop: stop() did not finish within 1s" in err_text
+        assert "oneiric import hostile_import_gate" in err_text  # still hanging at exit
     os.close(ack)
+    os.close(importing)
     record(
         "hostile_components",
         {
-            "faults": 11,
+            "faults": 12,
             "watchdog_interval_s": 0.2,
             "watchdog_max_gap_s": round(max(gaps), 3),
             "loop_blocked_s": 2.0,
