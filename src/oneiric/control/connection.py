@@ -10,7 +10,9 @@ Where fairness lives: :meth:`Connection._read_loop` takes one decision at a time
 session (a peer's pipelined input becomes work only as fast as the pump asks for it) and serves
 a bounded share per loop turn, admins first (:class:`Turns`); :meth:`Connection._receive`
 yields to other connections after :data:`FAIR_READS` reads. Sockets are driven with
-anyio.wait_readable()/wait_writable(); server.py's docstring says why.
+anyio.wait_readable()/wait_writable(); server.py's docstring says why. The pump's own clock
+(activity, turn budgets) is ``time.monotonic()``: it only measures spans (at ~0.1 µs, against
+~0.6 µs for ``anyio.current_time()``, read several times per request).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import select
 import socket
+import time
 from typing import Final
 
 import anyio
@@ -53,23 +56,26 @@ class Turns:
 
     def __init__(self) -> None:
         self._admins_busy = 0
-        self._admins_idle = anyio.Event()
-        self._admins_idle.set()
+        # made only when a reader waits: an admin's request alone allocates nothing
+        self._admins_idle: anyio.Event | None = None
 
     def admin_busy(self) -> None:
         self._admins_busy += 1
-        if self._admins_busy == 1:
-            self._admins_idle = anyio.Event()
 
     def admin_done(self) -> None:
         self._admins_busy -= 1
-        if not self._admins_busy:
-            self._admins_idle.set()
+        idle = self._admins_idle
+        if not self._admins_busy and idle is not None:
+            self._admins_idle = None
+            idle.set()
 
     async def reader_turn(self) -> None:
         if self._admins_busy:
+            idle = self._admins_idle
+            if idle is None:
+                idle = self._admins_idle = anyio.Event()
             with anyio.move_on_after(ADMIN_FIRST_WAIT):
-                await self._admins_idle.wait()
+                await idle.wait()
 
 
 def _peer_hung_up(sock: socket.socket) -> bool:
@@ -103,7 +109,7 @@ class Connection:
         self._idle = idle_timeout
         self._slots = anyio.Semaphore(max_in_flight)
         self._send_lock = anyio.Lock()
-        self._last_activity = anyio.current_time()
+        self._last_activity = time.monotonic()
         self._scope = anyio.CancelScope()
         self._reads_without_wait = 0
         self._turns = turns or Turns()
@@ -157,7 +163,7 @@ class Connection:
         session = self._session
         budget = ADMIN_TURN if self._admin else READER_TURN
         served = 0
-        turn_started = anyio.current_time()
+        turn_started = time.monotonic()
         busy = False
         try:
             while True:
@@ -180,9 +186,9 @@ class Connection:
                 else:
                     await self._turns.reader_turn()
                 served += 1
-                if served > budget or anyio.current_time() - turn_started > TURN_SECONDS:
+                if served > budget or time.monotonic() - turn_started > TURN_SECONDS:
                     await anyio.lowlevel.checkpoint()
-                    served, turn_started = 1, anyio.current_time()
+                    served, turn_started = 1, time.monotonic()
                     self._reads_without_wait = 0
                 if isinstance(decision, Answer):
                     if decision.audit is not None:
@@ -215,18 +221,18 @@ class Connection:
                 log.debug("control connection from pid %d broke: %s", self._pid, exc)
                 return None
             else:
-                self._last_activity = anyio.current_time()
+                self._last_activity = time.monotonic()
                 return data
             if self._session.in_flight:  # only a peer with nothing in flight can be idle
                 wait = self._idle
             else:
-                wait = self._last_activity + self._idle - anyio.current_time()
+                wait = self._last_activity + self._idle - time.monotonic()
             self._reads_without_wait = 0
             with anyio.move_on_after(wait):
                 await anyio.wait_readable(self._sock)
                 continue
             if not self._session.in_flight and (
-                anyio.current_time() - self._last_activity >= self._idle
+                time.monotonic() - self._last_activity >= self._idle
             ):
                 log.debug("closing idle control connection from pid %d", self._pid)
                 return None
@@ -247,7 +253,7 @@ class Connection:
                 reply = session.result(d, result)
             await self._send(reply)
         finally:
-            self._last_activity = anyio.current_time()
+            self._last_activity = time.monotonic()
             if bounded:
                 self._slots.release()
             record = session.finish(d)
@@ -256,7 +262,7 @@ class Connection:
             if not session.in_flight:
                 self._drained.set()
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes | memoryview) -> None:
         """Write one line; a dead or stuck peer ends this connection, never the daemon."""
         if not self._send_lock.locked():
             # Fast path: nobody is mid-write and the kernel buffer takes the whole line.
@@ -268,7 +274,7 @@ class Connection:
                 sent = 0  # the slow path below reports the broken peer
             if sent == len(data):
                 return
-            data = data[sent:]
+            data = memoryview(data)[sent:]  # not a copy of the rest (5.8 MB at 10k keys)
         # A line, once begun, is finished whole or the connection is dropped: a cancelled
         # request must not leave half a line for the next reply to run into. Shielded, and
         # bounded by the idle timeout (a peer that stops reading is dropped).
@@ -286,7 +292,7 @@ class Connection:
             await anyio.lowlevel.checkpoint()  # delivers the cancellation
             raise gone  # pragma: no cover - the checkpoint above raises the cancellation
 
-    async def _sendall(self, data: bytes) -> None:
+    async def _sendall(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             try:

@@ -141,6 +141,8 @@ class AuditRecord(msgspec.Struct, frozen=True):
     def log(self) -> None:
         """Write it to the ``oneiric.audit`` logger (INFO), with the journal fields op, uid and
         (when it names one component) key: ``journalctl ONEIRIC_KEY=adapter/cache``."""
+        if not audit_log.isEnabledFor(logging.INFO):
+            return  # nothing would be written: build no fields (a pause's hot path)
         one_key = self.op != "emit" and "/" in self.target
         audit_log.info(
             "audit uid=%d pid=%d op=%s target=%s note=%s outcome=%s",

@@ -3,10 +3,10 @@ operator intent changes with who and why, reloads, remote syncs, service restart
 
 A bounded in-memory ring (``oneiricctl events``, ``--follow`` streams new entries as they are
 recorded), plus the last few entries of each key (shown by ``status DOMAIN KEY``; dropped when
-the key is gone, :meth:`History.forget`). Recording is
-synchronous and cheap (a Struct and two deque appends); followers park on one event that is
-replaced at each record, so an idle history costs nothing. ``listeners`` are called with each
-entry as it is recorded (the metrics exporter observes swap durations this way).
+the key is gone, :meth:`History.forget`). Recording is synchronous and cheap (a Struct and two
+deque appends); followers park on one event that the next record sets, made only when someone
+follows, so recording with nobody following costs no event at all. ``listeners`` are called
+with each entry as it is recorded (the metrics exporter observes swap durations this way).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class History:
         self._by_key: dict[str, deque[HistoryEntry]] = {}
         self._clock = clock
         self._seq = 0
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made only when a follower waits
         self.listeners: list[Callable[[HistoryEntry], object]] = []
 
     @property
@@ -60,8 +60,10 @@ class History:
             if per_key is None:
                 per_key = self._by_key[name] = deque(maxlen=KEY_HISTORY)
             per_key.append(entry)
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
         for listener in self.listeners:
             listener(entry)
         return entry
@@ -97,6 +99,8 @@ class History:
     async def wait_after(self, seq: int) -> None:
         """Return once an entry newer than ``seq`` exists."""
         while self._seq <= seq:
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()
 
 
