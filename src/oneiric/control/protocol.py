@@ -304,6 +304,10 @@ def decode_request(line: bytes) -> Request:
     """Decode one request line; raise :class:`ProtocolError` saying what is wrong."""
     if nested_too_deeply(line):
         raise ProtocolError("bad_request", f"request nested too deeply (limit {MAX_DEPTH} levels)")
+    try:  # a valid request: one decode (the envelope checks below could not have failed)
+        return _request_decoder.decode(line)
+    except (msgspec.DecodeError, RecursionError):
+        pass  # then find out exactly what is wrong with it, as below
     try:
         env = _envelope_decoder.decode(line)
     except RecursionError:
