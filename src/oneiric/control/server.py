@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections import Counter
 from typing import Final
 
@@ -51,6 +52,9 @@ ACCEPT_BACKOFF: Final = 0.1
 ACCEPT_BATCH: Final = 256
 #: At the total cap, loop turns to let closed connections go before refusing one.
 FULL_RETRIES: Final = 3
+#: Idle connections are looked for every ``idle_timeout`` × this: one is closed between
+#: ``idle_timeout`` and 1.25 × ``idle_timeout`` after its last activity.
+REAP_EVERY: Final = 0.25
 
 
 async def serve(
@@ -98,6 +102,7 @@ async def serve(
     try:
         await roles.refresh()  # the admin group's gid, for telling its members at accept time
         async with anyio.create_task_group() as tg:
+            tg.start_soon(_reap_idle, conns, idle_timeout)
             task_status.started()
             try:
                 while True:
@@ -145,6 +150,16 @@ async def serve(
                     conn.abort()
     finally:
         sock.close()
+
+
+async def _reap_idle(conns: set[Connection], idle_timeout: float) -> None:
+    """Drop connections idle for ``idle_timeout`` (see :meth:`Connection.close_if_idle`); one
+    wake-up per quarter of it (75 s by default) whatever the number of connections."""
+    while True:
+        await anyio.sleep(max(idle_timeout * REAP_EVERY, 0.001))
+        now = time.monotonic()
+        for conn in list(conns):
+            conn.close_if_idle(now)
 
 
 def _refuse(client: socket.socket, message: str) -> None:
