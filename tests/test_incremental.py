@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -378,3 +380,60 @@ async def test_a_delta_against_a_runtime_that_moved_is_refused_and_the_set_appli
         assert {ck: [r.candidate for r in rt.registry.ranked(*ck)] for ck in reg.keys(None)} == {
             ck: [r.candidate for r in reg.ranked(*ck)] for ck in reg.keys(None)
         }
+
+
+# -- the event loop keeps serving during a reload that swaps every key ------------------------
+
+
+def two_each(n: int, *, select: str | None = None) -> str:
+    text = '[daemon]\nstop_timeout = "5s"\nwatch = false\n'
+    for i in range(n):
+        for provider, priority in (("a", 10), ("b", 0)):
+            text += (
+                f'[[component]]\ndomain = "adapter"\nkey = "k{i}"\nprovider = "{provider}"\n'
+                f'factory = "components:SyncThing"\npriority = {priority}\n'
+            )
+    if select is not None:
+        text += "[selections.adapter]\n" + "".join(f'k{i} = "{select}"\n' for i in range(n))
+    return text
+
+
+async def test_a_reload_swapping_every_key_lets_other_tasks_run_between_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Components whose start() and health() never suspend: without slicing, one reconcile
+    worker took key after key and nothing else ran until the batch was done (issue 12: ping
+    stalled 1 s at 20,000 keys). With a zero slice every key ends one, so the probe must run
+    between the swaps."""
+    n = 300
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(two_each(n))
+    async with reloader(path) as rel:
+        rt = rel.rt
+        rt.pacer.slice_s = 0.0
+        events: list[str] = []
+        real = Runtime.reconcile
+
+        async def recording(self: Runtime, domain: str, key: str, **kw: Any) -> Any:
+            out = await real(self, domain, key, **kw)
+            events.append("swap")
+            return out
+
+        monkeypatch.setattr(Runtime, "reconcile", recording)
+        done = anyio.Event()
+
+        async def probe() -> None:
+            while not done.is_set():
+                events.append("probe")
+                await anyio.lowlevel.checkpoint()
+
+        path.write_text(two_each(n, select="b"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(probe)
+            result = await rel.reload(trigger="test", force=False, notify=False)
+            done.set()
+        assert len(result.changed) == n and set(result.outcomes.values()) == {"swapped"}
+        first, last = events.index("swap"), len(events) - 1 - events[::-1].index("swap")
+        between = events[first:last].count("probe")
+        assert between >= n // 2, f"the probe ran {between} times during {n} swaps"
+        assert rt.pacer.pauses >= n

@@ -50,6 +50,7 @@ from oneiric.runtime.keys import (
     Timeouts,
 )
 from oneiric.runtime.leases import Lease, Slot
+from oneiric.runtime.pace import Pacer
 from oneiric.runtime.reconciler import Reconciler
 from oneiric.runtime.registry import Registry
 
@@ -121,6 +122,9 @@ class Runtime(ChangeCounter):
         self.observers: list[RuntimeObserver] = []
         self._order: list[ComponentKey] | None = None  # sorted keys of `states`, while valid
         self._known: list[ComponentKey] | None = None  # sorted states ∪ registry keys
+        #: one time budget for the long walks on the loop (reconcile batches, the health
+        #: writer's gathering): together they let it poll every couple of ms (runtime/pace.py)
+        self.pacer = Pacer()
         #: what happened, for ``oneiricctl events`` and ``status DOMAIN KEY``
         self.history = History()
         self._reconciler = Reconciler(
@@ -501,10 +505,13 @@ class Runtime(ChangeCounter):
         results: dict[ComponentKey, Outcome] = {}
         todo = sorted(set(keys))
         queue = iter(todo)  # shared: each key is taken by exactly one worker
+        pacer = self.pacer  # the batch lets the loop poll every couple of ms
 
         async def worker() -> None:
             for ck in queue:
                 results[ck] = await self.reconcile(ck.domain, ck.key, force=force)
+                if pacer.due():
+                    await pacer.pause()
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(len(todo), RECONCILE_WORKERS)):

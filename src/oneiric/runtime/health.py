@@ -36,6 +36,7 @@ __all__ = [
     "judge",
     "read_health",
     "summarize_domains",
+    "tally",
     "write_health",
 ]
 
@@ -173,20 +174,26 @@ def summarize_domains(components: list[ComponentHealth]) -> dict[str, DomainSumm
     """Per-domain counts of a component list, in the order domains first appear."""
     out: dict[str, DomainSummary] = {}
     for c in components:
-        d = out.get(c.domain)
-        if d is None:
-            d = out[c.domain] = DomainSummary()
-        d.components += 1
-        d.in_flight += c.in_flight
-        if c.lifecycle in ("ready", "degraded", "failed"):
-            setattr(d, c.lifecycle, getattr(d, c.lifecycle) + 1)
-        else:
-            d.inactive += 1
-        if c.admin == "paused":
-            d.paused += 1
-        elif c.admin in ("draining", "drained"):
-            d.draining += 1
+        tally(out, c)
     return out
+
+
+def tally(out: dict[str, DomainSummary], c: ComponentHealth) -> None:
+    """Count one component into per-domain summaries (:func:`summarize_domains`, one row at
+    a time: the health writer counts as it gathers, in slices)."""
+    d = out.get(c.domain)
+    if d is None:
+        d = out[c.domain] = DomainSummary()
+    d.components += 1
+    d.in_flight += c.in_flight
+    if c.lifecycle in ("ready", "degraded", "failed"):
+        setattr(d, c.lifecycle, getattr(d, c.lifecycle) + 1)
+    else:
+        d.inactive += 1
+    if c.admin == "paused":
+        d.paused += 1
+    elif c.admin in ("draining", "drained"):
+        d.draining += 1
 
 
 class HealthSnapshot(msgspec.Struct, kw_only=True):

@@ -43,6 +43,7 @@ from oneiric.runtime.health import (
     RemoteHealth,
     WatcherHealth,
     summarize_domains,
+    tally,
     write_health,
 )
 
@@ -53,9 +54,6 @@ __all__ = [
     "HealthReporter",
     "LoadedConfig",
 ]
-
-#: keys walked between two checkpoints while the writer gathers the file's rows
-SLICE = 256
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +203,10 @@ class HealthReporter:
 
     async def _snapshot_for_file(self) -> tuple[HealthSnapshot, list[ComponentHealth]]:
         """:meth:`snapshot` (encoded) for the writer. When the rows changed since they were
-        last gathered, it gathers them in slices of :data:`SLICE` keys with a checkpoint
-        between them: at 10,000 keys the loop is never held for the whole walk, so pings and
-        leases keep being served while the file is prepared. Each row is one key's consistent
+        last gathered, it gathers them in time slices shared with the other long walks on the
+        loop (``runtime/pace.py``: the loop polls at least every couple of ms): at 20,000 keys
+        whose rows all changed (a reload that swapped them all) the walk takes tens of ms, and
+        pings and leases keep being served meanwhile. Each row is one key's consistent
         state; the document may mix rows a few ms apart, as any file rewritten while things
         change does. ``status`` reuses these rows only when nothing moved during the walk (a
         lease taken and given back mid-walk could otherwise leave a row that matches the
@@ -216,16 +215,18 @@ class HealthReporter:
         fp = self._fingerprint()
         cached = self._rows_cache.get(None)
         if cached is None or cached.fingerprint != fp:
-            states = rt.selected()
             components: list[ComponentHealth] = []
             json_rows: list[msgspec.Raw] = []
-            for i in range(0, len(states), SLICE):
-                if i:
-                    await anyio.lowlevel.checkpoint()
-                for st in states[i : i + SLICE]:
-                    components.append(rt.component_health(st))
-                    json_rows.append(rt.component_json(st))
-            cached = _Rows(fp, components, json_rows, summarize_domains(components))
+            domains: dict[str, DomainSummary] = {}
+            pacer = rt.pacer
+            for st in rt.selected():
+                row = rt.component_health(st)
+                components.append(row)
+                json_rows.append(rt.component_json(st))
+                tally(domains, row)  # counted in the same walk, not in a second one after
+                if pacer.due():
+                    await pacer.pause()
+            cached = _Rows(fp, components, json_rows, domains)
             if self._fingerprint() == fp:  # nothing moved during the walk: the rows are exact
                 self._rows_cache[None] = cached
         doc = self._document(list(cached.components), cached.json, cached.domains)
