@@ -30,6 +30,7 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+import msgspec
 import tomli as tomllib
 
 from oneiric.config.schema import ComponentConfig
@@ -47,27 +48,33 @@ MAX_FILES = 64
 _EMPTY: tuple[Any, ...] = ()
 
 
-class Chunk:
+class Chunk(msgspec.Struct, frozen=True, gc=False):
     """One part of a file, parsed and validated: its ``[[component]]`` entries and the other
     top-level tables it defines, with what the merge needs precomputed (so merging a file of
-    20,000 chunks touches no entry)."""
+    20,000 chunks touches no entry). Not tracked by the cyclic GC: pure data, one per entry."""
 
-    __slots__ = ("comps", "flows", "has_artifact", "idents", "other", "tasks")
+    comps: tuple[ComponentConfig, ...]
+    #: the raw tables other than ``component`` (never mutated: they are shared by loads)
+    other: dict[str, Any] | None
+    idents: tuple[tuple[str, str, str], ...]
+    tasks: tuple[str, ...]
+    #: positions of workflow entries with ``nodes`` (checked against every file's tasks)
+    flows: tuple[int, ...]
+    has_artifact: bool
 
-    def __init__(self, comps: tuple[ComponentConfig, ...], other: dict[str, Any] | None) -> None:
-        self.comps = comps
-        #: the raw tables other than ``component`` (never mutated: they are shared by loads)
-        self.other = other
-        self.idents = tuple((c.domain, c.key, c.provider) for c in comps)
-        self.tasks = tuple(c.key for c in comps if c.domain == "task") or _EMPTY
-        #: positions of workflow entries with ``nodes`` (checked against every file's tasks)
-        self.flows = (
-            tuple(
-                i for i, c in enumerate(comps) if c.domain == "workflow" and "nodes" in c.settings
-            )
-            or _EMPTY
+
+def _chunk_of(comps: tuple[ComponentConfig, ...], other: dict[str, Any] | None) -> Chunk:
+    return Chunk(
+        comps=comps,
+        other=other,
+        idents=tuple((c.domain, c.key, c.provider) for c in comps),
+        tasks=tuple(c.key for c in comps if c.domain == "task") or _EMPTY,
+        flows=tuple(
+            i for i, c in enumerate(comps) if c.domain == "workflow" and "nodes" in c.settings
         )
-        self.has_artifact = any(c.artifact is not None for c in comps)
+        or _EMPTY,
+        has_artifact=any(c.artifact is not None for c in comps),
+    )
 
 
 #: path -> (preamble bytes, its Chunk, {part bytes -> Chunk}) of its last load; replaced whole
@@ -110,14 +117,14 @@ def _chunk(part: bytes, *, file: str) -> Chunk | None:
         comps = tuple(_component(entry, file=file, where="component") for entry in raw)
     except ConfigError:
         return None  # the reference path reports it, with the entry's index in the file
-    return Chunk(comps, doc or None)
+    return _chunk_of(comps, doc or None)
 
 
 def _preamble(part: bytes) -> Chunk | None:
     doc = _parse(part.decode("utf-8"))
     if doc is None or "component" in doc:
         return None
-    return Chunk((), doc)
+    return _chunk_of((), doc)
 
 
 def file_chunks(file: str, data: bytes) -> tuple[dict[str, Any], list[Chunk]] | None:

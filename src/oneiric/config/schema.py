@@ -48,8 +48,13 @@ class Retry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
         return float(min(self.backoff * 2 ** max(failed_attempts - 1, 0), self.max_backoff))
 
 
-class ComponentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """One ``[[component]]`` candidate; ``source`` is set by the loader, not by TOML."""
+class ComponentConfig(
+    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True, gc=False
+):
+    """One ``[[component]]`` candidate; ``source`` is set by the loader, not by TOML.
+
+    Not tracked by the cyclic GC (``gc=False``): pure data that can take no part in a cycle,
+    and 20,000 of them made every full collection longer (see docs/performance.md)."""
 
     domain: str
     key: str

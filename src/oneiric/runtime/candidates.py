@@ -26,8 +26,11 @@ RULES: Final = {
 }
 
 
-class Candidate(msgspec.Struct, frozen=True, kw_only=True):
-    """One registered way to serve (domain, key); `source` says where it came from."""
+class Candidate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One registered way to serve (domain, key); `source` says where it came from.
+
+    Pure data, never part of a cycle: not tracked by the cyclic GC (``gc=False``), so tens of
+    thousands of them do not lengthen its full collections."""
 
     domain: str
     key: str
@@ -50,8 +53,9 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     artifact: str | None = None
 
 
-class Ranked(msgspec.Struct, frozen=True):
-    """A candidate plus its registration sequence number (unique and monotonic per registry)."""
+class Ranked(msgspec.Struct, frozen=True, gc=False):
+    """A candidate plus its registration sequence number (unique and monotonic per registry);
+    like :class:`Candidate`, not tracked by the cyclic GC."""
 
     candidate: Candidate
     seq: int
