@@ -45,9 +45,12 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def adapters_config(n: int, *, flip: int | None = None, watch: bool = True) -> str:
+def adapters_config(
+    n: int, *, flip: int | None = None, watch: bool = True, select_all: str | None = None
+) -> str:
     """``n`` adapter keys, two MemoryCache candidates each (``a`` ranked first); key ``k<flip>``
-    selects ``b`` instead, which is the one-key change the scale bench makes."""
+    selects ``b`` instead, which is the one-key change the scale bench makes; ``select_all``
+    selects that provider for every key (a reload that swaps them all)."""
     out = [
         "[daemon]",
         'health_interval = "1h"',
@@ -67,6 +70,8 @@ def adapters_config(n: int, *, flip: int | None = None, watch: bool = True) -> s
             ]
     if flip is not None:
         out += ["[selections.adapter]", f'k{flip} = "b"']
+    elif select_all is not None:
+        out += ["[selections.adapter]", *(f'k{i} = "{select_all}"' for i in range(n))]
     return "\n".join(out) + "\n"
 
 

@@ -5,8 +5,9 @@
 
 Suites: client (oneiricctl vs supervisorctl vs the bare interpreter), core (leases, durable
 intent), control (requests/s and latency over the socket), ops (drain completion, pause effect,
-idle CPU), watch (config save → serving), scale (10 / 1,000 / 10,000 components and growth),
-remote (a 10,000-component TUF manifest verified, diffed and applied; re-applied unchanged).
+idle CPU), watch (config save → serving), scale (10 / 1,000 / 10,000 components and growth;
+a reload swapping 5,000 and 20,000 keys), remote (a 10,000-component TUF manifest verified,
+diffed and applied; re-applied unchanged).
 Every row with a goal says whether it was met; ``growth`` is the 10k figure over the 1k one.
 
 Figures are medians (and p99 where latency matters) measured in the same run, so ratios between
