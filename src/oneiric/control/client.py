@@ -252,27 +252,33 @@ class ControlClient:
 
     def _read_line(self) -> bytes:
         """The next non-blank line. A reply can be megabytes (``status`` at 10,000 components):
-        each received chunk is searched for the newline once, not the whole buffer again."""
+        its chunks are searched for the newline once each, kept apart and joined once."""
         assert self._sock is not None
-        searched = 0
         while True:
-            nl = self._buf.find(b"\n", searched)
+            nl = self._buf.find(b"\n")
             if nl >= 0:
                 with memoryview(self._buf) as view:  # one copy of the line, not two
                     line = bytes(view[:nl])
                 del self._buf[: nl + 1]
-                searched = 0
-                if line.strip():
-                    return line
-                continue
-            searched = len(self._buf)
-            chunk = self._sock.recv(_RECV_SIZE)
-            if not chunk:
-                self.close()
-                raise DaemonNotRunning(
-                    self.path, "the daemon closed the connection before replying"
-                )
-            self._buf += chunk
+            else:
+                parts = [bytes(self._buf)]
+                self._buf.clear()
+                while True:
+                    chunk = self._sock.recv(_RECV_SIZE)
+                    if not chunk:
+                        self.close()
+                        raise DaemonNotRunning(
+                            self.path, "the daemon closed the connection before replying"
+                        )
+                    nl = chunk.find(b"\n")
+                    if nl >= 0:
+                        parts.append(chunk[:nl])
+                        self._buf += chunk[nl + 1 :]
+                        break
+                    parts.append(chunk)
+                line = b"".join(parts)
+            if line.strip():
+                return line
 
     def close(self) -> None:
         if self._sock is not None:
