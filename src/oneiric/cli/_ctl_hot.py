@@ -3,8 +3,9 @@ click-free, so that both ways of running them share every line after the command
 parsed: the click commands (:mod:`~oneiric.cli.ctl_read`, :mod:`~oneiric.cli.ctl_intent`) and
 the fast path that parses their usual spellings itself (:mod:`oneiric.cli._ctl_fast`).
 
-Each takes the parsed options and an ``echo`` (``click.echo`` under click; the fast path's
-equivalent for the plain UTF-8 streams it accepts) and returns the exit status. Only the happy
+Each takes the parsed options and where to print (:class:`Out`: through ``click.echo`` under
+click; the fast path's :class:`~oneiric.cli._ctl_fast.FastOut` writes to the plain UTF-8 streams
+it accepts itself) and returns the exit status. Only the happy
 path is click-free: a failed request is reported by :func:`oneiric.cli._ctl_errors.errors`,
 imported then (it loads click), so every message, hint and status is the one all commands use.
 """
@@ -28,17 +29,24 @@ from oneiric.control.client import ControlError, DaemonNotRunning, RemoteError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, NoReturn, Protocol
-
-    class Echo(Protocol):
-        def __call__(self, message: str = "", *, err: bool = False) -> None: ...
+    from typing import Any, NoReturn
 
 
-def click_echo(message: str = "", *, err: bool = False) -> None:
-    """``click.echo``, imported on first use (the default echo of these bodies)."""
-    import click
+class Out:
+    """Where a command prints: ``click.echo`` (imported on first use)."""
 
-    click.echo(message, err=err)
+    def echo(self, message: str = "", *, err: bool = False) -> None:
+        import click
+
+        click.echo(message, err=err)
+
+    def echo_json(self, raw: bytes) -> None:
+        """One JSON document on stdout, already encoded (UTF-8, no raw control character)."""
+        self.echo(raw.decode())
+
+
+#: How the click commands print.
+CLICK = Out()
 
 
 def _failed(
@@ -57,14 +65,16 @@ def _failed(
     raise AssertionError("errors() exits on every client error")  # pragma: no cover
 
 
-def _print(ctl: Ctl, echo: Echo, result: Any, raw: bytes | None, text: Callable[[], str]) -> None:
+def _print(ctl: Ctl, out: Out, result: Any, raw: bytes | None, text: Callable[[], str]) -> None:
     """The reply as one JSON document under ``--json`` (the bytes it came in when they are
     exactly that document: no decoding and encoding again of a 5.8 MB status), else the
     rendered text, rendered only when it is printed."""
-    if ctl.json:
-        echo(raw.decode() if raw is not None else render.to_json(result))
+    if not ctl.json:
+        out.echo(text())
+    elif raw is not None:
+        out.echo_json(raw)
     else:
-        echo(text())
+        out.echo(render.to_json(result))
 
 
 # --- status, ping ------------------------------------------------------------------------------
@@ -83,7 +93,7 @@ def no_health_file(path: str) -> bool:
 
 
 def stale_fallback(
-    ctl: Ctl, exc: DaemonNotRunning, domain: str | None, key: str | None, echo: Echo
+    ctl: Ctl, exc: DaemonNotRunning, domain: str | None, key: str | None, out: Out
 ) -> NoReturn:
     """The daemon is down: show its last health snapshot, marked stale, then exit 3."""
     from oneiric.cli._ctl_errors import not_running
@@ -111,28 +121,28 @@ def stale_fallback(
     doc = render.filter_components(msgspec.to_builtins(snapshot), domain, key)
     if not ctl.json:
         now = ctl.clock()
-        echo(render.stale_banner(path, reason, doc, now))
-        echo(render.render_status(doc, now=now, live=False))
+        out.echo(render.stale_banner(path, reason, doc, now))
+        out.echo(render.render_status(doc, now=now, live=False))
     not_running(ctl, exc, health_file=path, stale_reason=reason, snapshot=doc)
 
 
-def status(ctl: Ctl, domain: str | None, key: str | None, echo: Echo = click_echo) -> int:
+def status(ctl: Ctl, domain: str | None, key: str | None, out: Out = CLICK) -> int:
     """``oneiricctl status [DOMAIN [KEY]]`` (not ``--watch``): 1 when something is failing."""
     try:
         doc, raw = call_raw(ctl, "status", domain=domain, key=key)
     except ControlError as exc:
-        _failed(ctl, "status", exc, lambda down: stale_fallback(ctl, down, domain, key, echo))
-    _print(ctl, echo, doc, raw, lambda: render.render_status(doc, now=ctl.clock()))
+        _failed(ctl, "status", exc, lambda down: stale_fallback(ctl, down, domain, key, out))
+    _print(ctl, out, doc, raw, lambda: render.render_status(doc, now=ctl.clock()))
     return EXIT_FAILED if render.failing(doc) else EXIT_OK
 
 
-def ping(ctl: Ctl, echo: Echo = click_echo) -> int:
+def ping(ctl: Ctl, out: Out = CLICK) -> int:
     """``oneiricctl ping``."""
     try:
         result, raw = call_raw(ctl, "ping")
     except ControlError as exc:
         _failed(ctl, "ping", exc)
-    _print(ctl, echo, result, raw, lambda: render.render_ping(result))
+    _print(ctl, out, result, raw, lambda: render.render_ping(result))
     return EXIT_OK
 
 
@@ -145,20 +155,18 @@ def pause(
     key: str | None,
     note: str | None,
     target: str,
-    echo: Echo = click_echo,
+    out: Out = CLICK,
 ) -> int:
     """``oneiricctl pause``, its target already checked (DOMAIN [KEY], or None for --all)."""
     try:
         result, raw = call_raw(ctl, "pause", domain=domain, key=key, note=note)
     except ControlError as exc:
         _failed(ctl, "pause", exc)
-    _print(ctl, echo, result, raw, lambda: render.render_intent(result, "paused", target))
+    _print(ctl, out, result, raw, lambda: render.render_intent(result, "paused", target))
     return EXIT_OK
 
 
-def resume(
-    ctl: Ctl, domain: str | None, key: str | None, target: str, echo: Echo = click_echo
-) -> int:
+def resume(ctl: Ctl, domain: str | None, key: str | None, target: str, out: Out = CLICK) -> int:
     """``oneiricctl resume``, its target already checked."""
     try:
         result, raw = call_raw(
@@ -166,7 +174,7 @@ def resume(
         )
     except ControlError as exc:
         _failed(ctl, "resume", exc)
-    _print(ctl, echo, result, raw, lambda: render.render_intent(result, "resumed", target))
+    _print(ctl, out, result, raw, lambda: render.render_intent(result, "resumed", target))
     return EXIT_OK
 
 
@@ -174,9 +182,9 @@ class Progress:
     """Drain progress on stderr: one line rewritten in place on a terminal; otherwise one line
     per change, so logs stay short."""
 
-    def __init__(self, enabled: bool, echo: Echo = click_echo) -> None:
+    def __init__(self, enabled: bool, out: Out = CLICK) -> None:
         self.enabled = enabled
-        self.echo = echo
+        self.out = out
         self.tty = sys.stderr.isatty()
         self.last: Any = object()
         self.open_line = False
@@ -193,11 +201,11 @@ class Progress:
             self.open_line = True
         elif event.get("in_flight") != self.last:
             self.last = event.get("in_flight")
-            self.echo(line, err=True)
+            self.out.echo(line, err=True)
 
     def finish(self) -> None:
         if self.open_line:
-            self.echo("", err=True)
+            self.out.echo("", err=True)
             self.open_line = False
 
 
@@ -208,12 +216,12 @@ def drain(
     note: str | None,
     drain_timeout: float | None,
     no_wait: bool,
-    echo: Echo = click_echo,
+    out: Out = CLICK,
 ) -> int:
     """``oneiricctl drain``: pause, then wait (progress on stderr) for in-flight work to end.
     Ctrl-C stops this client waiting, never the drain itself."""
     target = render.target_name(domain, key)
-    progress = Progress(enabled=not ctl.json, echo=echo)
+    progress = Progress(enabled=not ctl.json, out=out)
     try:
         result, raw = stream_raw(
             ctl,
@@ -248,5 +256,5 @@ def drain(
     except ControlError as exc:
         _failed(ctl, "drain", exc)
     progress.finish()
-    _print(ctl, echo, result, raw, lambda: render.render_drain(result, target))
+    _print(ctl, out, result, raw, lambda: render.render_drain(result, target))
     return EXIT_OK

@@ -57,7 +57,7 @@ def pause(
 ) -> None:
     """Close admission for a KEY, a whole DOMAIN, or everything."""
     target = _intent_target("pause", domain, key, everything)
-    _ctl_hot.pause(ctl, domain, key, note, target, click.echo)
+    _ctl_hot.pause(ctl, domain, key, note, target)
 
 
 @click.command(
@@ -78,7 +78,7 @@ parked swaps."""
 def resume(ctl: Ctl, domain: str | None, key: str | None, everything: bool) -> None:
     """Lift a pause or drain from a KEY, a DOMAIN, or (with --all) everything."""
     target = _intent_target("resume", domain, key, everything)
-    _ctl_hot.resume(ctl, domain, key, target, click.echo)
+    _ctl_hot.resume(ctl, domain, key, target)
 
 
 @click.command(
@@ -115,7 +115,7 @@ def drain(
     no_wait: bool,
 ) -> None:
     """Pause, then wait for in-flight work to finish (no argument: everything)."""
-    code = _ctl_hot.drain(ctl, domain, key, note, drain_timeout, no_wait, click.echo)
+    code = _ctl_hot.drain(ctl, domain, key, note, drain_timeout, no_wait)
     if code:
         raise click.exceptions.Exit(code)
 

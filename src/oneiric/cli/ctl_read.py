@@ -83,7 +83,7 @@ def status(ctl: Ctl, domain: str | None, key: str | None, watch: bool) -> None:
         ended = result.get("ended") if isinstance(result, dict) else None
         click.echo(f"oneiricctl: watch ended: {ended or 'the daemon closed it'}", err=True)
         return
-    code = _ctl_hot.status(ctl, domain, key, click.echo)
+    code = _ctl_hot.status(ctl, domain, key)
     if code:
         raise click.exceptions.Exit(code)
 
@@ -160,7 +160,7 @@ def health(ctl: Ctl, file_path: str | None) -> None:
 @pass_ctl
 def ping(ctl: Ctl) -> None:
     """Daemon version, pid, state and uptime."""
-    _ctl_hot.ping(ctl, click.echo)
+    _ctl_hot.ping(ctl)
 
 
 @click.command(
