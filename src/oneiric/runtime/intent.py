@@ -4,9 +4,10 @@ Intent is the operator's word and must survive restarts (SPEC §4): a mutating c
 only once the new document is on disk (appended to the journal and flushed with fdatasync; see
 :mod:`oneiric.runtime.journal` for the checkpoint and recovery). Writes are *group-committed*:
 every mutation is applied in memory at once and queued; a caller that finds no write running
-persists everything queued so far while the others wait for that write, so a burst of N
-concurrent mutations costs a couple of flushes instead of N (one ``fdatasync`` for all that
-arrived while the previous one ran: no batching window, no added wait).
+persists everything queued so far while the others wait, and when a write ends the caller of
+the oldest mutation still queued writes the next batch. So a burst of N concurrent mutations
+costs a couple of flushes instead of N (one ``fdatasync`` for all that arrived while the
+previous one ran: no batching window, no added wait), and each caller is woken once.
 
 A failed write is rolled back in memory: the callers whose mutations were in the failed batch
 all get the error and their mutations stop having any effect, so the in-memory view never
@@ -88,6 +89,7 @@ class _Pending:
     op: Op
     done: bool = False
     error: BaseException | None = None
+    woken: anyio.Event | None = None  # its caller waits on it while another caller writes
 
 
 class IntentStore:
@@ -111,7 +113,6 @@ class IntentStore:
         self._pending: list[_Pending] = []  # applied in memory, not yet on disk, in order
         self._version = 0
         self._flushing = False  # a batch is being written (by one of the callers)
-        self._flushed: anyio.Event | None = None  # set when that write ends; made on demand
 
     @property
     def path(self) -> Path:
@@ -300,23 +301,22 @@ class IntentStore:
 
     async def _commit(self, mine: _Pending) -> None:
         # Group commit: whoever finds no write running writes everything queued so far; the
-        # others wait for that write to end, all woken at once (not handed a lock one by
-        # one: with 64 writers that chain was 64 loop turns before the last reply). A waiter
-        # whose mutation arrived during the write finds it not done and writes the next batch.
+        # others wait, each woken once: when the write that holds its mutation ended (see
+        # _wake). Not a lock handed from waiter to waiter (with 64 writers in a batch that was
+        # a chain of 64 loop turns before the last reply), nor one event for every waiter
+        # (which woke the ones queued during a write for nothing, once per write).
         while not mine.done:
             if self._flushing:
-                if self._flushed is None:
-                    self._flushed = anyio.Event()
-                await self._flushed.wait()
+                woken = mine.woken = anyio.Event()
+                await woken.wait()
                 continue
             self._flushing = True
+            batch: list[_Pending] = []
             try:
-                await self._write_batch()
+                batch = await self._write_batch()
             finally:
                 self._flushing = False
-                flushed, self._flushed = self._flushed, None
-                if flushed is not None:
-                    flushed.set()
+                self._wake(batch)
         if mine.error is not None:
             if isinstance(mine.error, OSError) and mine.error.errno in _NO_SPACE:
                 raise NoSpace(
@@ -330,8 +330,21 @@ class IntentStore:
                 "was not applied. Check the state directory (space, permissions) and retry"
             ) from mine.error
 
-    async def _write_batch(self) -> None:
-        """Persist every pending mutation (the caller is the one writer, ``_flushing``)."""
+    def _wake(self, batch: list[_Pending]) -> None:
+        """After a write: wake the callers of the mutations it held (now done or failed), and
+        the caller of the oldest mutation still queued, who writes the next batch (everything
+        queued by then): one flush for all that arrived while the previous one ran."""
+        for p in batch:
+            if p.woken is not None:
+                p.woken.set()
+        for p in self._pending:
+            if p.woken is not None:  # a waiting caller (the one whose write failed is not)
+                p.woken.set()
+                break
+
+    async def _write_batch(self) -> list[_Pending]:
+        """Persist every pending mutation (the caller is the one writer, ``_flushing``);
+        return the mutations it wrote (or failed to)."""
         batch = list(self._pending)
         snapshot = self._state
         self._serial += 1
@@ -365,8 +378,9 @@ class IntentStore:
                 state = p.op(state)
             self._state = state
             self._version += 1
-            return
+            return batch
         for p in batch:
             p.done = True
         self._durable = snapshot
         self._pending = self._pending[len(batch) :]
+        return batch

@@ -141,8 +141,9 @@ def summary(s: IntentState) -> str:
 
 
 def _kk(domain: str, key: str) -> str:
-    """The document's name of a key (``domain/key``)."""
-    return str(ComponentKey(domain, key))
+    """The document's name of a key (``domain/key``, as ``str(ComponentKey(domain, key))``
+    without making one: this runs a few times per pause)."""
+    return f"{domain}/{key}"
 
 
 def scope_label(domain: str | None, key: str | None) -> str:
