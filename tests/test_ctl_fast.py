@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fake_daemon import FakeDaemon
 from oneiric.control import wirejson
 from oneiric.control.client import ControlClient
 from suite_support import VENV_BIN, fresh_dir, running
@@ -387,6 +389,55 @@ def test_broken_pipe(world: World) -> None:
     slow = closed_stdout(CLICK)
     assert fast == slow
     assert fast[0] == 1
+
+
+def _against_a_fake(
+    code: str, args: list[str], script: Any, *, interrupt: bool = False
+) -> tuple[int, bytes, bytes]:
+    """Run ``oneiricctl ARGS`` against a scripted daemon; with ``interrupt``, Ctrl-C it once
+    the daemon holds the request."""
+    with FakeDaemon() as fake:
+        script(fake)
+        env = {**_base_env(), "CTL_MODULES": os.devnull, "CTL_NOW": "0"}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "--socket", fake.path, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            if interrupt:
+                assert fake.holding.wait(60)
+                proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+        return proc.returncode, out, err
+
+
+def test_ctrl_c_while_waiting_for_the_reply() -> None:
+    """Ctrl-C in a request: a blank line and click's ``Aborted!``, exit 1, on both paths."""
+
+    def hold(fake: FakeDaemon) -> None:
+        fake.on("status", hold=True)
+
+    fast = _against_a_fake(FAST, ["status"], hold, interrupt=True)
+    assert fast == _against_a_fake(CLICK, ["status"], hold, interrupt=True)
+    assert fast == (1, b"", b"\nAborted!\n")
+
+
+def test_replies_written_otherwise_are_decoded_and_encoded() -> None:
+    """A daemon writing JSON with spaces and \\u escapes (json.dumps' defaults): the result is
+    decoded and printed as json.dumps writes it, on both paths."""
+    doc = {"state": "running", "note": "café \u2014 ok", "n": [1e16, 0.5]}
+
+    def reply(fake: FakeDaemon) -> None:
+        fake.on("ping", doc)
+
+    fast = _against_a_fake(FAST, ["--json", "ping"], reply)
+    assert fast == _against_a_fake(CLICK, ["--json", "ping"], reply)
+    assert fast[1] == _dumps(doc) + b"\n"
 
 
 # --- what the fast path leaves to click ---------------------------------------------------------
