@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from configs import component, daemon
 from fake_daemon import FakeDaemon
 from oneiric.control import wirejson
 from oneiric.control.client import ControlClient
@@ -34,29 +35,21 @@ from suite_support import VENV_BIN, fresh_dir, running
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[daemon]
-health_interval = "1h"
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "memory"
-factory = "oneiric.builtin.cache:MemoryCache"
-
-[[component]]
-domain = "adapter"
-key = "broken"
-provider = "thing"
-factory = "components:Thing"
-settings = { name = 'bröken "db" \\ at C:\\tmp', fail = "start" }
-
-[[component]]
-domain = "service"
-key = "idle"
-provider = "memory"
-factory = "oneiric.builtin.cache:MemoryCache"
-"""
+MEMORY = "oneiric.builtin.cache:MemoryCache"
+#: A healthy adapter and service, and an adapter whose start fails with a message that needs
+#: JSON escapes (quotes, backslashes) and is not ASCII.
+CONFIG = (
+    daemon(health_interval="1h")
+    + component("adapter", "cache", "memory", MEMORY)
+    + component(
+        "adapter",
+        "broken",
+        "thing",
+        "components:Thing",
+        {"name": 'bröken "db" \\ at C:\\tmp', "fail": "start"},
+    )
+    + component("service", "idle", "memory", MEMORY)
+)
 
 _HOOK = """
 import atexit, os, sys

@@ -1,7 +1,7 @@
 """What every oneiricctl command shares under click: option parsing (durations, JSON, ``--json``
 after the command), ``pass_ctl`` and printing a reply. The click-free part (defaults, the global
-options as :class:`Ctl`, durations, the look, requests) is :mod:`oneiric.cli._ctl_base`,
-re-exported here, which the fast path for the hot commands runs on alone.
+options as :class:`Ctl`, durations, the look, requests) is :mod:`oneiric.cli._ctl_base`, which
+the fast path for the hot commands runs on alone.
 
 Light all the same: click, json and stdlib modules click loads anyway; no dataclasses, no
 pathlib.
@@ -17,42 +17,7 @@ import click
 
 from oneiric._const import DOMAINS
 from oneiric.cli import render
-from oneiric.cli._ctl_base import (
-    DEFAULT_SOCKET,
-    QUICK_TIMEOUT,
-    WAITING_TIMEOUT,
-    Ctl,
-    call,
-    call_raw,
-    configure_look,
-    default_health_file,
-    default_socket,
-    parse_duration,
-    stream,
-    wants_colour,
-)
-
-__all__ = [
-    "DEFAULT_SOCKET",
-    "DOMAIN",
-    "QUICK_TIMEOUT",
-    "WAITING_TIMEOUT",
-    "Ctl",
-    "call",
-    "call_raw",
-    "configure_look",
-    "default_health_file",
-    "default_socket",
-    "duration_arg",
-    "json_arg",
-    "json_option",
-    "output",
-    "parse_duration",
-    "pass_ctl",
-    "reply_timeout_arg",
-    "stream",
-    "wants_colour",
-]
+from oneiric.cli._ctl_base import Ctl, parse_duration
 
 pass_ctl = click.make_pass_decorator(Ctl)
 

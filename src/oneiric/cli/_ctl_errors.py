@@ -14,7 +14,7 @@ import click
 
 from oneiric._const import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_PERMISSION
 from oneiric.cli import render
-from oneiric.cli._ctl import Ctl
+from oneiric.cli._ctl_base import Ctl
 from oneiric.control.client import AccessDenied, DaemonNotRunning, RemoteError
 
 ADMIN_HINT = (

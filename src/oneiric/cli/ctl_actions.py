@@ -10,7 +10,8 @@ import click
 
 from oneiric._const import EXIT_FAILED, topic_problem
 from oneiric.cli import render
-from oneiric.cli._ctl import WAITING_TIMEOUT, Ctl, call, json_arg, json_option, output, pass_ctl
+from oneiric.cli._ctl import json_arg, json_option, output, pass_ctl
+from oneiric.cli._ctl_base import WAITING_TIMEOUT, Ctl, call
 from oneiric.cli._ctl_errors import errors
 
 

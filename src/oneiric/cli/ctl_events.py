@@ -15,17 +15,8 @@ import click
 
 from oneiric._const import EXIT_FAILED
 from oneiric.cli import render
-from oneiric.cli._ctl import (
-    DOMAIN,
-    WAITING_TIMEOUT,
-    Ctl,
-    call,
-    duration_arg,
-    json_option,
-    output,
-    pass_ctl,
-    stream,
-)
+from oneiric.cli._ctl import DOMAIN, duration_arg, json_option, output, pass_ctl
+from oneiric.cli._ctl_base import WAITING_TIMEOUT, Ctl, call, stream
 from oneiric.cli._ctl_errors import errors
 from oneiric.cli.render.text import to_json
 

@@ -14,7 +14,8 @@ import click
 
 from oneiric._const import VERSION
 from oneiric.cli import _ctl_base
-from oneiric.cli._ctl import Ctl, configure_look, default_socket, reply_timeout_arg
+from oneiric.cli._ctl import reply_timeout_arg
+from oneiric.cli._ctl_base import Ctl, configure_look, default_socket
 
 #: Each command and where it lives: the module is imported only when the command runs (or
 #: help lists them all), so ``oneiricctl status`` never loads the code of ``drain`` or

@@ -11,16 +11,8 @@ from __future__ import annotations
 import click
 
 from oneiric.cli import _ctl_hot, render
-from oneiric.cli._ctl import (
-    DOMAIN,
-    WAITING_TIMEOUT,
-    Ctl,
-    call,
-    duration_arg,
-    json_option,
-    output,
-    pass_ctl,
-)
+from oneiric.cli._ctl import DOMAIN, duration_arg, json_option, output, pass_ctl
+from oneiric.cli._ctl_base import WAITING_TIMEOUT, Ctl, call
 from oneiric.cli._ctl_errors import errors
 
 

@@ -16,7 +16,8 @@ import click
 
 from oneiric._durations import parse_duration
 from oneiric.cli import render
-from oneiric.cli._ctl import Ctl, json_option, pass_ctl
+from oneiric.cli._ctl import json_option, pass_ctl
+from oneiric.cli._ctl_base import Ctl
 from oneiric.cli._ctl_errors import fail
 
 _F = TypeVar("_F", bound=Callable[..., Any])

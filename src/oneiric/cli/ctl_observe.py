@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from oneiric.cli._ctl import Ctl, call, json_option, output, pass_ctl
+from oneiric.cli._ctl import json_option, output, pass_ctl
+from oneiric.cli._ctl_base import Ctl, call
 from oneiric.cli._ctl_errors import errors
 
 

@@ -17,16 +17,8 @@ import click
 
 from oneiric._const import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_PERMISSION
 from oneiric.cli import _ctl_hot, render
-from oneiric.cli._ctl import (
-    DOMAIN,
-    Ctl,
-    call,
-    default_health_file,
-    json_option,
-    output,
-    pass_ctl,
-    stream,
-)
+from oneiric.cli._ctl import DOMAIN, json_option, output, pass_ctl
+from oneiric.cli._ctl_base import Ctl, call, default_health_file, stream
 from oneiric.cli._ctl_errors import errors, fail, not_running_hint
 
 
