@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
 import sys
 import threading
 import time
@@ -26,10 +27,11 @@ import anyio
 import pytest
 
 import import_gates
+from configs import component
 from oneiric.control.client import ControlClient
 from oneiric.errors import ComponentExit
 from oneiric.runtime import imports
-from suite_support import Daemon, fresh_dir, running
+from suite_support import TESTS, VENV_BIN, Daemon, fresh_dir, running
 
 HEAD = """
 [daemon]
@@ -177,6 +179,29 @@ def test_a_hung_import_at_start_up_is_a_failed_key_and_is_named_at_exit(
         # the thread still importing cannot be stopped: exit 1, naming it
         assert code == 1, daemon.stderr()[-2000:]
         assert "oneiric import hostile_import_gate" in daemon.stderr()
+
+
+def test_check_reports_a_module_that_hangs_at_import_instead_of_hanging(
+    gate_dir: tuple[Path, Gate],
+) -> None:
+    d, gate = gate_dir
+    other = component("adapter", "gated2", "slow", "hostile_import_gate:Slow")
+    (d / "oneiricd.toml").write_text(HEAD + gated(1) + other)
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "ONEIRIC_CONFIG": str(d / "oneiricd.toml")}
+    out = subprocess.run(
+        [str(VENV_BIN / "oneiricd"), "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    gate.wait_began()  # it really was importing
+    assert out.returncode == 78, (out.returncode, out.stderr)
+    lines = [line for line in out.stderr.splitlines() if "hostile_import_gate:Slow" in line]
+    assert len(lines) == 2, out.stderr
+    assert "importing module 'hostile_import_gate' did not finish within 2s" in lines[0]
+    assert "did not finish (see above)" in lines[1]
 
 
 # -- in-process: events hold the import ------------------------------------------------------------

@@ -9,6 +9,8 @@ instead of stopping at the first.
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, cast
@@ -56,16 +58,52 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     return factory_of(import_factory_module(module_name), spec, attr)
 
 
+def _import_within(module_name: str, timeout: float, hung: set[str]) -> ModuleType:
+    """Import ``module_name`` in a daemon thread, waiting at most ``timeout`` seconds: a module
+    that hangs at import must not hang ``oneiricd --check`` (the daemon itself imports off its
+    loop, :mod:`oneiric.runtime.imports`). ``hung`` collects the modules that did not finish,
+    so a second factory of one is reported at once (its import lock is still held)."""
+    module = sys.modules.get(module_name)
+    if module is not None and not getattr(module.__spec__, "_initializing", False):
+        return module
+    if module_name in hung:
+        raise TimeoutError(f"importing module {module_name!r} did not finish (see above)")
+    outcome: list[ModuleType | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(import_factory_module(module_name))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name=f"oneiric import {module_name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        hung.add(module_name)
+        raise TimeoutError(
+            f"importing module {module_name!r} did not finish within {timeout:g}s "
+            "(activation_timeout): it blocks or is slow at import"
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
 def check_factories(config: Config) -> list[str]:
-    """Try importing every factory (for ``oneiricd --check``); one message per failure, as
-    ``<file>: component[N] (domain/key provider P): cannot import 'x.y:Z': <reason>``."""
+    """Try importing every factory (for ``oneiricd --check``), each module within the config's
+    ``activation_timeout``; one message per failure, as ``<file>: component[N] (domain/key
+    provider P): cannot import 'x.y:Z': <reason>``."""
     errors: list[str] = []
     per_file: dict[str, int] = {}
+    hung: set[str] = set()
+    timeout = config.daemon.activation_timeout
     for comp in config.components:
         index = per_file.get(comp.source, 0)
         per_file[comp.source] = index + 1
         try:
-            resolve_factory(comp.factory)
+            module_name, attr = split_factory(comp.factory)
+            factory_of(_import_within(module_name, timeout, hung), comp.factory, attr)
         except Exception as exc:  # any import-time failure is a finding, not a crash
             hint = ""
             if isinstance(exc, ModuleNotFoundError):
