@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -530,6 +531,39 @@ async def test_cancelled_caller_still_resolves_its_mutation(
     # ...yet the write completed and the mutation is durable, not left dangling in memory
     assert store.effective("adapter", "cache").state == "paused"
     assert reload(path).effective("adapter", "cache").state == "paused"
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_still_gets_its_mutation_written(
+    store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller queued behind a running write is cancelled: nobody else is queued to write its
+    mutation, so it must write it itself (shielded) before it takes its cancellation."""
+    writer = ScriptedWriter([True, True])
+    writer.gates[1].set()  # the second write goes through at once
+    monkeypatch.setattr(intent_mod, "journal_append", writer)
+    finished = anyio.Event()
+
+    async def queued_pause(scope_ready: Callable[[anyio.CancelScope], None]) -> None:
+        with anyio.CancelScope() as scope:
+            scope_ready(scope)
+            try:
+                await store.pause("adapter", "queued", **WHO)
+            finally:
+                finished.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(store.pause, "adapter", "first", **WHO))
+        await writer.wait_entered(0)  # the first write is running (held at its gate)
+        scopes: list[anyio.CancelScope] = []
+        tg.start_soon(queued_pause, scopes.append)
+        await wait_until(lambda: store.effective("adapter", "queued").state == "paused")
+        scopes[0].cancel()  # cancelled while it waits for the first write to end
+        writer.gates[0].set()
+        await finished.wait()
+    assert writer.calls == 2  # its own write, after the first
+    assert reload(path).effective("adapter", "queued").state == "paused"
+    assert reload(path).effective("adapter", "first").state == "paused"
 
 
 # --- crash safety ------------------------------------------------------------------------
