@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import msgspec
@@ -81,7 +81,11 @@ def _names(keys: list[ComponentKey]) -> list[str]:
     return [str(ck) for ck in keys]
 
 
-def _still_held(rt: Runtime, keys: list[ComponentKey], states: set[str]) -> dict[str, str]:
+_DRAINING: Final = frozenset({"draining"})
+_HELD: Final = frozenset({"paused", "draining"})
+
+
+def _still_held(rt: Runtime, keys: list[ComponentKey], states: frozenset[str]) -> dict[str, str]:
     """Keys whose effective state is one of ``states`` after the change, and by which scope
     ("paused by domain"): the reply must not claim more than the change achieved."""
     held: dict[str, str] = {}
@@ -143,19 +147,21 @@ class ControlHandler:
                 return ListReply(candidates=self._list(domain, shadowed))
             case PauseRequest(domain=domain, key=key, note=note):
                 keys = await rt.pause(domain, key, uid=peer.uid, pid=peer.pid, note=note or "")
-                self._record_intent("pause", keys, peer, note=note or None)
-                held = _still_held(rt, keys, {"draining"})  # a wider drain is stricter
+                names = _names(keys)
+                self._record_intent("pause", keys, peer, names, note=note or None)
+                held = _still_held(rt, keys, _DRAINING)  # a wider drain is stricter
                 return PauseReply(
-                    affected=_names(keys),
+                    affected=names,
                     state="paused" if not held else "partly draining",
                     still_held=held,
                 )
             case ResumeRequest(domain=domain, key=key):
                 keys = await rt.resume(domain, key, uid=peer.uid, pid=peer.pid)
-                self._record_intent("resume", keys, peer)
-                held = _still_held(rt, keys, {"paused", "draining"})  # by a wider intent
+                names = _names(keys)
+                self._record_intent("resume", keys, peer, names)
+                held = _still_held(rt, keys, _HELD)  # by a wider intent
                 return ResumeReply(
-                    affected=_names(keys),
+                    affected=names,
                     state="active" if not held else "partly active",
                     still_held=held,
                 )
@@ -307,17 +313,26 @@ class ControlHandler:
         )
 
     def _record_intent(
-        self, op: str, keys: list[ComponentKey], peer: Peer, **detail: str | None
+        self,
+        op: str,
+        keys: list[ComponentKey],
+        peer: Peer,
+        names: list[str] | None = None,
+        **detail: str | None,
     ) -> None:
-        what = ", ".join(str(ck) for ck in keys) or "nothing"
+        """The history entry of an intent change (``names``: ``keys`` as strings, if the
+        caller has them already)."""
+        if names is None:
+            names = _names(keys)
         note = detail.get("note")
         self.rt.history.record(
             "intent",
-            f"{op} {what} by uid {peer.uid}" + (f": {note}" if note else ""),
-            key=keys[0] if len(keys) == 1 else None,
+            f"{op} {', '.join(names) or 'nothing'} by uid {peer.uid}"
+            + (f": {note}" if note else ""),
+            key=names[0] if len(names) == 1 else None,
             op=op,
             uid=peer.uid,
             pid=peer.pid,
-            keys=[str(ck) for ck in keys] if len(keys) > 1 else None,
+            keys=list(names) if len(names) > 1 else None,
             **detail,
         )
