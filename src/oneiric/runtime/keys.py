@@ -125,8 +125,9 @@ class KeyState(ChangeCounter):
     #: the periodic check of the serving instance (runtime/checks.py), when it has health()
     health_check: HealthCheck | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status
-    swap_ms: deque[float] = field(default_factory=lambda: deque(maxlen=SWAP_SAMPLES))
+    #: durations (ms) of the last SWAP_SAMPLES successful swaps, for the p50/p95/p99 in status;
+    #: made at the first swap (an empty ring is ~0.4 KiB, most keys never swap)
+    swap_ms: deque[float] | None = None
     #: the key's status row as last built: (version, in flight, row, its JSON), or None
     status: tuple[int, int, ComponentHealth, msgspec.Raw | None] | None = None
     _listeners: set[Waker] | None = None  # multi-key waiters (a drain's wait)
@@ -147,6 +148,14 @@ class KeyState(ChangeCounter):
         if self._listeners:
             for waiter in self._listeners:
                 waiter.set()
+
+    def swapped(self, ms: float) -> None:
+        """Record a successful swap's duration."""
+        self.swaps += 1
+        self.last_swap_ms = ms
+        if self.swap_ms is None:
+            self.swap_ms = deque(maxlen=SWAP_SAMPLES)
+        self.swap_ms.append(ms)
 
     def listen(self, waiter: Waker) -> None:
         """Also set ``waiter`` on this key's next changes (until :meth:`unlisten`)."""

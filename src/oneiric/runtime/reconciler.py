@@ -228,9 +228,7 @@ class Reconciler:
         old = st.slot.bind(new)
         st.lifecycle = "ready"
         if old is not None:
-            st.swaps += 1
-            st.last_swap_ms = round(elapsed, 3)
-            st.swap_ms.append(st.last_swap_ms)
+            st.swapped(round(elapsed, 3))
         log.info(
             "%s: %s provider %r in %.1f ms",
             st.slot.name,

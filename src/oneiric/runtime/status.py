@@ -30,7 +30,7 @@ def component_health(st: KeyState, *, eff: Effective, desired: Candidate | None)
     """The status row of one key (SPEC §5 fields, plus the domain counters in ``extras``)."""
     slot = st.slot
     cur = slot.current
-    p50, p95, p99 = swap_percentiles(st.swap_ms)
+    p50, p95, p99 = swap_percentiles(st.swap_ms or ())
     parked: str | None = None
     if st.parked is not None:
         parked = st.parked.provider
