@@ -113,8 +113,11 @@ class Check:
             self.scope.cancel()
 
 
+_HEALTHY: Outcome = (True, None)
+
+
 def _verdict(ok: object) -> Outcome:
-    return (False, "health() returned false") if ok is False else (True, None)
+    return (False, "health() returned false") if ok is False else _HEALTHY
 
 
 def _raised(exc: BaseException) -> Outcome:
@@ -132,6 +135,8 @@ def probe(instance: Any) -> Outcome | Awaitable[Any]:
         return _raised(ComponentExit.from_exit(exc, f"{getattr(fn, '__qualname__', fn)!s}()"))
     except Exception as exc:
         return _raised(exc)
+    if result is True:  # the common answer, before the slower awaitable check
+        return _HEALTHY
     if inspect.isawaitable(result):
         return result
     return _verdict(result)
@@ -182,7 +187,8 @@ class HealthChecks:
         self._seq = itertools.count()
         self._dead = 0  # cancelled entries still in the heap (dropped lazily)
         self._wake = anyio.Event()
-        self._sleeping_until = math.inf
+        #: when the sleeping scheduler wakes up; -inf while it runs (a new entry needs no wake)
+        self._sleeping_until = -math.inf
         self._slots = anyio.Semaphore(max_in_flight)
         self._running = False
         self._closed = False
@@ -252,9 +258,10 @@ class HealthChecks:
                     if self._wake.is_set():
                         self._wake = anyio.Event()
                     await clock.wait(self._sleeping_until, self._wake)
-                    self._sleeping_until = math.inf
+                    self._sleeping_until = -math.inf
                     continue
                 ran = 0
+                next_due = now + self._interval()  # for the checks that answer at once
                 while heap and heap[0][0] <= now:
                     check = heapq.heappop(heap)[2]
                     if check.cancelled:
@@ -264,11 +271,12 @@ class HealthChecks:
                         continue  # replaced or removed: its key watches the new one, if any
                     outcome = probe(check.binding.instance)
                     if isinstance(outcome, tuple):
-                        self._done(check, outcome)
+                        self._done(check, outcome, next_due)
                         ran += 1
                         if ran % SLICE == 0:
                             await anyio.lowlevel.checkpoint()
                             heap = self._heap
+                            next_due = clock.now() + self._interval()
                         continue
                     await self._slots.acquire()
                     self.in_flight += 1
@@ -285,7 +293,7 @@ class HealthChecks:
                 check.scope = scope
                 outcome = await finish(pending, self._timeout())
             if not scope.cancelled_caught:
-                self._done(check, outcome)
+                self._done(check, outcome, self._clock.now() + self._interval())
         finally:
             check.scope = None
             self.in_flight -= 1
@@ -293,9 +301,9 @@ class HealthChecks:
             if inspect.iscoroutine(pending):
                 pending.close()  # cancelled before it started: no "never awaited" warning
 
-    def _done(self, check: Check, outcome: Outcome) -> None:
+    def _done(self, check: Check, outcome: Outcome, next_due: float) -> None:
         if not check.live:
             return
         self._on_result(check.state, *outcome)
         if check.live:  # on_result never swaps, but stay exact
-            self._schedule(check, self._clock.now() + self._interval())
+            self._schedule(check, next_due)
