@@ -65,14 +65,16 @@ settings = {{ n = {n} }}
 
 
 class Gate:
-    """The fifos of tests/hostile_import_gate.py: ``importing`` (the module says it began) and
-    ``gate`` (the test lets it finish)."""
+    """The fifos of tests/hostile_import_gate.py: ``importing`` (the module says it began),
+    ``gate`` (the test lets it go) and ``done`` (the module says it ran to the end)."""
 
     def __init__(self, d: Path) -> None:
         os.mkfifo(d / "importing")
         os.mkfifo(d / "gate")
+        os.mkfifo(d / "done")
         self.dir = d
         self.began = os.open(d / "importing", os.O_RDONLY | os.O_NONBLOCK)
+        self.done = os.open(d / "done", os.O_RDONLY | os.O_NONBLOCK)
 
     def wait_began(self) -> float:
         ready, _, _ = select.select([self.began], [], [], 60)
@@ -81,13 +83,17 @@ class Gate:
         return time.monotonic()
 
     def open(self) -> None:
+        """Let the module go, and wait until its code has run to the end."""
         # blocks until the importing module has the fifo open for reading (it has: it began)
         fd = os.open(self.dir / "gate", os.O_WRONLY)
         os.write(fd, b"go")
         os.close(fd)
+        ready, _, _ = select.select([self.done], [], [], 60)
+        assert ready and os.read(self.done, 1) == b"d", "the module never finished"
 
     def close(self) -> None:
         os.close(self.began)
+        os.close(self.done)
 
 
 @pytest.fixture
@@ -153,7 +159,8 @@ def test_a_module_that_blocks_at_import_never_blocks_the_daemon(
         assert ping_while(thread, c) > 0
         error = out["reply"]["failed"]["adapter/gated"]
         assert "did not finish within 2s (an import of it started" in error, error
-        # 3. the module is let go: the next activation gets it
+        # 3. the module is let go: the next activation gets it (as the thread finishes, or
+        # from sys.modules)
         gate.open()
         (d / "oneiricd.toml").write_text(HEAD + gated(3))
         assert c.call("reload")["failed"] == {}
