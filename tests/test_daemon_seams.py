@@ -324,3 +324,43 @@ async def test_oneiricd_pauses_the_collector_until_ready_then_freezes_the_startu
     finally:
         gc.unfreeze()  # give the test process its collector back as it was
         gc.enable()
+
+
+async def test_cyclic_garbage_made_while_starting_is_collected_not_frozen() -> None:
+    """With the collector off until READY, what start-up throws away in a cycle (a failed
+    activation's exception and traceback with the frame's locals, a component's scratch graph)
+    is still there at READY. It must be collected then, not frozen with the live graph: frozen
+    objects are never collected again, so it would stay for the daemon's whole life."""
+    import gc
+    import weakref
+
+    from oneiric.daemon import Daemon, Options
+
+    d = make_dir()
+    (d / "oneiricd.toml").write_text(CONFIG)
+    options = Options(
+        config=str(d / "oneiricd.toml"),
+        socket=str(d / "s.sock"),
+        state_dir=str(d / "state"),
+        health_file=str(d / "health.json"),
+    )
+
+    class Scratch:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the cyclic collector can free it
+
+    freed: list[bool] = []
+    try:
+        daemon = Daemon(options, environ={}, own_process=True)
+        daemon.load()
+        assert not gc.isenabled()
+        weakref.finalize(Scratch(), freed.append, True)  # garbage made while starting
+        assert not freed
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            gc.collect()  # a later collection: frozen objects are out of its reach
+            assert freed == [True]
+            daemon.request_stop()
+    finally:
+        gc.unfreeze()  # give the test process its collector back as it was
+        gc.enable()
