@@ -556,3 +556,18 @@ async def test_hanging_health_probe_degrades(tmp_path: Path) -> None:
         rt.state("adapter", "g").slot.current.instance.probe.set()  # type: ignore[union-attr]
         await wait_until(lambda: rt.state("adapter", "g").lifecycle == "degraded", rt)
         assert "did not answer" in (rt.state("adapter", "g").last_error or "")
+
+
+async def test_a_removed_key_keeps_no_health_check_nor_its_retired_instance(rt: Runtime) -> None:
+    """Once a key's last candidate goes, so does its periodic check: the key's state stays
+    ("inactive", for status) and must not hold the Check, whose binding holds the retired
+    instance (with 20,000 keys removed by a reload, 20,000 instances kept for good). The
+    scheduler's heap drops the cancelled entry lazily, within one health_interval."""
+    await setup(rt, cand("a"))
+    st = rt.state("adapter", "cache")
+    assert st.slot.current is not None and st.health_check is not None
+    await rt.reconcile_many(rt.apply_candidates({"test"}, [], {}))
+    await wait_until(lambda: not st.slot.retiring, rt)
+    assert st.lifecycle == "inactive" and comp.CALLS["a.stop"] == 1
+    assert st.health_check is None
+    assert len(rt._reconciler.checks) == 0

@@ -141,6 +141,7 @@ class Reconciler:
                         self._forget_if_gone(st)
                         return "unchanged"
                     st.slot.bind(None)
+                    self.checks.forget(st)  # its Check would keep the retired instance alive
                     st.lifecycle = "inactive"
                     self._history.record(
                         "remove",
