@@ -252,3 +252,20 @@ async def test_check_health_once() -> None:
     assert await check_health(SyncProbe(False), 1) == (False, "health() returned false")
     outcome = probe(SyncProbe())
     assert outcome == (True, None)
+
+
+async def test_forgetting_a_check_in_flight_keeps_the_count_exact() -> None:
+    """A check in flight is out of the heap: forgetting it then leaves no dead entry behind to
+    count (a phantom would make len() wrong, even negative, and compact the heap for nothing)."""
+    async with scheduler() as (checks, clock, _):
+        slow = SlowProbe()
+        st, binding = serve(slow, "slow")
+        checks.watch(st, binding)
+        await clock.advance(INTERVAL + GRACE)
+        assert slow.entered.is_set() and checks.in_flight == 1 and len(checks) == 0
+        checks.forget(st)
+        with anyio.fail_after(30):
+            await slow.cancelled.wait()
+        assert len(checks) == 0
+        checks.watch(*serve(SyncProbe(), "other"))
+        assert len(checks) == 1

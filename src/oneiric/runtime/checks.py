@@ -94,12 +94,13 @@ class AnyioClock:
 class Check:
     """One instance's periodic check (its key holds it as ``KeyState.health_check``)."""
 
-    __slots__ = ("binding", "cancelled", "scope", "state")
+    __slots__ = ("binding", "cancelled", "queued", "scope", "state")
 
     def __init__(self, state: KeyState, binding: Binding) -> None:
         self.state = state
         self.binding = binding
         self.cancelled = False
+        self.queued = False  # in the heap (not while it runs)
         self.scope: anyio.CancelScope | None = None  # while an async health() runs
 
     @property
@@ -218,8 +219,9 @@ class HealthChecks:
             st.health_check = None
             if not check.cancelled:
                 check.cancel()
-                self._dead += 1
-                self._compact()
+                if check.queued:  # a check in flight has no heap entry to drop later
+                    self._dead += 1
+                    self._compact()
 
     def close(self) -> None:
         """Shutdown: cancel every check (those in flight too); nothing runs any more."""
@@ -232,6 +234,7 @@ class HealthChecks:
             self._scope.cancel()  # the checks in flight, and the scheduler itself
 
     def _schedule(self, check: Check, due: float) -> None:
+        check.queued = True
         heapq.heappush(self._heap, (due, next(self._seq), check))
         if due < self._sleeping_until:
             self._wake.set()
@@ -264,6 +267,7 @@ class HealthChecks:
                 next_due = now + self._interval()  # for the checks that answer at once
                 while heap and heap[0][0] <= now:
                     check = heapq.heappop(heap)[2]
+                    check.queued = False
                     if check.cancelled:
                         self._dead -= 1
                         continue

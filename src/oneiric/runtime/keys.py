@@ -172,6 +172,7 @@ class HealthCheck(Protocol):
     """What a key knows of its instance's periodic health check."""
 
     cancelled: bool
+    queued: bool  # waiting in the scheduler's heap (not while it runs)
 
     def cancel(self) -> None: ...
 
