@@ -74,7 +74,7 @@ class CountingWriter:
     def __call__(self, journal: Journal, data: bytes) -> None:
         with self._lock:
             self.calls += 1
-        journal.append(data)
+        journal.append(data, compact=False)  # as journal_append: compaction comes after
 
 
 class ScriptedWriter:
@@ -93,7 +93,7 @@ class ScriptedWriter:
         self.gates[i].wait()
         if not self.outcomes[i]:
             raise OSError(28, "No space left on device")
-        journal.append(data)
+        journal.append(data, compact=False)  # as journal_append: compaction comes after
 
     async def wait_entered(self, i: int) -> None:
         await anyio.to_thread.run_sync(self.entered[i].wait)
@@ -564,6 +564,52 @@ async def test_a_cancelled_waiter_still_gets_its_mutation_written(
     assert writer.calls == 2  # its own write, after the first
     assert reload(path).effective("adapter", "queued").state == "paused"
     assert reload(path).effective("adapter", "first").state == "paused"
+
+
+@pytest.mark.anyio
+async def test_a_compaction_does_not_hold_the_replies_of_the_commit_that_triggered_it(
+    store: IntentStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch that makes the journal due for compaction is durable before the new
+    checkpoint is written: its queued callers are answered while the compaction still runs
+    (only the caller that wrote the batch waits for it)."""
+    from oneiric.runtime import journal as journal_mod
+
+    monkeypatch.setattr(journal_mod.Journal, "compaction_due", lambda self: True)  # each commit
+    first = ScriptedWriter([True, True])  # the first write is held: the others queue
+    first.gates[1].set()
+    monkeypatch.setattr(intent_mod, "journal_append", first)
+    compacting, release = threading.Event(), threading.Event()
+
+    def held_compaction(journal: Journal, data: bytes) -> None:
+        if first.calls == 2:  # the second batch's compaction: hold it
+            compacting.set()
+            release.wait(30)
+        journal.compact_if_due(data)
+
+    monkeypatch.setattr(intent_mod, "journal_compact", held_compaction)
+    answered: list[str] = []
+
+    async def pause(key: str) -> None:
+        await store.pause("adapter", key, **WHO)
+        answered.append(key)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pause, "a")
+        await first.wait_entered(0)
+        for key in ("b", "c", "d"):
+            tg.start_soon(pause, key)
+        await wait_until(lambda: store.effective("adapter", "d").state == "paused")
+        first.gates[0].set()  # "a" is written; b, c and d go together in the next batch
+        await anyio.to_thread.run_sync(compacting.wait, 30)
+        # the next batch's compaction is held: two of b, c, d are answered (the third wrote
+        # the batch and waits for its compaction)
+        await wait_until(lambda: len(answered) == 3)
+        assert answered[0] == "a" and len(set(answered[1:]) & {"b", "c", "d"}) == 2
+        release.set()
+    assert sorted(answered) == ["a", "b", "c", "d"]
+    assert first.calls == 2
+    assert reload(path).state.keys.keys() == {f"adapter/{k}" for k in "abcd"}
 
 
 # --- crash safety ------------------------------------------------------------------------

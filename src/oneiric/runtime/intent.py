@@ -79,7 +79,12 @@ _SERIAL = msgspec.json.Decoder(_SerialOnly)
 
 def journal_append(journal: Journal, data: bytes) -> None:
     """The one durable write of a commit (blocking; a seam for tests that inject failures)."""
-    journal.append(data)
+    journal.append(data, compact=False)
+
+
+def journal_compact(journal: Journal, data: bytes) -> None:
+    """A compaction that is due, after a commit's callers were told (blocking; a seam)."""
+    journal.compact_if_due(data)
 
 
 @dataclass(eq=False)
@@ -328,6 +333,7 @@ class IntentStore:
             finally:
                 self._flushing = False
                 self._wake(batch)
+                self._elect()
         if mine.error is not None:
             if isinstance(mine.error, OSError) and mine.error.errno in _NO_SPACE:
                 raise NoSpace(
@@ -342,12 +348,15 @@ class IntentStore:
             ) from mine.error
 
     def _wake(self, batch: list[_Pending]) -> None:
-        """After a write: wake the callers of the mutations it held (now done or failed), and
-        the caller of the oldest mutation still queued, who writes the next batch (everything
-        queued by then): one flush for all that arrived while the previous one ran."""
+        """After a write: wake the callers of the mutations it held (now done or failed)."""
         for p in batch:
             if p.woken is not None:
                 p.woken.set()
+
+    def _elect(self) -> None:
+        """After a write: wake the caller of the oldest mutation still queued, who writes the
+        next batch (everything queued by then): one flush for all that arrived while the
+        previous one ran."""
         for p in self._pending:
             if p.woken is not None:  # a waiting caller (the one whose write failed is not)
                 p.woken.set()
@@ -394,4 +403,9 @@ class IntentStore:
             p.done = True
         self._durable = snapshot
         self._pending = self._pending[len(batch) :]
+        if self._journal.compaction_due():
+            # A new checkpoint costs flushes of its own: the batch's callers get their replies
+            # first; the next batch waits (the journal is rewritten under it).
+            self._wake(batch)
+            await anyio.to_thread.run_sync(journal_compact, self._journal, data)
         return batch

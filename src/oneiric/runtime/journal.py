@@ -76,6 +76,7 @@ class Journal:
         self.path = checkpoint.with_suffix(".journal")
         self._fd = -1
         self._size = 0
+        self._last_record = 0  # bytes of the last record appended
         self._finalizer: weakref.finalize[[int], Journal] | None = None
 
     # -- recovery --------------------------------------------------------------------------------
@@ -163,10 +164,12 @@ class Journal:
             self._finalizer = weakref.finalize(self, os.close, fd)
         return self._fd
 
-    def append(self, doc: bytes) -> None:
+    def append(self, doc: bytes, *, compact: bool = True) -> None:
         """Append ``doc`` and flush it to the device; return once it is durable. On a failed
         write the journal is cut back to where it was (the commit did not happen);
-        :class:`WrittenUnconfirmed` when only the flush failed."""
+        :class:`WrittenUnconfirmed` when only the flush failed. With ``compact=False`` a
+        compaction that is due is left to :meth:`compact_if_due` (the store runs it after
+        the commit's replies are out)."""
         fd = self._open()
         rec = _record(doc)
         start = self._size
@@ -181,15 +184,27 @@ class Journal:
                 self.close()  # reopened (and re-measured) by the next commit
             raise
         self._size = start + len(rec)
+        self._last_record = len(rec)
         try:
             os.fdatasync(fd)
         except OSError as exc:
             raise WrittenUnconfirmed(exc) from exc
-        if self._size > COMPACT_BYTES and self._size > 8 * len(rec):
-            try:
-                self.compact(doc)
-            except OSError as exc:  # the commit itself is durable; compaction can wait
-                log.warning("could not compact %s: %s; will retry", self.path, exc)
+        if compact:
+            self.compact_if_due(doc)
+
+    def compaction_due(self) -> bool:
+        return self._size > COMPACT_BYTES and self._size > 8 * self._last_record
+
+    def compact_if_due(self, doc: bytes) -> None:
+        """Compact with ``doc``, the newest document appended, if the journal has grown past
+        :data:`COMPACT_BYTES`; a failure is logged (the commits are durable; it is retried
+        after a later one)."""
+        if not self.compaction_due():
+            return
+        try:
+            self.compact(doc)
+        except OSError as exc:
+            log.warning("could not compact %s: %s; will retry", self.path, exc)
 
     def close(self) -> None:
         if self._fd >= 0:
