@@ -275,16 +275,25 @@ def test_a_delta_leaves_the_registry_as_replace_sources_does(
             extra_new = extra_old
         srcs = sources | {"plug"}
         snap = Snapshot(gens={s: b.generation(s) for s in srcs}, selections={}, requires={})
-        delta = plan(
-            snap,
-            srcs,
-            old.components,
-            new.components,
-            old_extra=extra_old,
-            new_extra=extra_new,
-            selections={},
-            requires={},
-        )
+        deltas = []
+        for window in (0, 2048):  # the changed entries found by identity sets, or by a window
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(delta_mod, "WINDOW", window)
+                deltas.append(
+                    plan(
+                        snap,
+                        srcs,
+                        old.components,
+                        new.components,
+                        old_extra=extra_old,
+                        new_extra=extra_new,
+                        selections={},
+                        requires={},
+                    )
+                )
+        delta = deltas[0]
+        assert sorted(delta.drops) == sorted(deltas[1].drops)
+        assert delta.stores == deltas[1].stores
         want = a.replace_sources(srcs, [*candidates_of(new), *extra_new])
         got = b.apply_delta(delta.drops, delta.stores)
         assert got == want

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from oneiric.config import Config, DaemonConfig, files_digest, load_config
+from oneiric.config import Config, DaemonConfig, Preread, files_digest, load_config
 from oneiric.control.replies import ReloadResult
 from oneiric.errors import ConfigError
 from oneiric.plugins import PluginScan, discover, log_scan
@@ -96,12 +96,15 @@ def summarize(result: ReloadResult) -> str:
     return "; ".join(parts) or "nothing changed"
 
 
-def load_with_plugins(path: str) -> tuple[Config, PluginScan]:
+def load_with_plugins(path: str, *, preread: Preread | None = None) -> tuple[Config, PluginScan]:
     """Load the config and scan the entry-point plugins (blocking: run it in a thread); raise
-    ConfigError when the two together break a ``[requires]`` rule (the check needs both)."""
+    ConfigError when the two together break a ``[requires]`` rule (the check needs both).
+    ``preread``: the files as a digest check just read them."""
     plugins = discover()
     config = load_config(
-        path, providers=[(c.domain, c.key, c.provider) for c in plugins.candidates]
+        path,
+        providers=[(c.domain, c.key, c.provider) for c in plugins.candidates],
+        preread=preread,
     )
     if config.requires:
         errors = requires_errors(
@@ -261,10 +264,11 @@ class Reloader:
         are byte for byte what it was read from (no parse at all); else the new config, its
         plugin scan and the change it makes to the runtime's candidates (None when there is
         nothing to compare with: then it is applied whole)."""
-        same = self._same_files()
+        seen = Preread()
+        same = self._same_files(seen)
         if same is not None:
             return self.config, same, None
-        new, plugins = load_with_plugins(self.config_path)
+        new, plugins = load_with_plugins(self.config_path, preread=seen if seen.files else None)
         applied = self._applied
         if applied is None:
             return new, plugins, None
@@ -281,14 +285,15 @@ class Reloader:
         )
         return new, plugins, delta
 
-    def _same_files(self) -> PluginScan | None:
+    def _same_files(self, seen: Preread) -> PluginScan | None:
         """The plugin scan, when the config files hash the same as the running config's and
         the plugins are the same too (blocking); None when anything may have changed, or the
-        last reload failed (then the full load says what is wrong, or clears the error)."""
+        last reload failed (then the full load says what is wrong, or clears the error).
+        ``seen``: filled with the files read, for the load that follows."""
         if self.loaded.error is not None or not self.config.digest:
             return None
         try:
-            digest = files_digest(self.config_path, self.config.include)
+            digest = files_digest(self.config_path, self.config.include, keep=seen)
         except ConfigError:
             return None  # the full load reports it, with the file and the reason
         if digest != self.config.digest:

@@ -31,7 +31,7 @@ from oneiric.config.factories import (
     resolve_factory,
     split_factory,
 )
-from oneiric.config.loader import files_digest, load_config, parse_config_text
+from oneiric.config.loader import Preread, files_digest, load_config, parse_config_text
 from oneiric.config.paths import (
     DEFAULT_CONFIG,
     DEFAULT_RUNTIME_DIR,
@@ -58,6 +58,7 @@ __all__ = [
     "ComponentConfig",
     "Config",
     "DaemonConfig",
+    "Preread",
     "RemoteConfig",
     "ResolvedPaths",
     "check_factories",

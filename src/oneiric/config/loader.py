@@ -344,39 +344,61 @@ def _digest_add(h: Any, file: str, data: bytes) -> None:
     h.update(data)
 
 
-def files_digest(path: str | os.PathLike[str], include: tuple[str, ...]) -> str:
+class Preread:
+    """The files :func:`files_digest` read, in order, and their digest: a reload that found
+    them changed hands them to :func:`load_config`, which then neither reads nor hashes them
+    again (2 MB at 10,000 keys: a read and ~3 ms of hashing saved)."""
+
+    __slots__ = ("data", "digest", "files")
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.data: dict[str, bytes] = {}
+        self.digest = ""
+
+
+def files_digest(
+    path: str | os.PathLike[str], include: tuple[str, ...], *, keep: Preread | None = None
+) -> str:
     """The digest :func:`load_config` would record for the files there now, given the
     ``include`` globs of the running config (blocking: reads every file). Equal to the running
     config's ``digest`` exactly when the main file and the set and content of its drop-ins are
     byte for byte what it was parsed from: the main file's bytes decide its ``include``. Raises
-    ``ConfigError`` when a file cannot be read."""
+    ``ConfigError`` when a file cannot be read. ``keep``: filled with what was read."""
     main = os.path.abspath(os.fspath(path))
     h = hashlib.blake2b(digest_size=16)
-    _digest_add(h, main, _read_bytes(main))
-    for dropin in _dropins(os.path.dirname(main), include, main):
-        _digest_add(h, dropin, _read_bytes(dropin))
-    return h.hexdigest()
+    for file in [main, *_dropins(os.path.dirname(main), include, main)]:
+        data = _read_bytes(file)
+        _digest_add(h, file, data)
+        if keep is not None:
+            keep.files.append(file)
+            keep.data[file] = data
+    digest = h.hexdigest()
+    if keep is not None:
+        keep.digest = digest
+    return digest
 
 
-def _read(file: str, digest: Any = None) -> tuple[bytes, str]:
-    """The file's bytes and text (valid UTF-8), fed to ``digest`` when given."""
-    data = _read_bytes(file)
-    if digest is not None:
-        _digest_add(digest, file, data)
+def _read(file: str, preread: Preread | None = None) -> tuple[bytes, str]:
+    """The file's bytes (``preread``'s when it has them) and text (valid UTF-8)."""
+    data = preread.data.get(file) if preread is not None else None
+    if data is None:
+        data = _read_bytes(file)
     try:
         return data, data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not valid UTF-8 (byte {exc.start})", file=file) from None
 
 
-def _add_file(merge: _Merge, file: str, digest: Any, *, chunked: bool) -> None:
-    data, text = _read(file, digest)
+def _add_file(merge: _Merge, file: str, preread: Preread | None, *, chunked: bool) -> bytes:
+    data, text = _read(file, preread)
     if chunked:
         parts = file_chunks(file, data)
         if parts is not None:
             merge.add_chunks(*parts, file=file)
-            return
+            return data
     merge.add(_parse(text, file=file), file=file)
+    return data
 
 
 def _dropins(base: str, include: tuple[str, ...], main: str) -> list[str]:
@@ -391,11 +413,15 @@ def _dropins(base: str, include: tuple[str, ...], main: str) -> list[str]:
 
 
 def load_config(
-    path: str | os.PathLike[str], *, providers: Iterable[tuple[str, str, str]] = ()
+    path: str | os.PathLike[str],
+    *,
+    providers: Iterable[tuple[str, str, str]] = (),
+    preread: Preread | None = None,
 ) -> Config:
     """Load the main file and its drop-ins; raises ``ConfigError`` on the first mistake.
     ``providers``: (domain, key, provider) registered outside the files (entry-point plugins),
-    which a selection may name.
+    which a selection may name. ``preread``: what :func:`files_digest` just read (the bytes
+    used instead of reading the files again, and their digest when they are the same files).
 
     Files are read in chunks (``config/chunks.py``): what did not change since the last load
     of the same path is neither parsed nor validated again. A mistake is always reported by
@@ -403,18 +429,30 @@ def load_config(
     main = os.path.abspath(os.fspath(path))
     providers = tuple(providers)
     try:
-        return _load(main, providers, chunked=True)
+        return _load(main, providers, preread, chunked=True)
     except ConfigError:
-        return _load(main, providers, chunked=False)
+        return _load(main, providers, preread, chunked=False)
 
 
-def _load(main: str, providers: Iterable[tuple[str, str, str]], *, chunked: bool) -> Config:
+def _load(
+    main: str,
+    providers: Iterable[tuple[str, str, str]],
+    preread: Preread | None = None,
+    *,
+    chunked: bool,
+) -> Config:
     merge = _Merge(main, providers)
-    h = hashlib.blake2b(digest_size=16)
-    _add_file(merge, main, h, chunked=chunked)
+    read = [(main, _add_file(merge, main, preread, chunked=chunked))]
     for dropin in _dropins(merge.base, merge.include, main):
-        _add_file(merge, dropin, h, chunked=chunked)
-    return msgspec.structs.replace(merge.result(), digest=h.hexdigest())
+        read.append((dropin, _add_file(merge, dropin, preread, chunked=chunked)))
+    if preread is not None and preread.files == [f for f, _ in read]:
+        digest = preread.digest  # the very bytes, hashed once already
+    else:
+        h = hashlib.blake2b(digest_size=16)
+        for file, data in read:
+            _digest_add(h, file, data)
+        digest = h.hexdigest()
+    return msgspec.structs.replace(merge.result(), digest=digest)
 
 
 def parse_config_text(text: str, *, path: str) -> Config:

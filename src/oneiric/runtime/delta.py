@@ -22,8 +22,8 @@ keys.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress
-from operator import not_
+from itertools import compress, takewhile
+from operator import is_, not_, truth
 
 import msgspec
 
@@ -69,6 +69,33 @@ def _fresh(
     return list(compress(items, map(not_, map(known.__contains__, map(id, items)))))
 
 
+def _span(old: Sequence[object], new: Sequence[object]) -> tuple[int, int]:
+    """How many leading and trailing entries ``old`` and ``new`` share (the very same objects
+    at the same place), at C speed: an edit leaves everything but a window in between."""
+    n = min(len(old), len(new))
+    head = sum(1 for _ in takewhile(truth, map(is_, old, new)))
+    tail = sum(1 for _ in takewhile(truth, map(is_, reversed(old), reversed(new))))
+    return head, min(tail, n - head)
+
+
+#: past this many entries in the changed window, find the fresh entries by identity sets
+#: (two C-speed passes over everything) rather than walking the window in Python
+WINDOW = 2048
+
+
+def _changes(
+    old: Sequence[ComponentConfig], new: Sequence[ComponentConfig]
+) -> tuple[list[ComponentConfig], list[ComponentConfig]]:
+    """``(gone, fresh)``: entries of ``old`` no longer in ``new`` and entries of ``new`` not
+    in ``old``, compared by identity; may include entries present in both (moved, or inside
+    the changed window), which :func:`plan` then finds equal and leaves alone."""
+    head, tail = _span(old, new)
+    gone, fresh = old[head : len(old) - tail], new[head : len(new) - tail]
+    if len(gone) + len(fresh) > WINDOW:
+        return _fresh(old, new), _fresh(new, old)
+    return list(gone), list(fresh)
+
+
 def _ident(c: ComponentConfig) -> Ident:
     return (c.domain, c.key, c.provider, c.source)
 
@@ -112,16 +139,17 @@ def plan(
 
     Blocking and pure: run it in a worker thread. Entries present in both as the same object
     cost nothing per entry beyond C-speed set operations."""
-    gone = {_ident(c): c for c in _fresh(old, new)}
+    went, came = _changes(old, new)
+    gone = {_ident(c): c for c in went}
     drops: list[Ident] = []
     stores: list[Candidate] = []
     kept: set[Ident] = set()
-    for c in _fresh(new, old):
+    for c in came:
         ident = _ident(c)
         before = gone.get(ident)
         if before is not None:
             kept.add(ident)
-            if before == c:  # re-read, equal: keeps its registration (and its seq)
+            if before is c or before == c:  # the same, or re-read equal: keeps its seq
                 continue
         stores.append(candidate_of(c))
     drops += [ident for ident in gone if ident not in kept]
