@@ -166,6 +166,56 @@ def test_a_duplicate_across_chunks_is_the_reference_error(tmp_path: Path) -> Non
     assert isinstance(err, str) and "duplicate component" in err and "component[10]" in err
 
 
+def test_edits_between_plain_entries_patch_the_last_load_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common case (one entry edited, added or removed among plain ones) patches the last
+    load's lists instead of walking every chunk; the result is still the reference one, and a
+    duplicate an edit creates is still the reference error."""
+    patched: list[int] = []
+    real = chunks_mod._patch
+
+    def spy(*args: Any) -> Any:
+        patched.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(chunks_mod, "_patch", spy)
+    path = tmp_path / "oneiricd.toml"
+    flow = (
+        '[[component]]\ndomain = "workflow"\nkey = "w"\nprovider = "p"\n'
+        'factory = "components:Thing"\n'
+        'settings = { nodes = [{ id = "a", task = "t" }] }\n'
+        '[[component]]\ndomain = "task"\nkey = "t"\nprovider = "p"\n'
+        'factory = "components:Thing"\n'
+    )
+    items = [entry(i) for i in range(60)]
+    versions = [
+        items,
+        [*items[:10], entry(10, "z"), *items[11:]],  # one field of one entry
+        [*items[:10], *items[11:]],  # removed
+        [*items[:10], entry(500), *items[10:]],  # added
+        [*items[:10], entry(11), *items[11:]],  # k11 twice: the reference error
+        items,
+        [*items, flow],  # a workflow and its task at the end
+        [*items[:5], entry(501), *items[5:], flow],  # added before them: their places move
+        [*items[:5], *items[6:], flow],
+        [*items[:5], *items[6:], flow.replace('task = "t"', 'task = "nope"')],
+    ]
+    head = "[daemon]\nwatch = false\n"
+    for version in versions:
+        path.write_text(head + "".join(version))
+        same_as_reference(path)
+    # a selection in the preamble names an entry that an edit then renames: the reference
+    # error, not a stale name that still looks offered
+    head += '[selections.adapter]\nk20 = "a"\n'
+    path.write_text(head + "".join(items))
+    same_as_reference(path)
+    path.write_text(head + "".join([*items[:20], entry(20, "z"), *items[21:]]))
+    err = same_as_reference(path)
+    assert isinstance(err, str) and "selects provider 'a'" in err
+    assert len(patched) >= 4
+
+
 # Fragments a file is made of: plain entries, and every shape that must not be cut or merged
 # naively (sub-tables of an entry, a cut line inside a multi-line string, a header with a
 # comment, tables after the entries, a table defined twice across parts, broken ones).

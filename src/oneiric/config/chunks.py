@@ -22,12 +22,18 @@ reported. The incremental path only ever produces what the reference path would 
 
 The chunks of a file are held from one load of that path to the next (the last
 :data:`MAX_FILES` paths): a chunk's validated ``ComponentConfig`` is the very object the last
-load produced, which lets the layers above tell "unchanged" by identity in O(1).
+load produced, which lets the layers above tell "unchanged" by identity in O(1). A load
+compares its parts with the last load's from both ends (C speed) and looks only at the window
+between: when that window holds plain entries, the last load's merged lists are patched
+(copies at C speed) instead of being rebuilt from every chunk. At 10,000 keys (20,000
+entries, 2 MB) a one-entry edit costs ~10 ms, mostly the split and the copies.
 """
 
 from __future__ import annotations
 
 import threading
+from itertools import chain, takewhile
+from operator import attrgetter, eq, truth
 from typing import Any, cast
 
 import msgspec
@@ -37,7 +43,7 @@ from oneiric.config.schema import ComponentConfig
 from oneiric.config.sections import _component
 from oneiric.errors import ConfigError
 
-__all__ = ["MAX_FILES", "Chunk", "file_chunks", "forget"]
+__all__ = ["MAX_FILES", "Chunk", "FileRead", "file_chunks", "forget"]
 
 _HEADER = b"[[component]]\n"
 _CUT = b"\n" + _HEADER
@@ -77,11 +83,28 @@ def _chunk_of(comps: tuple[ComponentConfig, ...], other: dict[str, Any] | None) 
     )
 
 
-#: path -> (preamble bytes, its Chunk, {part bytes -> Chunk}) of its last load; replaced whole
-#: per load (a reader sees the old entry or the new one, never a half-built one)
-_Entry = tuple[bytes, Chunk, dict[bytes, Chunk]]
+class FileRead(msgspec.Struct, frozen=True, gc=False):
+    """What the merge takes from one file read in chunks (nothing per entry left to do)."""
+
+    #: the top-level tables other than ``component``, merged in file order
+    other: dict[str, Any]
+    #: the file's ``[[component]]`` entries, in order
+    entries: list[ComponentConfig]
+    #: their (domain, key, provider), all distinct (never mutated: shared with the cache)
+    idents: frozenset[tuple[str, str, str]]
+    tasks: tuple[str, ...]
+    #: indices in ``entries`` of the workflow entries with ``nodes``
+    flows: tuple[int, ...]
+    has_artifact: bool
+
+
+#: path -> (preamble bytes, its Chunk, the parts, their Chunks, the FileRead) of its last
+#: load; replaced whole per load (a reader sees the old entry or the new one, never half)
+_Entry = tuple[bytes, Chunk, list[bytes], list[Chunk], FileRead]
 _cache: dict[str, _Entry] = {}
 _lock = threading.Lock()  # only for the bound on the number of files
+#: past this many parts in the changed window, look every part up instead
+WINDOW = 2048
 
 
 def forget() -> None:
@@ -127,33 +150,137 @@ def _preamble(part: bytes) -> Chunk | None:
     return _chunk_of((), doc)
 
 
-def file_chunks(file: str, data: bytes) -> tuple[dict[str, Any], list[Chunk]] | None:
-    """``(other tables, chunks)`` of one file whose bytes are ``data`` (already known to be
-    valid UTF-8): the top-level tables other than ``component``, merged in file order, and the
-    chunks, whose entries in order are the file's ``[[component]]`` entries. None when the file
-    must be read the reference way (see the module docstring)."""
+def _span(old: list[bytes], new: list[bytes]) -> tuple[int, int]:
+    """How many leading and trailing parts two loads share byte for byte (C speed)."""
+    n = min(len(old), len(new))
+    head = len(list(takewhile(truth, map(eq, old, new))))
+    tail = len(list(takewhile(truth, map(eq, reversed(old), reversed(new)))))
+    return head, min(tail, n - head)
+
+
+def _plain(ch: Chunk) -> bool:
+    """One entry, no task, workflow or artifact: patching around it is exact (tables after
+    the entry are merged again from every part that has some)."""
+    return len(ch.comps) == 1 and not (ch.tasks or ch.flows or ch.has_artifact)
+
+
+def _other(first: Chunk, chunks: list[Chunk]) -> dict[str, Any] | None:
+    """The tables other than ``component``, merged in file order; None when two parts define
+    the same table (the whole file decides)."""
+    other = dict(first.other or {})
+    for ch in filter(attrgetter("other"), chunks):  # C speed: most parts have none
+        for name, value in (ch.other or {}).items():
+            if name in other:
+                return None
+            other[name] = value
+    return other
+
+
+def _assemble(first: Chunk, chunks: list[Chunk]) -> FileRead | None:
+    """The merge's view of a file from all its chunks (C-speed passes); None when two parts
+    define the same table or an entry twice (the whole file decides)."""
+    other = _other(first, chunks)
+    if other is None:
+        return None
+    entries = list(chain.from_iterable(map(attrgetter("comps"), chunks)))
+    idents = frozenset(chain.from_iterable(map(attrgetter("idents"), chunks)))
+    if len(idents) != len(entries):
+        return None  # a duplicate: the reference path says which
+    flows: list[int] = []
+    if any(map(attrgetter("flows"), chunks)):
+        n = 0
+        for ch in chunks:
+            flows += [n + i for i in ch.flows]
+            n += len(ch.comps)
+    return FileRead(
+        other=other,
+        entries=entries,
+        idents=idents,
+        tasks=tuple(chain.from_iterable(map(attrgetter("tasks"), chunks))),
+        flows=tuple(flows),
+        has_artifact=any(map(attrgetter("has_artifact"), chunks)),
+    )
+
+
+def _patch(
+    read: FileRead, start: int, gone: list[Chunk], came: list[Chunk], other: dict[str, Any]
+) -> FileRead | None:
+    """``read`` with the plain chunks ``gone`` (from entry ``start`` on) replaced by the plain
+    chunks ``came``, and the merged tables ``other``: O(window) but copies of the lists (C
+    speed)."""
+    idents = set(read.idents)
+    idents.difference_update(ch.idents[0] for ch in gone)
+    new = [ch.idents[0] for ch in came]
+    if not idents.isdisjoint(new) or len(set(new)) != len(new):
+        return None  # a duplicate: the reference path says which
+    idents.update(new)
+    entries = read.entries[:start] + [ch.comps[0] for ch in came]
+    entries += read.entries[start + len(gone) :]
+    return msgspec.structs.replace(read, other=other, entries=entries, idents=frozenset(idents))
+
+
+def file_chunks(file: str, data: bytes) -> FileRead | None:
+    """One file whose bytes are ``data`` (already known to be valid UTF-8), as the merge
+    takes it; None when the file must be read the reference way (see the module docstring).
+
+    Against the last load of the same path, only the window between the parts both share at
+    the start and at the end is looked at: an edit of one entry among 20,000 costs that entry
+    plus C-speed comparisons and copies."""
     parts = (b"\n" + data).split(_CUT)
-    head = parts[0][1:]
-    old_head, first, old = _cache.get(file) or (None, None, {})
-    if first is None or old_head != head:
-        first = _preamble(head)
-        if first is None:
+    head, rest = parts[0][1:], parts[1:]
+    prev = _cache.get(file)
+    first = prev[1] if prev is not None and prev[0] == head else _preamble(head)
+    if first is None:
+        return None
+    read: FileRead | None = None
+    if prev is None:
+        chunks = _chunks(rest, {}, file=file)
+    else:
+        _, old_first, old_parts, old_chunks, old_read = prev
+        a, b = _span(old_parts, rest)
+        end_old, end_new = len(old_parts) - b, len(rest) - b
+        if end_old - a + end_new - a > WINDOW:
+            chunks = _chunks(rest, dict(zip(old_parts, old_chunks, strict=True)), file=file)
+        else:
+            known = dict(zip(old_parts[a:end_old], old_chunks[a:end_old], strict=True))
+            mid = _chunks(rest[a:end_new], known, file=file)
+            if mid is None:
+                return None
+            chunks = old_chunks[:a] + mid + old_chunks[end_old:]
+            gone = old_chunks[a:end_old]
+            if (
+                first is old_first
+                and len(old_read.entries) == len(old_chunks)  # one entry per chunk
+                and all(map(_plain, gone))
+                and all(map(_plain, mid))
+                and (not old_read.flows or len(gone) == len(mid))
+            ):
+                other = (
+                    _other(first, chunks)
+                    if any(map(attrgetter("other"), chain(gone, mid)))
+                    else old_read.other
+                )
+                if other is None:
+                    return None
+                read = _patch(old_read, a, gone, mid, other)
+                if read is None:
+                    return None
+    if chunks is None:
+        return None
+    if read is None:
+        read = _assemble(first, chunks)
+        if read is None:
             return None
-    rest = parts[1:]
-    found: list[Chunk | None] = list(map(old.get, rest))  # C speed: no Python per chunk
+    _remember(file, (head, first, rest, chunks, read))
+    return read
+
+
+def _chunks(parts: list[bytes], known: dict[bytes, Chunk], *, file: str) -> list[Chunk] | None:
+    """The Chunk of each part: the one known for its bytes, else parsed now."""
+    found: list[Chunk | None] = list(map(known.get, parts))  # C speed: no Python per part
     if None in found:
         for i in [i for i, ch in enumerate(found) if ch is None]:
-            found[i] = _chunk(rest[i], file=file)
+            found[i] = _chunk(parts[i], file=file)
             if found[i] is None:
                 return None
-    chunks = cast("list[Chunk]", found)
-    new = dict(zip(rest, chunks, strict=True))
-    _remember(file, (head, first, new))
-    other = dict(first.other or {})
-    for ch in chunks:
-        if ch.other is not None:
-            for name, value in ch.other.items():
-                if name in other:
-                    return None  # one table from two parts: the whole file decides
-                other[name] = value
-    return other, chunks
+    return cast("list[Chunk]", found)

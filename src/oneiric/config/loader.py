@@ -15,15 +15,13 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from itertools import accumulate, chain, compress
-from operator import attrgetter
 from typing import Any
 
 import msgspec
 import tomli as tomllib  # the stdlib's parser (same code, same errors), compiled: ~3× faster
 
 from oneiric._const import DOMAINS
-from oneiric.config.chunks import Chunk, file_chunks
+from oneiric.config.chunks import FileRead, file_chunks
 from oneiric.config.fields import _check_keys, _convert, _table, _tname
 from oneiric.config.schema import (
     DEFAULT_INCLUDE,
@@ -94,30 +92,19 @@ class _Merge:
         self._add_tables(doc, file=file)
         self._add_components(doc.get("component", []), file=file)
 
-    def add_chunks(self, other: dict[str, Any], chunks: list[Chunk], *, file: str) -> None:
-        """:meth:`add` for a file read in chunks (``config/chunks.py``): ``other`` holds its
-        tables but ``component``, whose entries the chunks hold validated. A ConfigError here
-        may differ from the reference path's (which would report the first mistake in file
-        order): the caller loads again the reference way to report it."""
-        self._add_tables(other, file=file)
-        if not self.allow_artifacts and any(map(attrgetter("has_artifact"), chunks)):
+    def add_chunks(self, read: FileRead, *, file: str) -> None:
+        """:meth:`add` for a file read in chunks (``config/chunks.py``): its tables but
+        ``component``, and its entries already validated. A ConfigError here may differ from
+        the reference path's (which reports the first mistake in file order): the caller
+        loads again the reference way to report it."""
+        self._add_tables(read.other, file=file)
+        if read.has_artifact and not self.allow_artifacts:
             raise ConfigError("'artifact' is only valid in remote manifests", file=file)
-        start = len(self.components)
-        self._starts.append(start)
-        entries = list(chain.from_iterable(map(attrgetter("comps"), chunks)))
-        idents = set(chain.from_iterable(map(attrgetter("idents"), chunks)))
-        if len(idents) != len(entries):  # within one file: the reference path says which
-            raise ConfigError("duplicate component", file=file)
-        self.components += entries
-        self.idents |= idents
-        self.tasks.update(chain.from_iterable(map(attrgetter("tasks"), chunks)))
-        with_flows = list(compress(range(len(chunks)), map(attrgetter("flows"), chunks)))
-        if with_flows:
-            offsets = [0, *accumulate(len(ch.comps) for ch in chunks)]
-            for j in with_flows:
-                for i in chunks[j].flows:
-                    n = offsets[j] + i
-                    self.flows.append((entries[n], f"component[{n}]"))
+        self._starts.append(len(self.components))
+        self.components += read.entries
+        self.idents |= read.idents
+        self.tasks.update(read.tasks)
+        self.flows += [(read.entries[n], f"component[{n}]") for n in read.flows]
 
     def _add_tables(self, doc: dict[str, Any], *, file: str) -> None:
         is_main = not self.files
@@ -393,9 +380,9 @@ def _read(file: str, preread: Preread | None = None) -> tuple[bytes, str]:
 def _add_file(merge: _Merge, file: str, preread: Preread | None, *, chunked: bool) -> bytes:
     data, text = _read(file, preread)
     if chunked:
-        parts = file_chunks(file, data)
-        if parts is not None:
-            merge.add_chunks(*parts, file=file)
+        read = file_chunks(file, data)
+        if read is not None:
+            merge.add_chunks(read, file=file)
             return data
     merge.add(_parse(text, file=file), file=file)
     return data

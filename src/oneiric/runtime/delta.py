@@ -73,8 +73,8 @@ def _span(old: Sequence[object], new: Sequence[object]) -> tuple[int, int]:
     """How many leading and trailing entries ``old`` and ``new`` share (the very same objects
     at the same place), at C speed: an edit leaves everything but a window in between."""
     n = min(len(old), len(new))
-    head = sum(1 for _ in takewhile(truth, map(is_, old, new)))
-    tail = sum(1 for _ in takewhile(truth, map(is_, reversed(old), reversed(new))))
+    head = len(list(takewhile(truth, map(is_, old, new))))
+    tail = len(list(takewhile(truth, map(is_, reversed(old), reversed(new)))))
     return head, min(tail, n - head)
 
 
