@@ -218,7 +218,7 @@ def rows_of(figs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
             row["goal"] = goal
             met = limit is None or by_n[big] < limit
             if growth_goal is not None and growth is not None:
-                met = met and growth <= float(growth_goal[2:])
+                met = met and growth <= float(growth_goal.lstrip("≤~"))
             row["met"] = met if big >= 10_000 else None
         rows.append(row)
     return rows
