@@ -496,3 +496,24 @@ async def test_a_reload_swapping_every_key_lets_other_tasks_run_between_slices(
         between = events[first:last].count("probe")
         assert between >= n // 2, f"the probe ran {between} times during {n} swaps"
         assert rt.pacer.pauses >= n
+
+
+async def test_the_ready_line_of_a_reload_is_the_status_line_whichever_way_it_is_counted(
+    tmp_path: Path,
+) -> None:
+    """A reload's READY=1 line is counted without a walk of every key in one go: from the
+    writer's last rows when no key changed since, else in slices; both say what
+    ``status_line()`` says."""
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(two_each(30))
+    async with reloader(path) as rel:
+        health = rel.health
+        await rel.rt.pause("adapter", "k3", uid=0, pid=1, note="test")
+        assert await health.status_line_now() == health.status_line()  # no rows yet: walked
+        async with anyio.create_task_group() as tg:
+            await tg.start(health.run)  # returns after its first write: rows gathered
+            assert health._rows_cache.get(None) is not None
+            line = await health.status_line_now()
+            tg.cancel_scope.cancel()
+        assert line == health.status_line()
+        assert "30/30 components ready" in line and "1 paused/drained" in line

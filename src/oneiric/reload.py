@@ -257,7 +257,9 @@ class Reloader:
             finally:
                 if notify and not self._closed:  # never READY=1 after STOPPING=1
                     health.set_state(previous_state if previous_state != "reloading" else "running")
-                    self.notifier.ready(health.status_line())
+                    with anyio.CancelScope(shield=True):  # READY=1 goes out whatever happens
+                        line = await health.status_line_now()
+                    self.notifier.ready(line)
 
     def _prepare(self) -> tuple[Config, PluginScan, Delta | None]:
         """The worker thread's part of a reload (blocking): the running config when the files

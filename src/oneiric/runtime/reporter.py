@@ -277,7 +277,36 @@ class HealthReporter:
             paused = sum(1 for st in states if rt.admin_state(st) != "active")
         ready = lifecycles.count("ready")
         bad = lifecycles.count("failed") + lifecycles.count("degraded")
-        parts = [f"{self.state}: {ready}/{len(lifecycles)} components ready"]
+        return self._line(ready, len(lifecycles), paused, bad)
+
+    async def status_line_now(self) -> str:
+        """:meth:`status_line` of the runtime as it is now, without holding the loop for a
+        walk of every key (a reload's ``READY=1``: ~30 ms at 10,000 keys in one go): from the
+        rows gathered last when no key changed since, else counted in time slices."""
+        cached = self._rows_cache.get(None)
+        if cached is not None and cached.fingerprint == self._fingerprint():
+            ds = cached.domains.values()
+            return self._line(
+                sum(d.ready for d in ds),
+                sum(d.components for d in ds),
+                sum(d.paused + d.draining for d in ds),
+                sum(d.failed + d.degraded for d in ds),
+            )
+        rt = self.rt
+        pacer = rt.pacer
+        ready = total = paused = bad = 0
+        for st in rt.selected():
+            lifecycle = st.lifecycle
+            total += 1
+            ready += lifecycle == "ready"
+            bad += lifecycle in ("failed", "degraded")
+            paused += rt.admin_state(st) != "active"
+            if pacer.due():
+                await pacer.pause()
+        return self._line(ready, total, paused, bad)
+
+    def _line(self, ready: int, total: int, paused: int, bad: int) -> str:
+        parts = [f"{self.state}: {ready}/{total} components ready"]
         if paused:
             parts.append(f"{paused} paused/drained")
         if bad:
