@@ -142,3 +142,25 @@ async def test_the_small_fields_are_always_fresh() -> None:
         second = await h.call("status")
         assert second["components"] == first["components"]
         assert second["updated_at"] > first["updated_at"]
+
+
+async def test_a_domain_or_global_pause_shows_in_every_row_of_the_next_status() -> None:
+    """A pause of a whole domain, or of everything, names no key: every row it covers must
+    still show it in the next status (and its resume too)."""
+    async with running_daemon(CONFIG) as h:
+        for row in await _both(h, "other"):
+            assert row["admin"] == "active"
+        await h.call("pause", domain="adapter", note="domain-wide")
+        for key in ("cache", "other"):
+            for row in await _both(h, key):
+                assert row["admin"] == "paused" and row["note"] == "domain-wide"
+        await h.call("resume", domain="adapter")
+        for row in await _both(h, "other"):
+            assert row["admin"] == "active"
+        await h.call("pause", note="everything")
+        for key in ("cache", "other"):
+            for row in await _both(h, key):
+                assert row["admin"] == "paused" and row["note"] == "everything"
+        await h.call("resume")
+        for row in await _both(h, "cache"):
+            assert row["admin"] == "active"
