@@ -230,3 +230,21 @@ async def test_artifacts_beyond_the_previous_manifest_are_collected_unless_impor
         assert {p.name.removesuffix(".whl") for p in artifacts.iterdir()} == kept, n
     # the imported one keeps its directory; its downloaded wheel is not needed any more
     assert (artifacts / shas[2]).is_dir() and not (artifacts / f"{shas[2]}.whl").exists()
+
+
+def test_a_rotated_root_left_on_disk_by_an_interrupted_process_is_followed(repo: Repo) -> None:
+    """A process that wrote ``root_history/2.root.json`` but died before pointing
+    ``root.json`` at it: the next one finds version 2 on disk (python-tuf verifies it against
+    version 1) and carries on from it."""
+    repo.publish(version(1))
+    key = repo.dir / "root-new.key"
+    publish.keygen(key)
+    publish.rotate(repo.repo, "root", add=[key], remove=[], threshold=1)
+    metadata = repo.dir / "host" / "metadata"
+    assert TufSource(repo.config(), repo.dir / "host").check().version == 2
+    assert (metadata / "root.json").resolve().name == "2.root.json"
+    (metadata / "root.json").unlink()  # the interruption: root.json still says version 1
+    (metadata / "root.json").symlink_to("root_history/1.root.json")
+    repo.publish(version(2))
+    assert TufSource(repo.config(), repo.dir / "host").check().version == 3
+    assert (metadata / "root.json").resolve().name == "2.root.json"

@@ -92,7 +92,10 @@ class MetadataStore:
     def point_root(self, version: int) -> None:
         """``root.json`` is now root version ``version``, a copy of ``root_history/<v>``
         (ngclient: a symlink into root_history, rewritten on every Updater)."""
-        data = self.files[f"root_history/{version}.root.json"]
+        name = f"root_history/{version}.root.json"
+        data = self.files.get(name)
+        if data is None:  # ngclient found (and verified) it on disk, left by an earlier process
+            data = self.files[name] = (self.dir / name).read_bytes()
         linked = self._linked if self._root_version is None else self._root_version
         if self.files.get("root.json") != data or linked != version:
             self.files["root.json"] = data
@@ -104,7 +107,7 @@ class MetadataStore:
         for name in sorted(self._dirty, key=lambda n: not n.startswith("root_history/")):
             path = self.dir / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, self.files[name], durable=False)
+            atomic_write(path, self.files[name], mode=0o600, durable=False)
             self._dirty.discard(name)
         if self._root_version is not None:
             tmp = self.dir / ".root.json.link"
