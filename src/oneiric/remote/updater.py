@@ -102,13 +102,14 @@ class MetadataStore:
             self._root_version = version
 
     def flush(self) -> None:
-        """Write what changed since the last flush: versioned roots first, the symlink and
-        the top-level files after, so a crash in between leaves the old trusted state."""
-        for name in sorted(self._dirty, key=lambda n: not n.startswith("root_history/")):
-            path = self.dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, self.files[name], mode=0o600, durable=False)
-            self._dirty.discard(name)
+        """Write what changed since the last flush in python-tuf's order: new root versions,
+        then ``root.json`` pointing at the newest, then timestamp, snapshot and targets -- a
+        crash in between leaves a state python-tuf starts from (it re-verifies what it reads
+        from disk in a new process)."""
+        dirty = sorted(self._dirty, key=lambda n: not n.startswith("root_history/"))
+        roots = [n for n in dirty if n.startswith("root_history/")]
+        for name in roots:
+            self._write(name)
         if self._root_version is not None:
             tmp = self.dir / ".root.json.link"
             with contextlib.suppress(FileNotFoundError):
@@ -117,9 +118,17 @@ class MetadataStore:
             os.replace(tmp, self.dir / "root.json")
             self._linked = self._root_version
             self._root_version = None
+        for name in dirty[len(roots) :]:
+            self._write(name)
         for key in self.verified.keys() - self.used:  # only what this check relied on stays
             del self.verified[key]
         self.used.clear()
+
+    def _write(self, name: str) -> None:
+        path = self.dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, self.files[name], mode=0o600, durable=False)
+        self._dirty.discard(name)
 
 
 class MemoryUpdater(Updater):
