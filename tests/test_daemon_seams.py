@@ -364,3 +364,26 @@ async def test_cyclic_garbage_made_while_starting_is_collected_not_frozen() -> N
     finally:
         gc.unfreeze()  # give the test process its collector back as it was
         gc.enable()
+
+
+@pytest.mark.parametrize("keys", [3, 101])
+async def test_startup_logs_each_activation_only_for_a_small_config(
+    caplog: pytest.LogCaptureFixture, keys: int
+) -> None:
+    """Up to ACTIVATION_LINES [[component]] entries each activation is an INFO line; past
+    it (10,000 lines cost ~0.4 s of start-up) they are DEBUG; a summary line either way."""
+    from oneiric.daemon import ACTIVATION_LINES
+
+    assert 3 <= ACTIVATION_LINES < 101
+    caplog.set_level(logging.INFO)
+    text = "[daemon]\nwatch = false\n" + "".join(
+        f'[[component]]\ndomain = "adapter"\nkey = "k{i}"\nprovider = "m"\n'
+        'factory = "oneiric.builtin.cache:MemoryCache"\n'
+        for i in range(keys)
+    )
+    async with running_daemon(text):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    per_key = [m for m in lines if "activated provider 'm'" in m]
+    assert len(per_key) == (keys if keys <= ACTIVATION_LINES else 0)
+    assert sum(f"activated {keys} of {keys} component(s) in" in m for m in lines) == 1

@@ -151,6 +151,15 @@ class Runtime(ChangeCounter):
         self._reconciler.timeouts = value
 
     @property
+    def activation_log_level(self) -> int:
+        """The level of each key's "activated provider" log line (swaps are always INFO)."""
+        return self._reconciler.activation_log_level
+
+    @activation_log_level.setter
+    def activation_log_level(self, level: int) -> None:
+        self._reconciler.activation_log_level = level
+
+    @property
     def selections(self) -> dict[str, dict[str, str]]:
         """The config's provider selections: domain -> key -> provider."""
         return self._wanted.selections

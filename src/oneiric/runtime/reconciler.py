@@ -78,6 +78,9 @@ class Reconciler:
         self._observers = observers
         self._task_group = task_group
         self._generation = 0
+        #: the level of a key's "activated provider" line (the daemon's start-up logs one
+        #: summary at INFO instead of 10,000 of these)
+        self.activation_log_level = logging.INFO
         #: the periodic health checks of every serving instance
         self.checks = HealthChecks(
             task_group=task_group,
@@ -230,14 +233,17 @@ class Reconciler:
         st.lifecycle = "ready"
         if old is not None:
             st.swapped(round(elapsed, 3))
-        log.info(
-            "%s: %s provider %r in %.1f ms",
-            st.slot.name,
-            "swapped to" if old else "activated",
-            want.provider,
-            elapsed,
-            extra=fields(key=st.ck),
-        )
+        level = logging.INFO if old is not None else self.activation_log_level
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s: %s provider %r in %.1f ms",
+                st.slot.name,
+                "swapped to" if old else "activated",
+                want.provider,
+                elapsed,
+                extra=fields(key=st.ck),
+            )
         self._history.record(
             "swap" if old is not None else "activate",
             f"{'swapped to' if old else 'activated'} {want.provider!r} in {elapsed:.1f} ms"
