@@ -571,3 +571,23 @@ async def test_a_removed_key_keeps_no_health_check_nor_its_retired_instance(rt: 
     assert st.lifecycle == "inactive" and comp.CALLS["a.stop"] == 1
     assert st.health_check is None
     assert len(rt._reconciler.checks) == 0
+
+
+async def test_a_component_changing_its_settings_in_place_leaves_the_config_as_written(
+    rt: Runtime,
+) -> None:
+    """The config's parsed settings outlive an instance (a swap back builds from the same
+    entry), so what a component does to a list or table it was given stays with it."""
+    a = cand("a", value={"tags": ["x"]})
+    b = cand("b")
+    await setup(rt, a, b, select="a")
+    async with rt.use("adapter", "cache") as inst:
+        inst.value["tags"].append("changed by the component")
+        inst.value["extra"] = 1
+    await setup(rt, a, b, select="b")
+    assert serving(rt) == "b"
+    await setup(rt, a, b, select="a")
+    async with rt.use("adapter", "cache") as inst:
+        assert inst.name == "a" and comp.CALLS["a.init"] == 2
+        assert inst.value == {"tags": ["x"]}
+    assert a.settings["value"] == {"tags": ["x"]}

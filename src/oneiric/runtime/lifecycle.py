@@ -15,7 +15,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from copy import deepcopy
 from typing import Any
 
 import anyio
@@ -87,12 +88,20 @@ class _Progress:
         self.stage = "construction"
 
 
+def _arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The factory's keyword arguments: the settings, with their tables and arrays copied. The
+    parsed config is shared by later activations (a swap back, a reload that kept the entry:
+    config/chunks.py keeps unchanged entries' objects), so a component that changes a list or
+    table it was given in place must not change what the next instance is built from."""
+    return {k: deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in settings.items()}
+
+
 def _steps(
     factory: Callable[..., Any], candidate: Candidate, p: _Progress, name: str
 ) -> Generator[_Wait, Any, None]:
     """Construct → ``start()`` → health gate. Each step whose call returns an awaitable yields
     it and is resumed with its result; the steps that answer at once run straight through."""
-    result = _call(factory, **dict(candidate.settings))
+    result = _call(factory, **_arguments(candidate.settings))
     p.instance = (yield result, factory) if inspect.isawaitable(result) else result
     p.built = True
     p.stage = "start()"
