@@ -117,6 +117,29 @@ def test_a_one_entry_edit_validates_that_entry_alone(
     assert second.components[250].provider == "z"
 
 
+def test_an_edit_keeping_every_identity_reuses_the_ident_set(tmp_path: Path) -> None:
+    """A one-key change copies no per-entry set: the edited entries keep their (domain, key,
+    provider), so the file's ident set is the last load's very object (O(changed)); an edit
+    that changes an identity builds a new one."""
+    path = tmp_path / "oneiricd.toml"
+    path.write_text(big(500))
+    load_config(path)
+    file = str(path.resolve())
+    before = chunks_mod._cache[file][4].idents
+    path.write_text(
+        big(500, tail='[selections.adapter]\nk0 = "a"\n').replace(
+            entry(250), entry(250, extra="priority = 99\n").replace(f"priority = {250 % 7}\n", "")
+        )
+    )
+    assert load_config(path) == reference(path)
+    assert chunks_mod._cache[file][4].idents is before  # not a copy of 500 idents
+    path.write_text(big(500).replace(entry(250), entry(250, provider="z")))
+    assert load_config(path) == reference(path)
+    after = chunks_mod._cache[file][4].idents
+    assert after is not before and ("adapter", "k250", "z") in after
+    assert ("adapter", "k250", "a") not in after and len(after) == 500
+
+
 def test_the_same_bytes_in_another_file_are_that_files_own_entries(tmp_path: Path) -> None:
     text = big(20)
     a = tmp_path / "a" / "oneiricd.toml"
