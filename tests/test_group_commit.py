@@ -12,8 +12,8 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-import components as comp
 import oneiric.runtime.intent as intent_mod
+from configs import component, daemon
 from harness import make_dir, running_daemon
 from oneiric.runtime import intent_doc
 from oneiric.runtime.intent import IntentState, IntentStore
@@ -23,25 +23,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 CLIENTS = 16
 KEYS = [f"k{i}" for i in range(CLIENTS)]
-CONFIG = '[daemon]\nwatch = false\nhealth_interval = "1h"\n' + "".join(
-    f"""
-[[component]]
-domain = "adapter"
-key = "{key}"
-provider = "p"
-factory = "components:Thing"
-settings = {{ name = "{key}" }}
-"""
-    for key in KEYS
+CONFIG = daemon(watch=False, health_interval="1h") + "".join(
+    component("adapter", key, "p", "components:Thing", {"name": key}) for key in KEYS
 )
 
 
 REAL_SET_INTENT = intent_doc.set_intent
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
 
 
 class HeldFirstFlush:

@@ -8,56 +8,18 @@ from typing import Any
 
 import pytest
 
-import components as comp
+from configs import CACHE_A_B, SELECT_CACHE_A, daemon, thing
 from harness import Harness, running_daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
-CONFIG = """
-[daemon]
-drain_timeout = "5s"
-stop_timeout = "5s"
-health_interval = "1h"
-watch = false
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "a"
-factory = "components:Thing"
-settings = { name = "a" }
-
-[[component]]
-domain = "adapter"
-key = "cache"
-provider = "b"
-factory = "components:Thing"
-settings = { name = "b" }
-
-[[component]]
-domain = "adapter"
-key = "other"
-provider = "o"
-factory = "components:Thing"
-settings = { name = "o" }
-
-[selections.adapter]
-cache = "a"
-"""
-
-EXTRA = """
-[[component]]
-domain = "adapter"
-key = "added"
-provider = "n"
-factory = "components:Thing"
-settings = { name = "n" }
-"""
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    comp.reset()
+CONFIG = (
+    daemon(drain_timeout="5s", stop_timeout="5s", health_interval="1h", watch=False)
+    + CACHE_A_B
+    + thing("adapter", "other", "o")
+    + SELECT_CACHE_A
+)
+EXTRA = thing("adapter", "added", "n")
 
 
 async def _row(h: Harness, key: str, *, domain: str | None = None) -> dict[str, Any]:
